@@ -1,0 +1,450 @@
+//! The wire format between the host and its plugins: `#[repr(C)]` types and
+//! `#[sabi_trait]` trait objects checked by abi_stable at load time.
+//!
+//! Users do not need this module: the idiomatic types of the crate root wrap it.
+//! Layout rules: fields and methods are only ever added after the one marked
+//! `#[sabi(last_prefix_field)]`, so a newer plugin still loads into an older host.
+
+// The `#[sabi_trait]` expansion has impls rustc flags as non-local.
+#![allow(non_local_definitions)]
+
+use abi_stable::{
+    StableAbi, sabi_trait,
+    std_types::{RArc, RBox, ROption, RResult, RSlice, RStr, RString, RVec},
+};
+
+use crate::error::Error;
+
+/// [`Error`] as it crosses the boundary; converted back on the other side.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum FfiError {
+    NotRegistered { name: RString, waited_ms: u64 },
+    AlreadyRegistered { name: RString, owner: RString, new_owner: RString },
+    WrongKind { name: RString, expected: RString, found: RString },
+    Config { key: RString, reason: RString },
+    QueueFull { topic: RString, waited_ms: u64 },
+    MessageTooLarge { topic: RString, size_bytes: u64, limit_bytes: u64 },
+    Kafka { operation: RString, reason: RString },
+    UnknownGroup { group_id: RString },
+    InvalidGroupId { group_id: RString, reason: RString },
+    StatusDb { path: RString, reason: RString },
+    Panicked { plugin: RString, operation: RString, message: RString },
+    Closed { what: RString },
+    Other { message: RString },
+}
+
+impl From<Error> for FfiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotRegistered { name, waited } => FfiError::NotRegistered {
+                name: name.into(),
+                waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            },
+            Error::AlreadyRegistered { name, owner, new_owner } => FfiError::AlreadyRegistered {
+                name: name.into(),
+                owner: owner.into(),
+                new_owner: new_owner.into(),
+            },
+            Error::WrongKind { name, expected, found } => FfiError::WrongKind {
+                name: name.into(),
+                expected: expected.into(),
+                found: found.into(),
+            },
+            Error::Config { key, reason } => FfiError::Config { key: key.into(), reason: reason.into() },
+            Error::QueueFull { topic, waited_ms } => FfiError::QueueFull { topic: topic.into(), waited_ms },
+            Error::MessageTooLarge { topic, size_bytes, limit_bytes } => FfiError::MessageTooLarge {
+                topic: topic.into(),
+                size_bytes,
+                limit_bytes,
+            },
+            Error::Kafka { operation, reason } => FfiError::Kafka {
+                operation: operation.into(),
+                reason: reason.into(),
+            },
+            Error::UnknownGroup { group_id } => FfiError::UnknownGroup { group_id: group_id.into() },
+            Error::InvalidGroupId { group_id, reason } => FfiError::InvalidGroupId {
+                group_id: group_id.into(),
+                reason: reason.into(),
+            },
+            Error::StatusDb { path, reason } => FfiError::StatusDb { path: path.into(), reason: reason.into() },
+            Error::Panicked { plugin, operation, message } => FfiError::Panicked {
+                plugin: plugin.into(),
+                operation: operation.into(),
+                message: message.into(),
+            },
+            Error::Closed { what } => FfiError::Closed { what: what.into() },
+            Error::Other { message } => FfiError::Other { message: message.into() },
+        }
+    }
+}
+
+impl From<FfiError> for Error {
+    fn from(e: FfiError) -> Self {
+        match e {
+            FfiError::NotRegistered { name, waited_ms } => Error::NotRegistered {
+                name: name.into(),
+                waited: std::time::Duration::from_millis(waited_ms),
+            },
+            FfiError::AlreadyRegistered { name, owner, new_owner } => Error::AlreadyRegistered {
+                name: name.into(),
+                owner: owner.into(),
+                new_owner: new_owner.into(),
+            },
+            FfiError::WrongKind { name, expected, found } => Error::WrongKind {
+                name: name.into(),
+                expected: expected.into(),
+                found: found.into(),
+            },
+            FfiError::Config { key, reason } => Error::Config { key: key.into(), reason: reason.into() },
+            FfiError::QueueFull { topic, waited_ms } => Error::QueueFull { topic: topic.into(), waited_ms },
+            FfiError::MessageTooLarge { topic, size_bytes, limit_bytes } => Error::MessageTooLarge {
+                topic: topic.into(),
+                size_bytes,
+                limit_bytes,
+            },
+            FfiError::Kafka { operation, reason } => Error::Kafka {
+                operation: operation.into(),
+                reason: reason.into(),
+            },
+            FfiError::UnknownGroup { group_id } => Error::UnknownGroup { group_id: group_id.into() },
+            FfiError::InvalidGroupId { group_id, reason } => Error::InvalidGroupId {
+                group_id: group_id.into(),
+                reason: reason.into(),
+            },
+            FfiError::StatusDb { path, reason } => Error::StatusDb { path: path.into(), reason: reason.into() },
+            FfiError::Panicked { plugin, operation, message } => Error::Panicked {
+                plugin: plugin.into(),
+                operation: operation.into(),
+                message: message.into(),
+            },
+            FfiError::Closed { what } => Error::Closed { what: what.into() },
+            FfiError::Other { message } => Error::Other { message: message.into() },
+        }
+    }
+}
+
+/// Result type of every call across the boundary.
+pub type FfiResult<T> = RResult<T, FfiError>;
+
+// ---------------------------------------------------------------- conf and logging
+
+/// The TOML type a conf value had in the file.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum FfiConfKind {
+    String,
+    Integer,
+    Float,
+    Boolean,
+    Datetime,
+    Array,
+    Table,
+}
+
+/// One conf key (tables flattened to dotted names) and its value as text.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct FfiConfEntry {
+    /// The dotted key, e.g. `kafka.bootstrap.servers`.
+    pub key: RString,
+    /// The TOML type of the value.
+    pub kind: FfiConfKind,
+    /// Strings as they are; other values in their TOML form.
+    pub value: RString,
+}
+
+/// Log levels, as in the `log` crate.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[allow(missing_docs)]
+pub enum FfiLogLevel {
+    Error = 1,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// The host's logging callback: `(level, plugin name, target, message)`.
+pub type FfiLogFn = extern "C" fn(FfiLogLevel, RStr<'_>, RStr<'_>, RStr<'_>);
+
+/// Everything a plugin receives at `init`.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiInitContext {
+    /// The shared registry.
+    pub registry: FfiRegistryArc,
+    /// The whole conf, flattened.
+    pub conf: RVec<FfiConfEntry>,
+    /// Where the host's log goes.
+    pub log: extern "C" fn(FfiLogLevel, RStr<'_>, RStr<'_>, RStr<'_>),
+    /// The most verbose level the host will print; plugins skip anything below.
+    pub max_log_level: FfiLogLevel,
+    /// The path the plugin was loaded from.
+    pub plugin_path: RString,
+}
+
+// ---------------------------------------------------------------- registry
+
+/// What a registry entry is.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum FfiEntryKind {
+    Sink,
+    Source,
+    Processor,
+}
+
+/// A registered object.
+#[repr(u8)]
+#[derive(StableAbi, Clone)]
+#[allow(missing_docs)]
+pub enum FfiEntry {
+    Sink(FfiSinkArc),
+    Source(FfiSourceArc),
+    Processor(FfiProcessorArc),
+}
+
+/// A name, its owner and the kind of its entry.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiRegistration {
+    /// The registered name.
+    pub name: RString,
+    /// Who registered it (a plugin's name, or `host`).
+    pub owner: RString,
+    /// The kind of entry.
+    pub kind: FfiEntryKind,
+}
+
+/// The name-keyed registry shared by the host and all plugins.
+#[sabi_trait]
+pub trait FfiRegistry: Send + Sync {
+    /// Registers `entry` under `name` for `owner`; a taken name is an error.
+    fn register(&self, name: RStr<'_>, owner: RStr<'_>, entry: FfiEntry) -> FfiResult<()>;
+    /// The entry under `name`, if any, without waiting.
+    fn get(&self, name: RStr<'_>) -> ROption<FfiEntry>;
+    /// The entry under `name`, waiting up to `timeout_ms` for it to be registered.
+    fn get_wait(&self, name: RStr<'_>, timeout_ms: u64) -> FfiResult<FfiEntry>;
+    /// Every registration, in registration order.
+    #[sabi(last_prefix_field)]
+    fn list(&self) -> RVec<FfiRegistration>;
+}
+
+/// A shared registry object.
+pub type FfiRegistryArc = RArc<FfiRegistry_TO<'static, RBox<()>>>;
+
+// ---------------------------------------------------------------- sink
+
+/// A header of an outgoing record.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiHeader<'a> {
+    /// Header name.
+    pub key: RStr<'a>,
+    /// Header value; `None` is a null header.
+    pub value: ROption<RSlice<'a, u8>>,
+}
+
+/// An outgoing record, borrowed from the caller for the duration of the call.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiRecord<'a> {
+    /// Destination topic.
+    pub topic: RStr<'a>,
+    /// Explicit partition, or a negative number for the partitioner's choice.
+    pub partition: i32,
+    /// Message key.
+    pub key: ROption<RSlice<'a, u8>>,
+    /// Message value; `None` is a null value (tombstone).
+    pub value: ROption<RSlice<'a, u8>>,
+    /// Headers.
+    pub headers: RSlice<'a, FfiHeader<'a>>,
+}
+
+/// How many records of a batch were accepted, and why the rest were not.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiBatchAccepted {
+    /// Delivery id of the first record; the others follow consecutively.
+    pub first_id: u64,
+    /// How many records, from the first, were accepted.
+    pub accepted: u64,
+    /// Why record number `accepted` was refused, when not all were accepted.
+    pub error: ROption<FfiError>,
+}
+
+/// A record the broker did not take.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiDeliveryFailure {
+    /// The delivery id `write` returned.
+    pub id: u64,
+    /// The record's topic.
+    pub topic: RString,
+    /// The reason.
+    pub reason: RString,
+}
+
+/// What a flush found.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiFlushReport {
+    /// Records acknowledged by the broker since the previous flush.
+    pub delivered: u64,
+    /// Records that failed since the previous flush.
+    pub failed: RVec<FfiDeliveryFailure>,
+    /// Records still in flight when the flush returned (timeout).
+    pub pending: u64,
+}
+
+/// A data sink: writes records, reports their delivery.
+#[sabi_trait]
+pub trait FfiDataSink: Send + Sync {
+    /// Queues records; stops at the first one that cannot be queued.
+    fn write_batch(&self, records: RSlice<'_, FfiRecord<'_>>) -> FfiResult<FfiBatchAccepted>;
+    /// Waits up to `timeout_ms` for everything queued, and drains the delivery failures.
+    #[sabi(last_prefix_field)]
+    fn flush(&self, timeout_ms: u64) -> FfiResult<FfiFlushReport>;
+}
+
+/// A shared data sink object.
+pub type FfiSinkArc = RArc<FfiDataSink_TO<'static, RBox<()>>>;
+
+// ---------------------------------------------------------------- source
+
+/// Status of a message group in the status database.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum FfiGroupStatus {
+    Ready,
+    Run,
+    Done,
+    Lost,
+}
+
+/// A header of a consumed message.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiOwnedHeader {
+    /// Header name.
+    pub key: RString,
+    /// Header value, `None` for a null header.
+    pub value: ROption<RVec<u8>>,
+}
+
+/// A consumed message.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiMessage {
+    /// Offset in its partition.
+    pub offset: i64,
+    /// Timestamp in ms since the epoch, if the message has one.
+    pub timestamp_ms: ROption<i64>,
+    /// Key.
+    pub key: ROption<RVec<u8>>,
+    /// Value.
+    pub value: ROption<RVec<u8>>,
+    /// Headers.
+    pub headers: RVec<FfiOwnedHeader>,
+}
+
+/// A run of consecutive messages of one partition, tracked as one unit.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiMessageGroup {
+    /// `topic:partition:min-offset:max-offset`.
+    pub id: RString,
+    /// Topic.
+    pub topic: RString,
+    /// Partition.
+    pub partition: i32,
+    /// First offset of the group.
+    pub min_offset: i64,
+    /// Last offset of the group.
+    pub max_offset: i64,
+    /// 1 the first time the group is handed out, then one more per replay.
+    pub attempt: u32,
+    /// The messages, in offset order.
+    pub messages: RVec<FfiMessage>,
+}
+
+/// A row of the status database.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiGroupInfo {
+    /// Group id.
+    pub id: RString,
+    /// Topic.
+    pub topic: RString,
+    /// Partition.
+    pub partition: i32,
+    /// First offset.
+    pub min_offset: i64,
+    /// Last offset.
+    pub max_offset: i64,
+    /// Status.
+    pub status: FfiGroupStatus,
+    /// Times handed out.
+    pub attempt: u32,
+    /// Last status change, ms since the epoch.
+    pub updated_ms: i64,
+}
+
+/// A key/value pair of strings.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiKeyValue {
+    /// Key.
+    pub key: RString,
+    /// Value.
+    pub value: RString,
+}
+
+/// A reader of message groups.
+#[sabi_trait]
+pub trait FfiReader: Send {
+    /// The next group, waiting up to `timeout_ms`; `None` when none came in time.
+    fn next_group(&mut self, timeout_ms: u64) -> FfiResult<ROption<FfiMessageGroup>>;
+    /// Commits what is done and leaves the consumer group.
+    #[sabi(last_prefix_field)]
+    fn close(&mut self) -> FfiResult<()>;
+}
+
+/// An owned reader object.
+pub type FfiReaderBox = FfiReader_TO<'static, RBox<()>>;
+
+/// A data source: reads message groups and tracks their status.
+#[sabi_trait]
+pub trait FfiDataSource: Send + Sync {
+    /// Opens a reader subscribed to `topics`; `overrides` replace conf keys for this reader.
+    fn open(&self, topics: RVec<RString>, overrides: RVec<FfiKeyValue>) -> FfiResult<FfiReaderBox>;
+    /// Marks a group done.
+    fn mark_done(&self, group_id: RStr<'_>) -> FfiResult<()>;
+    /// The tracked groups, optionally only of one status and one topic.
+    #[sabi(last_prefix_field)]
+    fn groups(&self, status: ROption<FfiGroupStatus>, topic: ROption<RStr<'_>>) -> FfiResult<RVec<FfiGroupInfo>>;
+}
+
+/// A shared data source object.
+pub type FfiSourceArc = RArc<FfiDataSource_TO<'static, RBox<()>>>;
+
+// ---------------------------------------------------------------- processor
+
+/// A plugin that runs work of its own under `pseidon run`.
+#[sabi_trait]
+pub trait FfiProcessor: Send + Sync {
+    /// Starts the work (returns once it runs, in threads of its own).
+    fn start(&self) -> FfiResult<()>;
+    /// Stops the work, waiting up to `timeout_ms`.
+    #[sabi(last_prefix_field)]
+    fn stop(&self, timeout_ms: u64) -> FfiResult<()>;
+}
+
+/// A shared processor object.
+pub type FfiProcessorArc = RArc<FfiProcessor_TO<'static, RBox<()>>>;

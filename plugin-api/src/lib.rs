@@ -1,0 +1,51 @@
+//! The stable-ABI contract between the `pseidon` host and its plugins.
+//!
+//! A plugin is a `cdylib` that exports one root module ([`PluginModRef`]) with
+//! [`export_plugin!`]. At load time the host calls the plugin's `init` with an
+//! [`InitContext`]: the shared [`Registry`], the plugin's view of the conf and a
+//! logging callback. The plugin registers what it offers under names, and
+//! anything (the host, other plugins, their threads) looks the names up:
+//!
+//! ```
+//! use std::time::Duration;
+//! use pseidon_plugin_api::Registry;
+//!
+//! let registry = Registry::new("host");
+//! match registry.reg_get_wait_sink("pseidon.kafka.util.datasink", Duration::from_millis(10)) {
+//!     Ok(_sink) => unreachable!("nothing registered it"),
+//!     Err(err) => assert!(err.to_string().contains("pseidon.kafka.util.datasink")),
+//! }
+//! ```
+//!
+//! Users work with the idiomatic types of this crate ([`Registry`], [`Sink`],
+//! [`Source`], [`Reader`], [`Record`], [`Message`]); the `R`-types and `_TO`
+//! trait objects of the [`ffi`] module are the wire format between the host and
+//! the plugins and stay behind these wrappers.
+#![deny(missing_docs)]
+
+pub mod conf;
+pub mod error;
+pub mod ffi;
+pub mod logging;
+pub mod module;
+pub mod processor;
+pub mod record;
+pub mod registry;
+pub mod sink;
+pub mod source;
+
+pub use conf::{ConfEntry, ConfKind, ConfView};
+pub use error::Error;
+pub use module::{InitContext, Plugin, PluginMod, PluginModRef, PluginSlot, INTERFACE_VERSION};
+pub use processor::{Processor, ProcessorHandle};
+pub use record::message_group;
+pub use record::{GroupInfo, GroupStatus, Header, Message, MessageGroup, MessageHeader, Record};
+pub use registry::{Entry, EntryKind, Registration, Registry};
+pub use sink::{BatchAccepted, DataSink, DeliveryFailure, DeliveryId, FlushReport, Sink};
+pub use source::{DataSource, GroupFilter, Reader, ReaderOptions, ReaderSeq, Source, SourceReader};
+
+/// Re-exports for the code that [`export_plugin!`] generates; not part of the API.
+#[doc(hidden)]
+pub mod reexports {
+    pub use abi_stable;
+}

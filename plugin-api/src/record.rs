@@ -1,0 +1,479 @@
+//! Records written to a sink, and messages and message groups read from a source.
+
+use std::sync::Arc;
+
+use abi_stable::std_types::{ROption, RSlice, RStr, RVec};
+
+use crate::ffi::{FfiGroupInfo, FfiGroupStatus, FfiHeader, FfiMessage, FfiMessageGroup, FfiOwnedHeader, FfiRecord};
+
+/// A header of an outgoing [`Record`].
+///
+/// ```
+/// use pseidon_plugin_api::Header;
+/// let h = Header::new("trace-id", b"42");
+/// assert_eq!(h.key(), "trace-id");
+/// assert_eq!(h.value(), Some(&b"42"[..]));
+/// ```
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy)]
+pub struct Header<'a>(pub(crate) FfiHeader<'a>);
+
+impl<'a> Header<'a> {
+    /// A header with a value.
+    pub fn new(key: &'a str, value: &'a [u8]) -> Self {
+        Header(FfiHeader {
+            key: RStr::from_str(key),
+            value: ROption::RSome(RSlice::from_slice(value)),
+        })
+    }
+
+    /// A header with a null value.
+    pub fn null(key: &'a str) -> Self {
+        Header(FfiHeader {
+            key: RStr::from_str(key),
+            value: ROption::RNone,
+        })
+    }
+
+    /// The header's name.
+    pub fn key(&self) -> &'a str {
+        self.0.key.as_str()
+    }
+
+    /// The header's value.
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.0.value.into_option().map(|v| v.as_slice())
+    }
+}
+
+/// A record to write: a topic and a value, optionally a key, headers and a partition.
+/// It borrows its parts, so building one copies nothing.
+///
+/// ```
+/// use pseidon_plugin_api::{Header, Record};
+/// let headers = [Header::new("source", b"doc")];
+/// let r = Record::new("test", b"test-0").key(b"k").partition(2).headers(&headers);
+/// assert_eq!(r.topic(), "test");
+/// assert_eq!(r.value(), Some(&b"test-0"[..]));
+/// assert_eq!(r.get_key(), Some(&b"k"[..]));
+/// assert_eq!(r.get_partition(), Some(2));
+/// assert_eq!(r.get_headers().len(), 1);
+/// ```
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a>(pub(crate) FfiRecord<'a>);
+
+impl<'a> Record<'a> {
+    /// A record with a value, no key, no headers, any partition.
+    pub fn new(topic: &'a str, value: &'a [u8]) -> Self {
+        Record(FfiRecord {
+            topic: RStr::from_str(topic),
+            partition: -1,
+            key: ROption::RNone,
+            value: ROption::RSome(RSlice::from_slice(value)),
+            headers: RSlice::EMPTY,
+        })
+    }
+
+    /// A record with a null value (a tombstone for compacted topics).
+    pub fn tombstone(topic: &'a str, key: &'a [u8]) -> Self {
+        Record(FfiRecord {
+            topic: RStr::from_str(topic),
+            partition: -1,
+            key: ROption::RSome(RSlice::from_slice(key)),
+            value: ROption::RNone,
+            headers: RSlice::EMPTY,
+        })
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: &'a [u8]) -> Self {
+        self.0.key = ROption::RSome(RSlice::from_slice(key));
+        self
+    }
+
+    /// Sets an explicit partition.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.0.partition = partition;
+        self
+    }
+
+    /// Sets the headers.
+    pub fn headers(mut self, headers: &'a [Header<'a>]) -> Self {
+        // SAFETY: `Header` is `repr(transparent)` over `FfiHeader`.
+        let raw: &'a [FfiHeader<'a>] =
+            unsafe { std::slice::from_raw_parts(headers.as_ptr().cast::<FfiHeader<'a>>(), headers.len()) };
+        self.0.headers = RSlice::from_slice(raw);
+        self
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &'a str {
+        self.0.topic.as_str()
+    }
+
+    /// The key, if set.
+    pub fn get_key(&self) -> Option<&'a [u8]> {
+        self.0.key.into_option().map(|k| k.as_slice())
+    }
+
+    /// The value; `None` for a tombstone.
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.0.value.into_option().map(|v| v.as_slice())
+    }
+
+    /// The explicit partition, if set.
+    pub fn get_partition(&self) -> Option<i32> {
+        (self.0.partition >= 0).then_some(self.0.partition)
+    }
+
+    /// The headers.
+    pub fn get_headers(&self) -> &'a [Header<'a>] {
+        let raw = self.0.headers.as_slice();
+        // SAFETY: `Header` is `repr(transparent)` over `FfiHeader`.
+        unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<Header<'a>>(), raw.len()) }
+    }
+
+    pub(crate) fn as_ffi_slice(records: &'a [Record<'a>]) -> RSlice<'a, FfiRecord<'a>> {
+        // SAFETY: `Record` is `repr(transparent)` over `FfiRecord`.
+        RSlice::from_slice(unsafe { std::slice::from_raw_parts(records.as_ptr().cast::<FfiRecord<'a>>(), records.len()) })
+    }
+
+    pub(crate) fn from_ffi_slice(records: RSlice<'a, FfiRecord<'a>>) -> &'a [Record<'a>] {
+        let raw = records.as_slice();
+        // SAFETY: `Record` is `repr(transparent)` over `FfiRecord`.
+        unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<Record<'a>>(), raw.len()) }
+    }
+}
+
+/// The status of a message group.
+pub use crate::ffi::FfiGroupStatus as GroupStatus;
+
+impl GroupStatus {
+    /// The status as stored and printed: `ready`, `run`, `done` or `lost`.
+    ///
+    /// ```
+    /// assert_eq!(pseidon_plugin_api::GroupStatus::Done.as_str(), "done");
+    /// ```
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FfiGroupStatus::Ready => "ready",
+            FfiGroupStatus::Run => "run",
+            FfiGroupStatus::Done => "done",
+            FfiGroupStatus::Lost => "lost",
+        }
+    }
+
+    /// Parses `ready`, `run`, `done` or `lost`.
+    ///
+    /// ```
+    /// use pseidon_plugin_api::GroupStatus;
+    /// assert_eq!(GroupStatus::parse("run"), Some(GroupStatus::Run));
+    /// assert_eq!(GroupStatus::parse("later"), None);
+    /// ```
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ready" => Some(FfiGroupStatus::Ready),
+            "run" => Some(FfiGroupStatus::Run),
+            "done" => Some(FfiGroupStatus::Done),
+            "lost" => Some(FfiGroupStatus::Lost),
+            _ => None,
+        }
+    }
+}
+
+/// A header of a consumed [`Message`].
+#[repr(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageHeader(FfiOwnedHeader);
+
+impl MessageHeader {
+    /// A header (for plugins building messages).
+    pub fn new(key: &str, value: Option<Vec<u8>>) -> Self {
+        MessageHeader(FfiOwnedHeader {
+            key: key.into(),
+            value: value.map(RVec::from).into(),
+        })
+    }
+
+    /// The header's name.
+    pub fn key(&self) -> &str {
+        self.0.key.as_str()
+    }
+
+    /// The header's value.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.0.value.as_ref().into_option().map(|v| v.as_slice())
+    }
+}
+
+/// What all messages of one group share.
+#[derive(Debug, PartialEq, Eq)]
+struct GroupMeta {
+    id: String,
+    topic: String,
+    partition: i32,
+}
+
+/// A consumed message: its payload, its position, and the id of its message group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    group: Arc<GroupMeta>,
+    inner: FfiMessage,
+}
+
+impl Message {
+    /// The message's topic.
+    pub fn topic(&self) -> &str {
+        &self.group.topic
+    }
+
+    /// The message's partition.
+    pub fn partition(&self) -> i32 {
+        self.group.partition
+    }
+
+    /// The message's offset.
+    pub fn offset(&self) -> i64 {
+        self.inner.offset
+    }
+
+    /// The id of the message group the message belongs to: pass it to `mark_done`.
+    pub fn group_id(&self) -> &str {
+        &self.group.id
+    }
+
+    /// The key.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.inner.key.as_ref().into_option().map(|k| k.as_slice())
+    }
+
+    /// The value; `None` for a tombstone.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.inner.value.as_ref().into_option().map(|v| v.as_slice())
+    }
+
+    /// The timestamp in ms since the epoch, if the message has one.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.inner.timestamp_ms.into_option()
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &[MessageHeader] {
+        let raw = self.inner.headers.as_slice();
+        // SAFETY: `MessageHeader` is `repr(transparent)` over `FfiOwnedHeader`.
+        unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<MessageHeader>(), raw.len()) }
+    }
+}
+
+/// Builder of one message, for plugins that implement a data source.
+///
+/// ```
+/// use pseidon_plugin_api::{MessageGroup, message_group::MessageParts};
+/// let parts = MessageParts { offset: 7, timestamp_ms: None, key: None, value: Some(b"v".to_vec()), headers: vec![] };
+/// let group = MessageGroup::new("t", 0, 1, vec![parts]);
+/// assert_eq!(group.id(), "t:0:7:7");
+/// assert_eq!(group.messages()[0].value(), Some(&b"v"[..]));
+/// ```
+pub mod message_group {
+    use super::MessageHeader;
+
+    /// The owned parts of one message.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct MessageParts {
+        /// Offset.
+        pub offset: i64,
+        /// Timestamp, ms since the epoch.
+        pub timestamp_ms: Option<i64>,
+        /// Key.
+        pub key: Option<Vec<u8>>,
+        /// Value.
+        pub value: Option<Vec<u8>>,
+        /// Headers.
+        pub headers: Vec<MessageHeader>,
+    }
+}
+
+/// A message group: consecutive messages of one partition, marked done together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageGroup {
+    meta: Arc<GroupMeta>,
+    min_offset: i64,
+    max_offset: i64,
+    attempt: u32,
+    messages: Vec<Message>,
+}
+
+impl MessageGroup {
+    /// A group of `messages` (non-empty, in offset order) of `topic`/`partition`;
+    /// its id is `topic:partition:min-offset:max-offset`.
+    pub fn new(topic: &str, partition: i32, attempt: u32, messages: Vec<message_group::MessageParts>) -> Self {
+        let min_offset = messages.first().map_or(0, |m| m.offset);
+        let max_offset = messages.last().map_or(0, |m| m.offset);
+        Self::with_range(topic, partition, min_offset, max_offset, attempt, messages)
+    }
+
+    /// A group with an explicit offset range (a replayed group keeps its id even if
+    /// some offsets of its range hold no message).
+    pub fn with_range(
+        topic: &str,
+        partition: i32,
+        min_offset: i64,
+        max_offset: i64,
+        attempt: u32,
+        messages: Vec<message_group::MessageParts>,
+    ) -> Self {
+        let meta = Arc::new(GroupMeta {
+            id: format!("{topic}:{partition}:{min_offset}:{max_offset}"),
+            topic: topic.to_string(),
+            partition,
+        });
+        let messages = messages
+            .into_iter()
+            .map(|p| Message {
+                group: Arc::clone(&meta),
+                inner: FfiMessage {
+                    offset: p.offset,
+                    timestamp_ms: p.timestamp_ms.into(),
+                    key: p.key.map(RVec::from).into(),
+                    value: p.value.map(RVec::from).into(),
+                    headers: p.headers.into_iter().map(|h| h.0).collect(),
+                },
+            })
+            .collect();
+        MessageGroup {
+            meta,
+            min_offset,
+            max_offset,
+            attempt,
+            messages,
+        }
+    }
+
+    /// `topic:partition:min-offset:max-offset`.
+    pub fn id(&self) -> &str {
+        &self.meta.id
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.meta.topic
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> i32 {
+        self.meta.partition
+    }
+
+    /// First offset.
+    pub fn min_offset(&self) -> i64 {
+        self.min_offset
+    }
+
+    /// Last offset.
+    pub fn max_offset(&self) -> i64 {
+        self.max_offset
+    }
+
+    /// 1 the first time the group is handed out, one more for each replay.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The messages, in offset order.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// The messages, by value.
+    pub fn into_messages(self) -> Vec<Message> {
+        self.messages
+    }
+
+    pub(crate) fn into_ffi(self) -> FfiMessageGroup {
+        let meta = self.meta;
+        FfiMessageGroup {
+            id: meta.id.as_str().into(),
+            topic: meta.topic.as_str().into(),
+            partition: meta.partition,
+            min_offset: self.min_offset,
+            max_offset: self.max_offset,
+            attempt: self.attempt,
+            messages: self.messages.into_iter().map(|m| m.inner).collect(),
+        }
+    }
+
+    pub(crate) fn from_ffi(group: FfiMessageGroup) -> Self {
+        let meta = Arc::new(GroupMeta {
+            id: group.id.into_string(),
+            topic: group.topic.into_string(),
+            partition: group.partition,
+        });
+        let messages = group
+            .messages
+            .into_iter()
+            .map(|inner| Message {
+                group: Arc::clone(&meta),
+                inner,
+            })
+            .collect();
+        MessageGroup {
+            meta,
+            min_offset: group.min_offset,
+            max_offset: group.max_offset,
+            attempt: group.attempt,
+            messages,
+        }
+    }
+}
+
+/// A row of the status database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Group id.
+    pub id: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// First offset.
+    pub min_offset: i64,
+    /// Last offset.
+    pub max_offset: i64,
+    /// Status.
+    pub status: GroupStatus,
+    /// Times handed out.
+    pub attempt: u32,
+    /// Last status change, ms since the epoch.
+    pub updated_ms: i64,
+}
+
+impl From<FfiGroupInfo> for GroupInfo {
+    fn from(g: FfiGroupInfo) -> Self {
+        GroupInfo {
+            id: g.id.into_string(),
+            topic: g.topic.into_string(),
+            partition: g.partition,
+            min_offset: g.min_offset,
+            max_offset: g.max_offset,
+            status: g.status,
+            attempt: g.attempt,
+            updated_ms: g.updated_ms,
+        }
+    }
+}
+
+impl From<GroupInfo> for FfiGroupInfo {
+    fn from(g: GroupInfo) -> Self {
+        FfiGroupInfo {
+            id: g.id.into(),
+            topic: g.topic.into(),
+            partition: g.partition,
+            min_offset: g.min_offset,
+            max_offset: g.max_offset,
+            status: g.status,
+            attempt: g.attempt,
+            updated_ms: g.updated_ms,
+        }
+    }
+}

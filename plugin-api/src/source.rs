@@ -1,0 +1,312 @@
+//! Data sources: [`DataSource`] and [`Reader`] are what a plugin implements;
+//! [`Source`], [`SourceReader`] and [`ReaderSeq`] are what users call.
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RArc, ROption, RResult, RStr, RString, RVec},
+};
+
+use crate::{
+    error::Error,
+    ffi::{
+        FfiDataSource, FfiDataSource_TO, FfiGroupInfo, FfiGroupStatus, FfiKeyValue, FfiMessageGroup, FfiReader,
+        FfiReader_TO, FfiReaderBox, FfiResult, FfiSourceArc,
+    },
+    module::catch_panic,
+    record::{GroupInfo, GroupStatus, Message, MessageGroup},
+};
+
+/// Options of one reader.
+///
+/// ```
+/// let opts = pseidon_plugin_api::ReaderOptions::default().group_id("my-group");
+/// assert_eq!(opts.overrides(), &[("kafka.group.id".to_string(), "my-group".to_string())]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReaderOptions {
+    overrides: Vec<(String, String)>,
+}
+
+impl ReaderOptions {
+    /// Replaces conf key `key` (as written in the conf, e.g. `kafka.group.id`) for this reader.
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.overrides.retain(|(k, _)| k != key);
+        self.overrides.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Reads in consumer group `group` instead of the conf's `kafka.group.id`.
+    pub fn group_id(self, group: &str) -> Self {
+        self.set("kafka.group.id", group)
+    }
+
+    /// The conf keys this reader replaces.
+    pub fn overrides(&self) -> &[(String, String)] {
+        &self.overrides
+    }
+}
+
+/// Which tracked groups to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupFilter {
+    /// Only groups of this status.
+    pub status: Option<GroupStatus>,
+    /// Only groups of this topic.
+    pub topic: Option<String>,
+}
+
+/// What a plugin implements to read message groups.
+pub trait Reader: Send + 'static {
+    /// The next group, waiting up to `timeout`; `Ok(None)` if none came in time.
+    fn next_group(&mut self, timeout: Duration) -> Result<Option<MessageGroup>, Error>;
+    /// Commits what is done and leaves the consumer group.
+    fn close(&mut self) -> Result<(), Error>;
+}
+
+/// What a plugin implements to offer a data source.
+pub trait DataSource: Send + Sync + 'static {
+    /// The plugin's reader type.
+    type Reader: Reader;
+    /// Opens a reader subscribed to `topics`, with `options` applied.
+    fn open(&self, topics: &[String], options: &ReaderOptions) -> Result<Self::Reader, Error>;
+    /// Marks a group done: unknown ids are an error, a done group again is harmless.
+    fn mark_done(&self, group_id: &str) -> Result<(), Error>;
+    /// The tracked groups matching `filter`.
+    fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error>;
+}
+
+struct ReaderAdapter<R> {
+    owner: String,
+    inner: R,
+}
+
+impl<R: Reader> FfiReader for ReaderAdapter<R> {
+    fn next_group(&mut self, timeout_ms: u64) -> FfiResult<ROption<FfiMessageGroup>> {
+        let inner = &mut self.inner;
+        catch_panic(&self.owner, "next_group", || inner.next_group(Duration::from_millis(timeout_ms)))
+            .map(|g| g.map(MessageGroup::into_ffi).into())
+            .map_err(Into::into)
+            .into()
+    }
+
+    fn close(&mut self) -> FfiResult<()> {
+        let inner = &mut self.inner;
+        catch_panic(&self.owner, "close", || inner.close()).map_err(Into::into).into()
+    }
+}
+
+struct SourceAdapter<T> {
+    owner: String,
+    inner: T,
+}
+
+impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
+    fn open(&self, topics: RVec<RString>, overrides: RVec<FfiKeyValue>) -> FfiResult<FfiReaderBox> {
+        let topics: Vec<String> = topics.into_iter().map(RString::into_string).collect();
+        let mut options = ReaderOptions::default();
+        for kv in overrides {
+            options = options.set(kv.key.as_str(), kv.value.as_str());
+        }
+        catch_panic(&self.owner, "open", || self.inner.open(&topics, &options))
+            .map(|reader| {
+                FfiReader_TO::from_value(
+                    ReaderAdapter {
+                        owner: self.owner.clone(),
+                        inner: reader,
+                    },
+                    TD_Opaque,
+                )
+            })
+            .map_err(Into::into)
+            .into()
+    }
+
+    fn mark_done(&self, group_id: RStr<'_>) -> FfiResult<()> {
+        catch_panic(&self.owner, "mark_done", || self.inner.mark_done(group_id.as_str()))
+            .map_err(Into::into)
+            .into()
+    }
+
+    fn groups(&self, status: ROption<FfiGroupStatus>, topic: ROption<RStr<'_>>) -> FfiResult<RVec<FfiGroupInfo>> {
+        let filter = GroupFilter {
+            status: status.into_option(),
+            topic: topic.into_option().map(|t| t.to_string()),
+        };
+        catch_panic(&self.owner, "groups", || self.inner.groups(&filter))
+            .map(|v| v.into_iter().map(FfiGroupInfo::from).collect())
+            .map_err(Into::into)
+            .into()
+    }
+}
+
+/// A data source, as users see it. Cheap to clone; safe to share between threads.
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # fn demo(registry: pseidon_plugin_api::Registry) -> Result<(), pseidon_plugin_api::Error> {
+/// let source = registry.reg_get_wait_source("pseidon.kafka.util.datasource", Duration::from_secs(5))?;
+/// let mut reader = source.reader(&["test"], Default::default())?;
+/// while let Some(group) = reader.next_group(Duration::from_secs(1))? {
+///     for msg in group.messages() {
+///         println!("{:?}", msg.value());
+///     }
+///     source.mark_done(group.id())?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Source {
+    inner: FfiSourceArc,
+}
+
+impl Source {
+    pub(crate) fn from_impl(owner: &str, source: impl DataSource) -> Self {
+        let adapter = SourceAdapter {
+            owner: owner.to_string(),
+            inner: source,
+        };
+        Source {
+            inner: RArc::new(FfiDataSource_TO::from_value(adapter, TD_Opaque)),
+        }
+    }
+
+    pub(crate) fn from_ffi(inner: FfiSourceArc) -> Self {
+        Source { inner }
+    }
+
+    pub(crate) fn into_ffi(self) -> FfiSourceArc {
+        self.inner
+    }
+
+    /// Opens a reader of message groups on `topics`.
+    pub fn reader(&self, topics: &[&str], options: ReaderOptions) -> Result<SourceReader, Error> {
+        let topics: RVec<RString> = topics.iter().map(|t| RString::from(*t)).collect();
+        let overrides: RVec<FfiKeyValue> = options
+            .overrides
+            .iter()
+            .map(|(k, v)| FfiKeyValue {
+                key: k.as_str().into(),
+                value: v.as_str().into(),
+            })
+            .collect();
+        let inner = self.inner.open(topics, overrides).into_result()?;
+        Ok(SourceReader { inner, closed: false })
+    }
+
+    /// The original's lazy `reader-seq`: an iterator over the messages of `topics`,
+    /// blocking until messages arrive. Mark groups done with [`Source::mark_done`]
+    /// or [`ReaderSeq::mark_done`].
+    pub fn reader_seq(&self, topics: &[&str]) -> Result<ReaderSeq, Error> {
+        Ok(ReaderSeq {
+            reader: self.reader(topics, ReaderOptions::default())?,
+            source: self.clone(),
+            buffered: VecDeque::new(),
+            idle_timeout: None,
+        })
+    }
+
+    /// Marks a message group done. An unknown id is an error; marking a done group
+    /// again is harmless.
+    pub fn mark_done(&self, group_id: &str) -> Result<(), Error> {
+        self.inner.mark_done(RStr::from_str(group_id)).into_result().map_err(Error::from)
+    }
+
+    /// The tracked groups matching `filter`.
+    pub fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
+        let status = filter.status.into();
+        let topic = filter.topic.as_deref().map(RStr::from_str).into();
+        let v = self.inner.groups(status, topic).into_result()?;
+        Ok(v.into_iter().map(GroupInfo::from).collect())
+    }
+}
+
+/// A reader of message groups. Dropping it leaves the consumer group; prefer
+/// [`SourceReader::close`] to see errors.
+pub struct SourceReader {
+    inner: FfiReaderBox,
+    closed: bool,
+}
+
+impl SourceReader {
+    /// The next message group, waiting up to `timeout`; `Ok(None)` if none came.
+    pub fn next_group(&mut self, timeout: Duration) -> Result<Option<MessageGroup>, Error> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        match self.inner.next_group(timeout_ms) {
+            RResult::ROk(g) => Ok(g.into_option().map(MessageGroup::from_ffi)),
+            RResult::RErr(e) => Err(e.into()),
+        }
+    }
+
+    /// Commits what is done and leaves the consumer group.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.closed = true;
+        self.inner.close().into_result().map_err(Error::from)
+    }
+}
+
+impl Drop for SourceReader {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _best_effort = self.inner.close();
+        }
+    }
+}
+
+/// An iterator over messages, group after group (see [`Source::reader_seq`]).
+pub struct ReaderSeq {
+    reader: SourceReader,
+    source: Source,
+    buffered: VecDeque<Message>,
+    idle_timeout: Option<Duration>,
+}
+
+impl ReaderSeq {
+    /// Ends the iteration once no message arrived for `idle` (by default it waits forever).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+
+    /// Marks a message group done.
+    pub fn mark_done(&self, group_id: &str) -> Result<(), Error> {
+        self.source.mark_done(group_id)
+    }
+
+    /// Closes the underlying reader.
+    pub fn close(self) -> Result<(), Error> {
+        self.reader.close()
+    }
+}
+
+impl Iterator for ReaderSeq {
+    type Item = Result<Message, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = Instant::now();
+        loop {
+            if let Some(m) = self.buffered.pop_front() {
+                return Some(Ok(m));
+            }
+            let wait = match self.idle_timeout {
+                Some(idle) => {
+                    let left = idle.saturating_sub(start.elapsed());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    left.min(Duration::from_secs(1))
+                }
+                None => Duration::from_secs(1),
+            };
+            match self.reader.next_group(wait) {
+                Ok(Some(group)) => self.buffered.extend(group.into_messages()),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}

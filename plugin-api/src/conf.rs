@@ -2,8 +2,8 @@
 
 use abi_stable::std_types::RVec;
 
-pub use crate::ffi::FfiConfKind as ConfKind;
 use crate::ffi::FfiConfEntry;
+pub use crate::ffi::FfiConfKind as ConfKind;
 
 /// One conf key and its value.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +44,9 @@ impl ConfView {
 
     /// Every entry whose key starts with `prefix`.
     pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a ConfEntry> + 'a {
-        self.entries.iter().filter(move |e| e.key.starts_with(prefix))
+        self.entries
+            .iter()
+            .filter(move |e| e.key.starts_with(prefix))
     }
 
     /// All entries.

@@ -44,7 +44,9 @@ pub enum Error {
         reason: String,
     },
     /// The producer queue stayed full for the whole configured wait.
-    #[error("queue full: the producer queue for topic `{topic}` stayed full for {waited_ms} ms; nothing was written")]
+    #[error(
+        "queue full: the producer queue for topic `{topic}` stayed full for {waited_ms} ms; nothing was written"
+    )]
     QueueFull {
         /// The topic of the refused record.
         topic: String,
@@ -52,7 +54,9 @@ pub enum Error {
         waited_ms: u64,
     },
     /// A record larger than the producer's `message.max.bytes`.
-    #[error("message of {size_bytes} bytes for topic `{topic}` exceeds the producer's message.max.bytes of {limit_bytes} bytes")]
+    #[error(
+        "message of {size_bytes} bytes for topic `{topic}` exceeds the producer's message.max.bytes of {limit_bytes} bytes"
+    )]
     MessageTooLarge {
         /// The topic of the refused record.
         topic: String,

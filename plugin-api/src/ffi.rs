@@ -20,19 +20,59 @@ use crate::error::Error;
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum FfiError {
-    NotRegistered { name: RString, waited_ms: u64 },
-    AlreadyRegistered { name: RString, owner: RString, new_owner: RString },
-    WrongKind { name: RString, expected: RString, found: RString },
-    Config { key: RString, reason: RString },
-    QueueFull { topic: RString, waited_ms: u64 },
-    MessageTooLarge { topic: RString, size_bytes: u64, limit_bytes: u64 },
-    Kafka { operation: RString, reason: RString },
-    UnknownGroup { group_id: RString },
-    InvalidGroupId { group_id: RString, reason: RString },
-    StatusDb { path: RString, reason: RString },
-    Panicked { plugin: RString, operation: RString, message: RString },
-    Closed { what: RString },
-    Other { message: RString },
+    NotRegistered {
+        name: RString,
+        waited_ms: u64,
+    },
+    AlreadyRegistered {
+        name: RString,
+        owner: RString,
+        new_owner: RString,
+    },
+    WrongKind {
+        name: RString,
+        expected: RString,
+        found: RString,
+    },
+    Config {
+        key: RString,
+        reason: RString,
+    },
+    QueueFull {
+        topic: RString,
+        waited_ms: u64,
+    },
+    MessageTooLarge {
+        topic: RString,
+        size_bytes: u64,
+        limit_bytes: u64,
+    },
+    Kafka {
+        operation: RString,
+        reason: RString,
+    },
+    UnknownGroup {
+        group_id: RString,
+    },
+    InvalidGroupId {
+        group_id: RString,
+        reason: RString,
+    },
+    StatusDb {
+        path: RString,
+        reason: RString,
+    },
+    Panicked {
+        plugin: RString,
+        operation: RString,
+        message: RString,
+    },
+    Closed {
+        what: RString,
+    },
+    Other {
+        message: RString,
+    },
 }
 
 impl From<Error> for FfiError {
@@ -42,19 +82,37 @@ impl From<Error> for FfiError {
                 name: name.into(),
                 waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
             },
-            Error::AlreadyRegistered { name, owner, new_owner } => FfiError::AlreadyRegistered {
+            Error::AlreadyRegistered {
+                name,
+                owner,
+                new_owner,
+            } => FfiError::AlreadyRegistered {
                 name: name.into(),
                 owner: owner.into(),
                 new_owner: new_owner.into(),
             },
-            Error::WrongKind { name, expected, found } => FfiError::WrongKind {
+            Error::WrongKind {
+                name,
+                expected,
+                found,
+            } => FfiError::WrongKind {
                 name: name.into(),
                 expected: expected.into(),
                 found: found.into(),
             },
-            Error::Config { key, reason } => FfiError::Config { key: key.into(), reason: reason.into() },
-            Error::QueueFull { topic, waited_ms } => FfiError::QueueFull { topic: topic.into(), waited_ms },
-            Error::MessageTooLarge { topic, size_bytes, limit_bytes } => FfiError::MessageTooLarge {
+            Error::Config { key, reason } => FfiError::Config {
+                key: key.into(),
+                reason: reason.into(),
+            },
+            Error::QueueFull { topic, waited_ms } => FfiError::QueueFull {
+                topic: topic.into(),
+                waited_ms,
+            },
+            Error::MessageTooLarge {
+                topic,
+                size_bytes,
+                limit_bytes,
+            } => FfiError::MessageTooLarge {
                 topic: topic.into(),
                 size_bytes,
                 limit_bytes,
@@ -63,19 +121,30 @@ impl From<Error> for FfiError {
                 operation: operation.into(),
                 reason: reason.into(),
             },
-            Error::UnknownGroup { group_id } => FfiError::UnknownGroup { group_id: group_id.into() },
+            Error::UnknownGroup { group_id } => FfiError::UnknownGroup {
+                group_id: group_id.into(),
+            },
             Error::InvalidGroupId { group_id, reason } => FfiError::InvalidGroupId {
                 group_id: group_id.into(),
                 reason: reason.into(),
             },
-            Error::StatusDb { path, reason } => FfiError::StatusDb { path: path.into(), reason: reason.into() },
-            Error::Panicked { plugin, operation, message } => FfiError::Panicked {
+            Error::StatusDb { path, reason } => FfiError::StatusDb {
+                path: path.into(),
+                reason: reason.into(),
+            },
+            Error::Panicked {
+                plugin,
+                operation,
+                message,
+            } => FfiError::Panicked {
                 plugin: plugin.into(),
                 operation: operation.into(),
                 message: message.into(),
             },
             Error::Closed { what } => FfiError::Closed { what: what.into() },
-            Error::Other { message } => FfiError::Other { message: message.into() },
+            Error::Other { message } => FfiError::Other {
+                message: message.into(),
+            },
         }
     }
 }
@@ -87,19 +156,37 @@ impl From<FfiError> for Error {
                 name: name.into(),
                 waited: std::time::Duration::from_millis(waited_ms),
             },
-            FfiError::AlreadyRegistered { name, owner, new_owner } => Error::AlreadyRegistered {
+            FfiError::AlreadyRegistered {
+                name,
+                owner,
+                new_owner,
+            } => Error::AlreadyRegistered {
                 name: name.into(),
                 owner: owner.into(),
                 new_owner: new_owner.into(),
             },
-            FfiError::WrongKind { name, expected, found } => Error::WrongKind {
+            FfiError::WrongKind {
+                name,
+                expected,
+                found,
+            } => Error::WrongKind {
                 name: name.into(),
                 expected: expected.into(),
                 found: found.into(),
             },
-            FfiError::Config { key, reason } => Error::Config { key: key.into(), reason: reason.into() },
-            FfiError::QueueFull { topic, waited_ms } => Error::QueueFull { topic: topic.into(), waited_ms },
-            FfiError::MessageTooLarge { topic, size_bytes, limit_bytes } => Error::MessageTooLarge {
+            FfiError::Config { key, reason } => Error::Config {
+                key: key.into(),
+                reason: reason.into(),
+            },
+            FfiError::QueueFull { topic, waited_ms } => Error::QueueFull {
+                topic: topic.into(),
+                waited_ms,
+            },
+            FfiError::MessageTooLarge {
+                topic,
+                size_bytes,
+                limit_bytes,
+            } => Error::MessageTooLarge {
                 topic: topic.into(),
                 size_bytes,
                 limit_bytes,
@@ -108,19 +195,30 @@ impl From<FfiError> for Error {
                 operation: operation.into(),
                 reason: reason.into(),
             },
-            FfiError::UnknownGroup { group_id } => Error::UnknownGroup { group_id: group_id.into() },
+            FfiError::UnknownGroup { group_id } => Error::UnknownGroup {
+                group_id: group_id.into(),
+            },
             FfiError::InvalidGroupId { group_id, reason } => Error::InvalidGroupId {
                 group_id: group_id.into(),
                 reason: reason.into(),
             },
-            FfiError::StatusDb { path, reason } => Error::StatusDb { path: path.into(), reason: reason.into() },
-            FfiError::Panicked { plugin, operation, message } => Error::Panicked {
+            FfiError::StatusDb { path, reason } => Error::StatusDb {
+                path: path.into(),
+                reason: reason.into(),
+            },
+            FfiError::Panicked {
+                plugin,
+                operation,
+                message,
+            } => Error::Panicked {
                 plugin: plugin.into(),
                 operation: operation.into(),
                 message: message.into(),
             },
             FfiError::Closed { what } => Error::Closed { what: what.into() },
-            FfiError::Other { message } => Error::Other { message: message.into() },
+            FfiError::Other { message } => Error::Other {
+                message: message.into(),
+            },
         }
     }
 }
@@ -428,7 +526,11 @@ pub trait FfiDataSource: Send + Sync {
     fn mark_done(&self, group_id: RStr<'_>) -> FfiResult<()>;
     /// The tracked groups, optionally only of one status and one topic.
     #[sabi(last_prefix_field)]
-    fn groups(&self, status: ROption<FfiGroupStatus>, topic: ROption<RStr<'_>>) -> FfiResult<RVec<FfiGroupInfo>>;
+    fn groups(
+        &self,
+        status: ROption<FfiGroupStatus>,
+        topic: ROption<RStr<'_>>,
+    ) -> FfiResult<RVec<FfiGroupInfo>>;
 }
 
 /// A shared data source object.

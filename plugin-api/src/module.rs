@@ -130,7 +130,11 @@ impl<P> Default for PluginSlot<P> {
 /// let r: Result<(), _> = pseidon_plugin_api::module::catch_panic("p", "write", || panic!("boom"));
 /// assert!(r.unwrap_err().to_string().contains("boom"));
 /// ```
-pub fn catch_panic<T>(plugin: &str, operation: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+pub fn catch_panic<T>(
+    plugin: &str,
+    operation: &str,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
@@ -160,7 +164,10 @@ pub fn run_init<P: Plugin>(slot: &PluginSlot<P>, ctx: FfiInitContext) -> FfiResu
     let result = catch_panic(P::NAME, "init", || {
         let mut guard = slot.instance.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_some() {
-            return Err(Error::other(format!("plugin {} is already initialised", P::NAME)));
+            return Err(Error::other(format!(
+                "plugin {} is already initialised",
+                P::NAME
+            )));
         }
         let context = InitContext {
             registry: Registry::from_ffi(ctx.registry, P::NAME),
@@ -180,7 +187,11 @@ pub fn run_init<P: Plugin>(slot: &PluginSlot<P>, ctx: FfiInitContext) -> FfiResu
 #[doc(hidden)]
 pub fn run_shutdown<P: Plugin>(slot: &PluginSlot<P>, timeout_ms: u64) -> FfiResult<()> {
     let result = catch_panic(P::NAME, "shutdown", || {
-        let instance = slot.instance.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let instance = slot
+            .instance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         match instance {
             Some(p) => p.shutdown(Duration::from_millis(timeout_ms)),
             None => Ok(()),
@@ -202,35 +213,48 @@ pub fn run_shutdown<P: Plugin>(slot: &PluginSlot<P>, timeout_ms: u64) -> FfiResu
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        static __PSEIDON_PLUGIN_SLOT: $crate::PluginSlot<$plugin> = $crate::PluginSlot::new();
+        #[doc(hidden)]
+        #[allow(missing_docs)]
+        mod __pseidon_plugin_export {
+            #[allow(unused_imports)]
+            use super::*;
 
-        extern "C" fn __pseidon_plugin_name() -> $crate::reexports::abi_stable::std_types::RStr<'static> {
-            $crate::reexports::abi_stable::std_types::RStr::from_str(<$plugin as $crate::Plugin>::NAME)
-        }
+            static __PSEIDON_PLUGIN_SLOT: $crate::PluginSlot<$plugin> = $crate::PluginSlot::new();
 
-        extern "C" fn __pseidon_plugin_version() -> $crate::reexports::abi_stable::std_types::RStr<'static> {
-            $crate::reexports::abi_stable::std_types::RStr::from_str(env!("CARGO_PKG_VERSION"))
-        }
-
-        extern "C" fn __pseidon_plugin_init(ctx: $crate::ffi::FfiInitContext) -> $crate::ffi::FfiResult<()> {
-            $crate::module::run_init(&__PSEIDON_PLUGIN_SLOT, ctx)
-        }
-
-        extern "C" fn __pseidon_plugin_shutdown(timeout_ms: u64) -> $crate::ffi::FfiResult<()> {
-            $crate::module::run_shutdown(&__PSEIDON_PLUGIN_SLOT, timeout_ms)
-        }
-
-        /// The plugin's root module.
-        #[$crate::reexports::abi_stable::export_root_module]
-        pub fn __pseidon_plugin_root_module() -> $crate::PluginModRef {
-            use $crate::reexports::abi_stable::prefix_type::PrefixTypeTrait;
-            $crate::module::PluginMod {
-                name: __pseidon_plugin_name,
-                version: __pseidon_plugin_version,
-                init: __pseidon_plugin_init,
-                shutdown: __pseidon_plugin_shutdown,
+            extern "C" fn __pseidon_plugin_name()
+            -> $crate::reexports::abi_stable::std_types::RStr<'static> {
+                $crate::reexports::abi_stable::std_types::RStr::from_str(
+                    <$plugin as $crate::Plugin>::NAME,
+                )
             }
-            .leak_into_prefix()
+
+            extern "C" fn __pseidon_plugin_version()
+            -> $crate::reexports::abi_stable::std_types::RStr<'static> {
+                $crate::reexports::abi_stable::std_types::RStr::from_str(env!("CARGO_PKG_VERSION"))
+            }
+
+            extern "C" fn __pseidon_plugin_init(
+                ctx: $crate::ffi::FfiInitContext,
+            ) -> $crate::ffi::FfiResult<()> {
+                $crate::module::run_init(&__PSEIDON_PLUGIN_SLOT, ctx)
+            }
+
+            extern "C" fn __pseidon_plugin_shutdown(timeout_ms: u64) -> $crate::ffi::FfiResult<()> {
+                $crate::module::run_shutdown(&__PSEIDON_PLUGIN_SLOT, timeout_ms)
+            }
+
+            /// The plugin's root module.
+            #[$crate::reexports::abi_stable::export_root_module]
+            pub fn __pseidon_plugin_root_module() -> $crate::PluginModRef {
+                use $crate::reexports::abi_stable::prefix_type::PrefixTypeTrait;
+                $crate::module::PluginMod {
+                    name: __pseidon_plugin_name,
+                    version: __pseidon_plugin_version,
+                    init: __pseidon_plugin_init,
+                    shutdown: __pseidon_plugin_shutdown,
+                }
+                .leak_into_prefix()
+            }
         }
     };
 }

@@ -2,10 +2,7 @@
 
 use std::time::Duration;
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::RArc,
-};
+use abi_stable::{sabi_trait::TD_Opaque, std_types::RArc};
 
 use crate::{
     error::Error,
@@ -28,13 +25,17 @@ struct ProcessorAdapter<T> {
 
 impl<T: Processor> FfiProcessor for ProcessorAdapter<T> {
     fn start(&self) -> FfiResult<()> {
-        catch_panic(&self.owner, "start", || self.inner.start()).map_err(Into::into).into()
+        catch_panic(&self.owner, "start", || self.inner.start())
+            .map_err(Into::into)
+            .into()
     }
 
     fn stop(&self, timeout_ms: u64) -> FfiResult<()> {
-        catch_panic(&self.owner, "stop", || self.inner.stop(Duration::from_millis(timeout_ms)))
-            .map_err(Into::into)
-            .into()
+        catch_panic(&self.owner, "stop", || {
+            self.inner.stop(Duration::from_millis(timeout_ms))
+        })
+        .map_err(Into::into)
+        .into()
     }
 }
 
@@ -86,6 +87,9 @@ impl ProcessorHandle {
     /// Stops the processor within `timeout`.
     pub fn stop(&self, timeout: Duration) -> Result<(), Error> {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.inner.stop(timeout_ms).into_result().map_err(Error::from)
+        self.inner
+            .stop(timeout_ms)
+            .into_result()
+            .map_err(Error::from)
     }
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use abi_stable::std_types::{ROption, RSlice, RStr, RVec};
 
-use crate::ffi::{FfiGroupInfo, FfiGroupStatus, FfiHeader, FfiMessage, FfiMessageGroup, FfiOwnedHeader, FfiRecord};
+use crate::ffi::{
+    FfiGroupInfo, FfiGroupStatus, FfiHeader, FfiMessage, FfiMessageGroup, FfiOwnedHeader, FfiRecord,
+};
 
 /// A header of an outgoing [`Record`].
 ///
@@ -101,8 +103,9 @@ impl<'a> Record<'a> {
     /// Sets the headers.
     pub fn headers(mut self, headers: &'a [Header<'a>]) -> Self {
         // SAFETY: `Header` is `repr(transparent)` over `FfiHeader`.
-        let raw: &'a [FfiHeader<'a>] =
-            unsafe { std::slice::from_raw_parts(headers.as_ptr().cast::<FfiHeader<'a>>(), headers.len()) };
+        let raw: &'a [FfiHeader<'a>] = unsafe {
+            std::slice::from_raw_parts(headers.as_ptr().cast::<FfiHeader<'a>>(), headers.len())
+        };
         self.0.headers = RSlice::from_slice(raw);
         self
     }
@@ -136,7 +139,9 @@ impl<'a> Record<'a> {
 
     pub(crate) fn as_ffi_slice(records: &'a [Record<'a>]) -> RSlice<'a, FfiRecord<'a>> {
         // SAFETY: `Record` is `repr(transparent)` over `FfiRecord`.
-        RSlice::from_slice(unsafe { std::slice::from_raw_parts(records.as_ptr().cast::<FfiRecord<'a>>(), records.len()) })
+        RSlice::from_slice(unsafe {
+            std::slice::from_raw_parts(records.as_ptr().cast::<FfiRecord<'a>>(), records.len())
+        })
     }
 
     pub(crate) fn from_ffi_slice(records: RSlice<'a, FfiRecord<'a>>) -> &'a [Record<'a>] {
@@ -250,7 +255,11 @@ impl Message {
 
     /// The value; `None` for a tombstone.
     pub fn value(&self) -> Option<&[u8]> {
-        self.inner.value.as_ref().into_option().map(|v| v.as_slice())
+        self.inner
+            .value
+            .as_ref()
+            .into_option()
+            .map(|v| v.as_slice())
     }
 
     /// The timestamp in ms since the epoch, if the message has one.
@@ -307,7 +316,12 @@ pub struct MessageGroup {
 impl MessageGroup {
     /// A group of `messages` (non-empty, in offset order) of `topic`/`partition`;
     /// its id is `topic:partition:min-offset:max-offset`.
-    pub fn new(topic: &str, partition: i32, attempt: u32, messages: Vec<message_group::MessageParts>) -> Self {
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        attempt: u32,
+        messages: Vec<message_group::MessageParts>,
+    ) -> Self {
         let min_offset = messages.first().map_or(0, |m| m.offset);
         let max_offset = messages.last().map_or(0, |m| m.offset);
         Self::with_range(topic, partition, min_offset, max_offset, attempt, messages)

@@ -14,7 +14,10 @@ use abi_stable::{
 
 use crate::{
     error::Error,
-    ffi::{FfiEntry, FfiEntryKind, FfiError, FfiRegistration, FfiRegistry, FfiRegistry_TO, FfiRegistryArc, FfiResult},
+    ffi::{
+        FfiEntry, FfiEntryKind, FfiError, FfiRegistration, FfiRegistry, FfiRegistry_TO,
+        FfiRegistryArc, FfiResult,
+    },
     processor::{Processor, ProcessorHandle},
     sink::{DataSink, Sink},
     source::{DataSource, Source},
@@ -128,7 +131,11 @@ impl FfiRegistry for RegistryCore {
     }
 
     fn get(&self, name: RStr<'_>) -> ROption<FfiEntry> {
-        self.lock().by_name.get(name.as_str()).map(|s| s.entry.clone()).into()
+        self.lock()
+            .by_name
+            .get(name.as_str())
+            .map(|s| s.entry.clone())
+            .into()
     }
 
     fn get_wait(&self, name: RStr<'_>, timeout_ms: u64) -> FfiResult<FfiEntry> {
@@ -255,12 +262,18 @@ impl Registry {
 
     /// Registers a processor under `name`; `pseidon run` starts it.
     pub fn register_processor(&self, name: &str, processor: impl Processor) -> Result<(), Error> {
-        self.register(name, Entry::Processor(ProcessorHandle::from_impl(&self.owner, processor)))
+        self.register(
+            name,
+            Entry::Processor(ProcessorHandle::from_impl(&self.owner, processor)),
+        )
     }
 
     /// The entry under `name`, without waiting.
     pub fn reg_get(&self, name: &str) -> Option<Entry> {
-        self.inner.get(RStr::from_str(name)).into_option().map(Entry::from_ffi)
+        self.inner
+            .get(RStr::from_str(name))
+            .into_option()
+            .map(Entry::from_ffi)
     }
 
     /// The entry under `name`; if it is not there yet, waits until somebody
@@ -293,7 +306,11 @@ impl Registry {
     }
 
     /// [`Registry::reg_get_wait`] for a processor.
-    pub fn reg_get_wait_processor(&self, name: &str, timeout: Duration) -> Result<ProcessorHandle, Error> {
+    pub fn reg_get_wait_processor(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<ProcessorHandle, Error> {
         match self.reg_get_wait(name, timeout)? {
             Entry::Processor(p) => Ok(p),
             other => Err(wrong_kind(name, EntryKind::Processor, other.kind())),
@@ -332,4 +349,3 @@ fn wrong_kind(name: &str, expected: EntryKind, found: EntryKind) -> Error {
         found: found.as_str().to_string(),
     }
 }
-

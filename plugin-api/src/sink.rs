@@ -12,7 +12,10 @@ use abi_stable::{
 
 use crate::{
     error::Error,
-    ffi::{FfiBatchAccepted, FfiDataSink, FfiDataSink_TO, FfiDeliveryFailure, FfiFlushReport, FfiRecord, FfiResult, FfiSinkArc},
+    ffi::{
+        FfiBatchAccepted, FfiDataSink, FfiDataSink_TO, FfiDeliveryFailure, FfiFlushReport,
+        FfiRecord, FfiResult, FfiSinkArc,
+    },
     module::catch_panic,
     record::Record,
 };
@@ -69,7 +72,8 @@ pub trait DataSink: Send + Sync + 'static {
     /// Queues `records` for asynchronous delivery; record `i` has delivery id
     /// `first_id + i`. On a record that cannot be queued, returns how many were
     /// queued before it and why.
-    fn write_batch(&self, records: &[Record<'_>], first_id: DeliveryId) -> Result<(), (u64, Error)>;
+    fn write_batch(&self, records: &[Record<'_>], first_id: DeliveryId)
+    -> Result<(), (u64, Error)>;
 
     /// Waits up to `timeout` for queued records and reports (once each) the
     /// deliveries since the previous flush.
@@ -87,7 +91,9 @@ impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
         let n = records.len() as u64;
         let first_id = self.next_id.fetch_add(n, Ordering::Relaxed);
         let result = catch_panic(&self.owner, "write", || {
-            Ok(self.inner.write_batch(Record::from_ffi_slice(records), first_id))
+            Ok(self
+                .inner
+                .write_batch(Record::from_ffi_slice(records), first_id))
         });
         match result {
             Ok(Ok(())) => RResult::ROk(FfiBatchAccepted {
@@ -105,22 +111,24 @@ impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
     }
 
     fn flush(&self, timeout_ms: u64) -> FfiResult<FfiFlushReport> {
-        catch_panic(&self.owner, "flush", || self.inner.flush(Duration::from_millis(timeout_ms)))
-            .map(|r| FfiFlushReport {
-                delivered: r.delivered,
-                failed: r
-                    .failed
-                    .into_iter()
-                    .map(|f| FfiDeliveryFailure {
-                        id: f.id,
-                        topic: f.topic.into(),
-                        reason: f.reason.into(),
-                    })
-                    .collect(),
-                pending: r.pending,
-            })
-            .map_err(Into::into)
-            .into()
+        catch_panic(&self.owner, "flush", || {
+            self.inner.flush(Duration::from_millis(timeout_ms))
+        })
+        .map(|r| FfiFlushReport {
+            delivered: r.delivered,
+            failed: r
+                .failed
+                .into_iter()
+                .map(|f| FfiDeliveryFailure {
+                    id: f.id,
+                    topic: f.topic.into(),
+                    reason: f.reason.into(),
+                })
+                .collect(),
+            pending: r.pending,
+        })
+        .map_err(Into::into)
+        .into()
     }
 }
 
@@ -188,7 +196,10 @@ impl Sink {
 
     /// Writes records in order, stopping at the first that cannot be queued.
     pub fn write_batch(&self, records: &[Record<'_>]) -> Result<BatchAccepted, Error> {
-        let b = self.inner.write_batch(Record::as_ffi_slice(records)).into_result()?;
+        let b = self
+            .inner
+            .write_batch(Record::as_ffi_slice(records))
+            .into_result()?;
         Ok(BatchAccepted {
             first_id: b.first_id,
             accepted: b.accepted,

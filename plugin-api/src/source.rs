@@ -14,8 +14,8 @@ use abi_stable::{
 use crate::{
     error::Error,
     ffi::{
-        FfiDataSource, FfiDataSource_TO, FfiGroupInfo, FfiGroupStatus, FfiKeyValue, FfiMessageGroup, FfiReader,
-        FfiReader_TO, FfiReaderBox, FfiResult, FfiSourceArc,
+        FfiDataSource, FfiDataSource_TO, FfiGroupInfo, FfiGroupStatus, FfiKeyValue,
+        FfiMessageGroup, FfiReader, FfiReader_TO, FfiReaderBox, FfiResult, FfiSourceArc,
     },
     module::catch_panic,
     record::{GroupInfo, GroupStatus, Message, MessageGroup},
@@ -88,15 +88,19 @@ struct ReaderAdapter<R> {
 impl<R: Reader> FfiReader for ReaderAdapter<R> {
     fn next_group(&mut self, timeout_ms: u64) -> FfiResult<ROption<FfiMessageGroup>> {
         let inner = &mut self.inner;
-        catch_panic(&self.owner, "next_group", || inner.next_group(Duration::from_millis(timeout_ms)))
-            .map(|g| g.map(MessageGroup::into_ffi).into())
-            .map_err(Into::into)
-            .into()
+        catch_panic(&self.owner, "next_group", || {
+            inner.next_group(Duration::from_millis(timeout_ms))
+        })
+        .map(|g| g.map(MessageGroup::into_ffi).into())
+        .map_err(Into::into)
+        .into()
     }
 
     fn close(&mut self) -> FfiResult<()> {
         let inner = &mut self.inner;
-        catch_panic(&self.owner, "close", || inner.close()).map_err(Into::into).into()
+        catch_panic(&self.owner, "close", || inner.close())
+            .map_err(Into::into)
+            .into()
     }
 }
 
@@ -127,12 +131,18 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
     }
 
     fn mark_done(&self, group_id: RStr<'_>) -> FfiResult<()> {
-        catch_panic(&self.owner, "mark_done", || self.inner.mark_done(group_id.as_str()))
-            .map_err(Into::into)
-            .into()
+        catch_panic(&self.owner, "mark_done", || {
+            self.inner.mark_done(group_id.as_str())
+        })
+        .map_err(Into::into)
+        .into()
     }
 
-    fn groups(&self, status: ROption<FfiGroupStatus>, topic: ROption<RStr<'_>>) -> FfiResult<RVec<FfiGroupInfo>> {
+    fn groups(
+        &self,
+        status: ROption<FfiGroupStatus>,
+        topic: ROption<RStr<'_>>,
+    ) -> FfiResult<RVec<FfiGroupInfo>> {
         let filter = GroupFilter {
             status: status.into_option(),
             topic: topic.into_option().map(|t| t.to_string()),
@@ -195,7 +205,10 @@ impl Source {
             })
             .collect();
         let inner = self.inner.open(topics, overrides).into_result()?;
-        Ok(SourceReader { inner, closed: false })
+        Ok(SourceReader {
+            inner,
+            closed: false,
+        })
     }
 
     /// The original's lazy `reader-seq`: an iterator over the messages of `topics`,
@@ -213,7 +226,10 @@ impl Source {
     /// Marks a message group done. An unknown id is an error; marking a done group
     /// again is harmless.
     pub fn mark_done(&self, group_id: &str) -> Result<(), Error> {
-        self.inner.mark_done(RStr::from_str(group_id)).into_result().map_err(Error::from)
+        self.inner
+            .mark_done(RStr::from_str(group_id))
+            .into_result()
+            .map_err(Error::from)
     }
 
     /// The tracked groups matching `filter`.

@@ -1,0 +1,421 @@
+//! The plugin's settings, parsed from its view of the host conf, and the one place
+//! where librdkafka configurations are built (every `ClientConfig::set` is here).
+//!
+//! Keys:
+//! - `kafka.<property>`: passed to librdkafka as `<property>`, as is (flat quoted keys and
+//!   `[kafka]` tables alike). Strings pass as they are; integers, floats and booleans in
+//!   their string form; arrays, tables and datetimes are an error naming the key.
+//! - `pseidon-kafka.<setting>`: the plugin's own settings, see [`Settings`]. An unknown
+//!   `pseidon-kafka.` key is an error (a typo must not silently fall back to a default).
+//! - Anything else is ignored by this plugin.
+
+use std::{fmt, path::PathBuf};
+
+use pseidon_plugin_api::{ConfKind, ConfView, Error};
+use rdkafka::{ClientConfig, config::RDKafkaLogLevel};
+
+/// Prefix of the keys passed to librdkafka.
+pub const KAFKA_PREFIX: &str = "kafka.";
+/// Prefix of the plugin's own settings.
+pub const SETTINGS_PREFIX: &str = "pseidon-kafka.";
+
+/// The plugin's own settings (`pseidon-kafka.*` keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `pseidon-kafka.queue-full-timeout-ms`: how long `write` waits for room in a full
+    /// producer queue before it returns a "queue full" error. Default 30000.
+    pub queue_full_timeout_ms: u64,
+    /// `pseidon-kafka.status-db`: the SQLite file that tracks message groups.
+    /// Default `/var/lib/pseidon-kafka/status.db`.
+    pub status_db: PathBuf,
+    /// `pseidon-kafka.group-max-messages`: the most messages in one message group. Default 1000.
+    pub group_max_messages: usize,
+    /// `pseidon-kafka.group-max-wait-ms`: the longest a message group waits to fill up
+    /// before it is handed out. Default 100.
+    pub group_max_wait_ms: u64,
+    /// `pseidon-kafka.done-retention-ms`: done groups older than this are pruned from the
+    /// status database. Default 604800000 (7 days).
+    pub done_retention_ms: u64,
+}
+
+/// Default of `pseidon-kafka.queue-full-timeout-ms`.
+pub fn default_queue_full_timeout_ms() -> u64 {
+    30_000
+}
+/// Default of `pseidon-kafka.status-db`.
+pub fn default_status_db() -> PathBuf {
+    PathBuf::from("/var/lib/pseidon-kafka/status.db")
+}
+/// Default of `pseidon-kafka.group-max-messages`.
+pub fn default_group_max_messages() -> usize {
+    1000
+}
+/// Default of `pseidon-kafka.group-max-wait-ms`.
+pub fn default_group_max_wait_ms() -> u64 {
+    100
+}
+/// Default of `pseidon-kafka.done-retention-ms`.
+pub fn default_done_retention_ms() -> u64 {
+    7 * 24 * 3600 * 1000
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            queue_full_timeout_ms: default_queue_full_timeout_ms(),
+            status_db: default_status_db(),
+            group_max_messages: default_group_max_messages(),
+            group_max_wait_ms: default_group_max_wait_ms(),
+            done_retention_ms: default_done_retention_ms(),
+        }
+    }
+}
+
+/// What a client is for; each role has its own safe defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The datasink's producer: idempotent (`enable.idempotence=true`, so `acks=all`).
+    Producer,
+    /// The datasource's group consumer: offsets stored only by the done-watermark,
+    /// `auto.offset.reset=earliest` so a new group misses nothing.
+    Consumer,
+    /// The replay consumer: assigned partitions only, never commits.
+    Replay,
+}
+
+/// librdkafka properties from `kafka.*` keys, prefix removed, in conf order.
+#[derive(Clone, PartialEq)]
+pub struct KafkaProps {
+    props: Vec<(String, String)>,
+}
+
+impl fmt::Debug for KafkaProps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (k, v) in &self.props {
+            if is_secret(k) {
+                map.entry(k, &"<redacted>");
+            } else {
+                map.entry(k, v);
+            }
+        }
+        map.finish()
+    }
+}
+
+/// True for properties whose values are secrets: never logged, never in an error.
+pub fn is_secret(property: &str) -> bool {
+    let p = property.strip_prefix(KAFKA_PREFIX).unwrap_or(property);
+    p.contains("password")
+        || p.contains("secret")
+        || p == "ssl.key.pem"
+        || p == "sasl.oauthbearer.config"
+        || p == "ssl_key"
+}
+
+/// The parsed configuration of the plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// librdkafka properties.
+    pub kafka: KafkaProps,
+    /// The plugin's own settings.
+    pub settings: Settings,
+}
+
+impl Config {
+    /// Parses the conf: `kafka.*` keys into librdkafka properties, `pseidon-kafka.*`
+    /// keys into [`Settings`]. Every error names the key.
+    pub fn parse(conf: &ConfView) -> Result<Config, Error> {
+        let mut props = Vec::new();
+        let mut settings = Settings::default();
+        for entry in conf.entries() {
+            if let Some(property) = entry.key.strip_prefix(KAFKA_PREFIX) {
+                let value = scalar_value(&entry.key, entry.kind, &entry.value)?;
+                props.retain(|(k, _): &(String, String)| k != property);
+                props.push((property.to_string(), value));
+            } else if let Some(setting) = entry.key.strip_prefix(SETTINGS_PREFIX) {
+                let value = scalar_value(&entry.key, entry.kind, &entry.value)?;
+                apply_setting(&mut settings, &entry.key, setting, &value)?;
+            }
+        }
+        Ok(Config {
+            kafka: KafkaProps { props },
+            settings,
+        })
+    }
+
+    /// The configured value of librdkafka property `property`, if set in the conf.
+    pub fn kafka_prop(&self, property: &str) -> Option<&str> {
+        self.kafka
+            .props
+            .iter()
+            .rev()
+            .find(|(k, _)| k == property)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A librdkafka configuration for `role`: the role's defaults, then the conf's
+    /// `kafka.*` properties, then `overrides` (keys as in the conf, `kafka.`-prefixed).
+    /// Each property is checked by librdkafka here: a rejected one is an error naming
+    /// the conf key and librdkafka's reason (secret values redacted).
+    pub fn client_config(
+        &self,
+        role: Role,
+        overrides: &[(String, String)],
+    ) -> Result<ClientConfig, Error> {
+        let mut cfg = ClientConfig::new();
+        match role {
+            Role::Producer => {
+                cfg.set("enable.idempotence", "true");
+            }
+            Role::Consumer => {
+                cfg.set("enable.auto.offset.store", "false");
+                cfg.set("enable.auto.commit", "true");
+                cfg.set("auto.offset.reset", "earliest");
+                cfg.set("enable.partition.eof", "false");
+            }
+            Role::Replay => {}
+        }
+        let mut chosen: Vec<(String, String)> = self.kafka.props.clone();
+        for (key, value) in overrides {
+            let Some(property) = key.strip_prefix(KAFKA_PREFIX) else {
+                return Err(Error::config(
+                    key.as_str(),
+                    "only kafka.* keys can be overridden per reader",
+                ));
+            };
+            chosen.retain(|(k, _)| k != property);
+            chosen.push((property.to_string(), value.clone()));
+        }
+        for (property, value) in &chosen {
+            validate_property(property, value)?;
+            cfg.set(property.as_str(), value.as_str());
+        }
+        match role {
+            Role::Producer => {}
+            Role::Consumer => {
+                // The watermark is the only thing that stores offsets: not overridable.
+                cfg.set("enable.auto.offset.store", "false");
+            }
+            Role::Replay => {
+                cfg.set("enable.auto.commit", "false");
+                cfg.set("enable.auto.offset.store", "false");
+                cfg.set("enable.partition.eof", "false");
+            }
+        }
+        cfg.set_log_level(log_level());
+        Ok(cfg)
+    }
+}
+
+/// librdkafka's log level matching the host's level, so its log lines reach the host.
+fn log_level() -> RDKafkaLogLevel {
+    match log::max_level() {
+        log::LevelFilter::Off | log::LevelFilter::Error => RDKafkaLogLevel::Error,
+        log::LevelFilter::Warn => RDKafkaLogLevel::Warning,
+        log::LevelFilter::Info => RDKafkaLogLevel::Notice,
+        log::LevelFilter::Debug | log::LevelFilter::Trace => RDKafkaLogLevel::Debug,
+    }
+}
+
+/// Checks one property with librdkafka itself, so a bad key fails at `init`.
+fn validate_property(property: &str, value: &str) -> Result<(), Error> {
+    let mut probe = ClientConfig::new();
+    probe.set(property, value);
+    match probe.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let reason = match e {
+                rdkafka::error::KafkaError::ClientConfig(_, desc, _, _) => desc,
+                other => other.to_string(),
+            };
+            reason = redact(property, value, &reason);
+            Err(Error::config(
+                format!("{KAFKA_PREFIX}{property}"),
+                format!("librdkafka rejected it: {reason}"),
+            ))
+        }
+    }
+}
+
+/// `text` with the value of a secret property blanked out.
+fn redact(property: &str, value: &str, text: &str) -> String {
+    if is_secret(property) && !value.is_empty() {
+        text.replace(value, "<redacted>")
+    } else {
+        text.to_string()
+    }
+}
+
+/// The string form of a scalar conf value; arrays, tables and datetimes are errors.
+fn scalar_value(key: &str, kind: ConfKind, value: &str) -> Result<String, Error> {
+    match kind {
+        ConfKind::String | ConfKind::Integer | ConfKind::Float | ConfKind::Boolean => {
+            Ok(value.to_string())
+        }
+        ConfKind::Array => Err(Error::config(
+            key,
+            "an array is not allowed here: write the value as one string, e.g. \"a,b\"",
+        )),
+        ConfKind::Table => Err(Error::config(
+            key,
+            "a table is not allowed here: the value must be a string, number or boolean",
+        )),
+        ConfKind::Datetime => Err(Error::config(
+            key,
+            "a datetime is not allowed here: write it as a string",
+        )),
+    }
+}
+
+fn apply_setting(
+    settings: &mut Settings,
+    key: &str,
+    setting: &str,
+    value: &str,
+) -> Result<(), Error> {
+    match setting {
+        "queue-full-timeout-ms" => settings.queue_full_timeout_ms = parse_number(key, value)?,
+        "status-db" => {
+            if value.trim().is_empty() {
+                return Err(Error::config(key, "must be the path of a SQLite file"));
+            }
+            settings.status_db = PathBuf::from(value);
+        }
+        "group-max-messages" => {
+            let n: usize = parse_number(key, value)?;
+            if n == 0 {
+                return Err(Error::config(key, "must be at least 1"));
+            }
+            settings.group_max_messages = n;
+        }
+        "group-max-wait-ms" => settings.group_max_wait_ms = parse_number(key, value)?,
+        "done-retention-ms" => settings.done_retention_ms = parse_number(key, value)?,
+        _ => {
+            return Err(Error::config(
+                key,
+                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-wait-ms, done-retention-ms)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Error> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::config(key, format!("`{value}` is not a non-negative whole number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use pseidon_plugin_api::ConfEntry;
+
+    use super::*;
+
+    fn conf(entries: &[(&str, ConfKind, &str)]) -> ConfView {
+        ConfView::new(
+            entries
+                .iter()
+                .map(|(k, kind, v)| ConfEntry {
+                    key: k.to_string(),
+                    kind: *kind,
+                    value: v.to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn kafka_keys_lose_their_prefix_and_others_are_ignored() {
+        let c = Config::parse(&conf(&[
+            (
+                "kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:9092",
+            ),
+            ("kafka.linger.ms", ConfKind::Integer, "5"),
+            ("plugin-dirs", ConfKind::Array, "[\"/x\"]"),
+            ("kafkaesque", ConfKind::String, "no"),
+        ]))
+        .unwrap();
+        assert_eq!(c.kafka_prop("bootstrap.servers"), Some("127.0.0.1:9092"));
+        assert_eq!(c.kafka_prop("linger.ms"), Some("5"));
+        assert_eq!(c.kafka.props.len(), 2);
+    }
+
+    #[test]
+    fn arrays_are_an_error_naming_the_key() {
+        let err = Config::parse(&conf(&[(
+            "kafka.bootstrap.servers",
+            ConfKind::Array,
+            "[\"a\"]",
+        )]))
+        .unwrap_err();
+        assert!(err.to_string().contains("kafka.bootstrap.servers"), "{err}");
+    }
+
+    #[test]
+    fn rejected_property_names_key_and_reason() {
+        let c = Config::parse(&conf(&[("kafka.no.such.property", ConfKind::String, "1")])).unwrap();
+        let err = c
+            .client_config(Role::Producer, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.no.such.property"), "{err}");
+        assert!(err.contains("No such configuration property"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_reach_errors_or_debug() {
+        let c = Config::parse(&conf(&[(
+            "kafka.ssl.key.password",
+            ConfKind::String,
+            "hunter2",
+        )]))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let text = redact(
+            "sasl.password",
+            "hunter2",
+            "Invalid value \"hunter2\" for sasl.password",
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            is_secret("kafka.sasl.password") && is_secret("ssl.key.password") && !is_secret("acks")
+        );
+    }
+
+    #[test]
+    fn unknown_setting_is_an_error() {
+        let err = Config::parse(&conf(&[(
+            "pseidon-kafka.status-dbb",
+            ConfKind::String,
+            "/x",
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("pseidon-kafka.status-dbb"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn settings_parse() {
+        let c = Config::parse(&conf(&[
+            ("pseidon-kafka.status-db", ConfKind::String, "/tmp/s.db"),
+            ("pseidon-kafka.group-max-messages", ConfKind::Integer, "10"),
+        ]))
+        .unwrap();
+        assert_eq!(c.settings.status_db, PathBuf::from("/tmp/s.db"));
+        assert_eq!(c.settings.group_max_messages, 10);
+        let err = Config::parse(&conf(&[(
+            "pseidon-kafka.group-max-messages",
+            ConfKind::Integer,
+            "0",
+        )]))
+        .unwrap_err();
+        assert!(err.to_string().contains("at least 1"));
+    }
+}

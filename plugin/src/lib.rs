@@ -1,0 +1,39 @@
+//! The Kafka plugin for pseidon. At `init` it parses its conf ([`config`]) and
+//! registers [`SINK_NAME`] ([`producer`]) and [`SOURCE_NAME`] ([`source`]); this file
+//! only wires the parts together.
+#![deny(missing_docs)]
+
+pub mod config;
+
+use std::time::Duration;
+
+use pseidon_plugin_api::{Error, InitContext, Plugin};
+
+/// The registry name of the datasink.
+pub const SINK_NAME: &str = "pseidon.kafka.util.datasink";
+/// The registry name of the datasource.
+pub const SOURCE_NAME: &str = "pseidon.kafka.util.datasource";
+
+/// The plugin instance: owns what `shutdown` must stop.
+pub struct KafkaPlugin {
+    config: config::Config,
+}
+
+impl Plugin for KafkaPlugin {
+    const NAME: &'static str = "pseidon-kafka";
+
+    fn init(ctx: InitContext) -> Result<Self, Error> {
+        let config = config::Config::parse(&ctx.conf)?;
+        // Validate every kafka.* property with librdkafka now, not at first use.
+        config.client_config(config::Role::Producer, &[])?;
+        log::info!("pseidon-kafka initialised with {:?}", config.kafka);
+        Ok(KafkaPlugin { config })
+    }
+
+    fn shutdown(&self, _timeout: Duration) -> Result<(), Error> {
+        let _ = &self.config;
+        Ok(())
+    }
+}
+
+pseidon_plugin_api::export_plugin!(KafkaPlugin);

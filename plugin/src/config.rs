@@ -229,7 +229,7 @@ fn validate_property(property: &str, value: &str) -> Result<(), Error> {
                 rdkafka::error::KafkaError::ClientConfig(_, desc, _, _) => desc,
                 other => other.to_string(),
             };
-            reason = redact(property, value, &reason);
+            let reason = redact(property, value, &reason);
             Err(Error::config(
                 format!("{KAFKA_PREFIX}{property}"),
                 format!("librdkafka rejected it: {reason}"),

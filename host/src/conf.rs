@@ -1,0 +1,423 @@
+//! The host conf: a TOML file with the host's own keys, handed whole (flattened to
+//! dotted keys) to every plugin as a [`ConfView`].
+
+use std::{
+    fmt, fs, io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use pseidon_plugin_api::{ConfEntry, ConfKind, ConfView};
+
+/// Where the conf is read from when neither `--conf` nor `PSEIDON_CONF` says otherwise.
+pub const DEFAULT_CONF_PATH: &str = "/opt/pseidon/conf/pseidon.toml";
+
+/// The environment variable that overrides the default conf path.
+pub const CONF_ENV: &str = "PSEIDON_CONF";
+
+/// The default of `shutdown-timeout-ms`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+
+/// What chose the conf path: error messages say it, so a user knows what to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfOrigin {
+    /// The `--conf` flag.
+    Flag,
+    /// The `PSEIDON_CONF` environment variable.
+    Env,
+    /// Neither: the default path.
+    Default,
+    /// An application embedding the host passed it.
+    Caller,
+}
+
+impl fmt::Display for ConfOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConfOrigin::Flag => "chosen by the --conf flag",
+            ConfOrigin::Env => "chosen by the PSEIDON_CONF environment variable",
+            ConfOrigin::Default => {
+                "the default path; choose another with --conf PATH or PSEIDON_CONF"
+            }
+            ConfOrigin::Caller => "given by the application",
+        })
+    }
+}
+
+/// Picks the conf path: the `--conf` flag wins over `PSEIDON_CONF`, which wins over
+/// [`DEFAULT_CONF_PATH`]. An empty `PSEIDON_CONF` counts as unset.
+///
+/// ```
+/// use std::path::Path;
+/// use pseidon_host::conf::{resolve_path, ConfOrigin};
+/// let (path, origin) = resolve_path(Some(Path::new("/etc/p.toml")));
+/// assert_eq!((path.as_path(), origin), (Path::new("/etc/p.toml"), ConfOrigin::Flag));
+/// ```
+pub fn resolve_path(flag: Option<&Path>) -> (PathBuf, ConfOrigin) {
+    if let Some(p) = flag {
+        return (p.to_path_buf(), ConfOrigin::Flag);
+    }
+    match std::env::var_os(CONF_ENV) {
+        Some(v) if !v.is_empty() => (PathBuf::from(v), ConfOrigin::Env),
+        _ => (PathBuf::from(DEFAULT_CONF_PATH), ConfOrigin::Default),
+    }
+}
+
+/// Why the conf could not be used; one variant per failed operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfError {
+    /// The conf file does not exist.
+    #[error("conf file {} does not exist ({origin})", path.display())]
+    NotFound {
+        /// The path that was tried.
+        path: PathBuf,
+        /// What chose it.
+        origin: ConfOrigin,
+    },
+    /// The conf file exists but could not be read.
+    #[error("cannot read conf file {} ({origin}): {source}", path.display())]
+    Read {
+        /// The path that was tried.
+        path: PathBuf,
+        /// What chose it.
+        origin: ConfOrigin,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("malformed TOML in {} at line {line}, column {column}: {message}", path.display())]
+    Parse {
+        /// The conf file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A host key has a value of the wrong type.
+    #[error("conf key `{key}` in {} must be {expected}, not {found}", path.display())]
+    WrongType {
+        /// The conf file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// What the key needs.
+        expected: &'static str,
+        /// What the file has.
+        found: String,
+    },
+    /// A host key has a value of the right type that cannot be used.
+    #[error("conf key `{key}` in {}: {reason}", path.display())]
+    InvalidValue {
+        /// The conf file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// The loaded conf: the host's keys, and every key for the plugins.
+#[derive(Debug, Clone)]
+pub struct Conf {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `plugin-dirs`: directories (every `*.so` in them, sorted) or single plugin
+    /// files; relative paths are relative to the conf file's directory.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// `classpath`: directories (or single files) of shared libraries the plugins
+    /// depend on, loaded with `RTLD_GLOBAL` before any plugin.
+    pub classpath: Vec<PathBuf>,
+    /// `strict`: any load failure is fatal.
+    pub strict: bool,
+    /// `shutdown-timeout-ms`: how long each plugin's `shutdown` (and each processor's
+    /// `stop`) may take.
+    pub shutdown_timeout: Duration,
+    /// `allow-writable-plugins`: load plugin files and dirs that group or others can write.
+    pub allow_writable_plugins: bool,
+    /// Every key of the file, flattened to dotted names, in file order.
+    pub view: ConfView,
+}
+
+impl Conf {
+    /// A conf with no plugins and the defaults, as if read from an empty file at `path`.
+    ///
+    /// ```
+    /// let conf = pseidon_host::Conf::empty("/nowhere.toml");
+    /// assert!(conf.plugin_dirs.is_empty() && !conf.strict);
+    /// assert_eq!(conf.shutdown_timeout.as_millis(), 10_000);
+    /// ```
+    pub fn empty(path: impl Into<PathBuf>) -> Self {
+        Conf {
+            path: path.into(),
+            plugin_dirs: Vec::new(),
+            classpath: Vec::new(),
+            strict: false,
+            shutdown_timeout: Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+            allow_writable_plugins: false,
+            view: ConfView::default(),
+        }
+    }
+
+    /// Reads the conf file at `path`; `origin` says what chose the path (for errors).
+    pub fn load_from(path: &Path, origin: ConfOrigin) -> Result<Conf, ConfError> {
+        let text = fs::read_to_string(path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                ConfError::NotFound {
+                    path: path.to_path_buf(),
+                    origin,
+                }
+            } else {
+                ConfError::Read {
+                    path: path.to_path_buf(),
+                    origin,
+                    source,
+                }
+            }
+        })?;
+        Conf::parse(&text, path)
+    }
+
+    /// Reads the conf file at `path` (given by the application).
+    pub fn load(path: &Path) -> Result<Conf, ConfError> {
+        Conf::load_from(path, ConfOrigin::Caller)
+    }
+
+    /// Parses conf text; `path` is where it came from (for errors and for relative paths).
+    ///
+    /// ```
+    /// use pseidon_host::Conf;
+    /// let conf = Conf::parse("strict = true\n[kafka]\nbootstrap.servers = \"b:9092\"\n", "/etc/p.toml".as_ref()).unwrap();
+    /// assert!(conf.strict);
+    /// assert_eq!(conf.view.get("kafka.bootstrap.servers").unwrap().value, "b:9092");
+    ///
+    /// let err = Conf::parse("strict = \n", "/etc/p.toml".as_ref()).unwrap_err();
+    /// assert!(err.to_string().contains("line 1, column"));
+    /// ```
+    pub fn parse(text: &str, path: &Path) -> Result<Conf, ConfError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let (line, column) = line_column(text, offset);
+            ConfError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut conf = Conf::empty(path);
+        if let Some(v) = table.get("plugin-dirs") {
+            conf.plugin_dirs = path_list(v, "plugin-dirs", path, &base)?;
+        }
+        if let Some(v) = table.get("classpath") {
+            conf.classpath = path_list(v, "classpath", path, &base)?;
+        }
+        if let Some(v) = table.get("strict") {
+            conf.strict = boolean(v, "strict", path)?;
+        }
+        if let Some(v) = table.get("allow-writable-plugins") {
+            conf.allow_writable_plugins = boolean(v, "allow-writable-plugins", path)?;
+        }
+        if let Some(v) = table.get("shutdown-timeout-ms") {
+            let ms = v
+                .as_integer()
+                .ok_or_else(|| wrong_type(path, "shutdown-timeout-ms", "an integer", v))?;
+            let ms = u64::try_from(ms).map_err(|_| ConfError::InvalidValue {
+                path: path.to_path_buf(),
+                key: "shutdown-timeout-ms".into(),
+                reason: format!("must not be negative, found {ms}"),
+            })?;
+            conf.shutdown_timeout = Duration::from_millis(ms);
+        }
+        let mut entries = Vec::new();
+        flatten("", &table, &mut entries);
+        conf.view = ConfView::new(entries);
+        Ok(conf)
+    }
+}
+
+fn wrong_type(path: &Path, key: &str, expected: &'static str, found: &toml::Value) -> ConfError {
+    ConfError::WrongType {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        expected,
+        found: format!("{} {found}", found.type_str()),
+    }
+}
+
+fn boolean(v: &toml::Value, key: &str, path: &Path) -> Result<bool, ConfError> {
+    v.as_bool()
+        .ok_or_else(|| wrong_type(path, key, "a boolean (true or false)", v))
+}
+
+fn path_list(
+    v: &toml::Value,
+    key: &str,
+    path: &Path,
+    base: &Path,
+) -> Result<Vec<PathBuf>, ConfError> {
+    const EXPECTED: &str = "an array of path strings";
+    let items = v
+        .as_array()
+        .ok_or_else(|| wrong_type(path, key, EXPECTED, v))?;
+    items
+        .iter()
+        .map(|item| {
+            let s = item
+                .as_str()
+                .ok_or_else(|| wrong_type(path, key, EXPECTED, v))?;
+            Ok(base.join(s))
+        })
+        .collect()
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before
+        .get(line_start..)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<ConfEntry>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let (kind, value) = match v {
+            toml::Value::Table(t) if !t.is_empty() => {
+                flatten(&key, t, out);
+                continue;
+            }
+            toml::Value::Table(_) => (ConfKind::Table, "{}".to_string()),
+            toml::Value::String(s) => (ConfKind::String, s.clone()),
+            toml::Value::Integer(_) => (ConfKind::Integer, v.to_string()),
+            toml::Value::Float(_) => (ConfKind::Float, v.to_string()),
+            toml::Value::Boolean(_) => (ConfKind::Boolean, v.to_string()),
+            toml::Value::Datetime(_) => (ConfKind::Datetime, v.to_string()),
+            toml::Value::Array(_) => (ConfKind::Array, v.to_string()),
+        };
+        out.push(ConfEntry { key, kind, value });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Conf, ConfError> {
+        Conf::parse(text, Path::new("/etc/pseidon/pseidon.toml"))
+    }
+
+    #[test]
+    fn host_keys_and_flattened_view() {
+        let conf = parse(
+            "plugin-dirs = [\"/opt/p\", \"rel/x.so\"]\nclasspath = [\"/opt/lib\"]\nstrict = true\n\
+             shutdown-timeout-ms = 250\nallow-writable-plugins = true\n\
+             [kafka]\nbootstrap.servers = \"h:9092\"\n\"acks\" = \"all\"\nretries = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            conf.plugin_dirs,
+            vec![
+                PathBuf::from("/opt/p"),
+                PathBuf::from("/etc/pseidon/rel/x.so")
+            ]
+        );
+        assert_eq!(conf.classpath, vec![PathBuf::from("/opt/lib")]);
+        assert!(conf.strict && conf.allow_writable_plugins);
+        assert_eq!(conf.shutdown_timeout, Duration::from_millis(250));
+        let keys: Vec<_> = conf.view.entries().iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "plugin-dirs",
+                "classpath",
+                "strict",
+                "shutdown-timeout-ms",
+                "allow-writable-plugins",
+                "kafka.bootstrap.servers",
+                "kafka.acks",
+                "kafka.retries"
+            ]
+        );
+        let dirs = conf.view.get("plugin-dirs").unwrap();
+        assert_eq!(dirs.kind, ConfKind::Array);
+        assert_eq!(dirs.value, "[\"/opt/p\", \"rel/x.so\"]");
+        assert_eq!(
+            conf.view.get("kafka.retries").unwrap().kind,
+            ConfKind::Integer
+        );
+        assert_eq!(conf.view.get("kafka.retries").unwrap().value, "3");
+    }
+
+    #[test]
+    fn malformed_toml_names_file_line_and_column() {
+        let err = parse("strict = true\nplugin-dirs = [\"a\",\n  oops ]\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                ConfError::Parse {
+                    line: 3,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("/etc/pseidon/pseidon.toml") && msg.contains("line 3, column 3"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_file() {
+        let msg = parse("strict = \"yes\"\n").unwrap_err().to_string();
+        assert!(
+            msg.contains("`strict`") && msg.contains("/etc/pseidon/pseidon.toml"),
+            "{msg}"
+        );
+        let msg = parse("plugin-dirs = \"/opt/p\"\n").unwrap_err().to_string();
+        assert!(
+            msg.contains("`plugin-dirs`") && msg.contains("array"),
+            "{msg}"
+        );
+        let msg = parse("shutdown-timeout-ms = -1\n").unwrap_err().to_string();
+        assert!(
+            msg.contains("shutdown-timeout-ms") && msg.contains("negative"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_file_names_path_and_origin() {
+        let err = Conf::load_from(Path::new("/nonexistent/p.toml"), ConfOrigin::Env).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/nonexistent/p.toml") && msg.contains("PSEIDON_CONF"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn line_column_counts_chars() {
+        assert_eq!(line_column("ab\ncdé\nx", 8), (3, 1));
+        assert_eq!(line_column("ab\ncdé\nx", 7), (2, 4));
+    }
+}

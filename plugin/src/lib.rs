@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod producer;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub const SOURCE_NAME: &str = "pseidon.kafka.util.datasource";
 /// The plugin instance: owns what `shutdown` must stop.
 pub struct KafkaPlugin {
     config: config::Config,
+    sink: producer::KafkaSink,
 }
 
 impl Plugin for KafkaPlugin {
@@ -27,12 +29,17 @@ impl Plugin for KafkaPlugin {
         // Validate every kafka.* property with librdkafka now, not at first use.
         config.client_config(config::Role::Producer, &[])?;
         log::info!("pseidon-kafka initialised with {:?}", config.kafka);
-        Ok(KafkaPlugin { config })
+        let sink = producer::KafkaSink::new(&config)?;
+        if let Err(e) = ctx.registry.register_sink(SINK_NAME, sink.clone()) {
+            let _ = sink.shutdown(Duration::from_secs(1));
+            return Err(e);
+        }
+        Ok(KafkaPlugin { config, sink })
     }
 
-    fn shutdown(&self, _timeout: Duration) -> Result<(), Error> {
+    fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         let _ = &self.config;
-        Ok(())
+        self.sink.shutdown(timeout)
     }
 }
 

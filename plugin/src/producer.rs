@@ -1,0 +1,602 @@
+//! The datasink `pseidon.kafka.util.datasink`: a [`KafkaSink`] implementing
+//! [`DataSink`] on librdkafka's producer (rdkafka's blocking `BaseProducer`, polled
+//! by a thread of the plugin's own: the host's async runtime is not visible here).
+//!
+//! - Every record gets a delivery id (`first_id + i` of its batch). It travels with
+//!   the message as librdkafka's opaque pointer (a plain integer, no allocation);
+//!   the delivery report callback counts deliveries with an atomic and keeps each
+//!   failure (id, topic, reason) under a mutex until [`DataSink::flush`] drains it.
+//!   Nothing is dropped silently: a record `write` accepted is either counted as
+//!   delivered or listed as failed by a flush, and at shutdown what is left is
+//!   logged and returned as an error.
+//! - Backpressure: when librdkafka's queue (`queue.buffering.max.messages` /
+//!   `queue.buffering.max.kbytes`) is full, `write` waits for room up to
+//!   `pseidon-kafka.queue-full-timeout-ms`, then returns [`Error::QueueFull`].
+//! - A record larger than the producer's `message.max.bytes` is refused before it is
+//!   queued with [`Error::MessageTooLarge`], naming both sizes.
+//! - librdkafka's log lines and errors go to the `log` crate with target `librdkafka`
+//!   (the plugin-api forwards them to the host), secret conf values blanked out.
+
+use std::{
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use pseidon_plugin_api::{DataSink, DeliveryFailure, DeliveryId, Error, FlushReport, Record};
+use rdkafka::{
+    ClientContext, Message,
+    config::RDKafkaLogLevel,
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{Header, OwnedHeaders},
+    producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig},
+};
+
+use crate::config::{self, Config, Role};
+
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: u64 = 1_000_000;
+/// librdkafka's default `message.timeout.ms` (alias `delivery.timeout.ms`).
+pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 300_000;
+/// How long one call of the poll thread waits for events; also the longest the
+/// thread takes to notice a shutdown.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often an undrained failure list is mentioned in the log again.
+const FAILURE_LOG_EVERY: usize = 100_000;
+
+/// Librdkafka properties whose values are secrets (see [`config::is_secret`]): their
+/// values are blanked out of every librdkafka log line.
+const SECRET_PROPERTIES: &[&str] = &[
+    "sasl.password",
+    "sasl.username",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+];
+
+/// The producer's context: delivery reports, librdkafka's logs and errors.
+pub struct SinkContext {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    failures: Mutex<Vec<DeliveryFailure>>,
+    fatal: AtomicBool,
+    last_error: Mutex<Option<(String, Instant)>>,
+    secrets: Vec<String>,
+    message_timeout_ms: u64,
+}
+
+impl SinkContext {
+    fn new(config: &Config, message_timeout_ms: u64) -> Self {
+        let secrets = SECRET_PROPERTIES
+            .iter()
+            .filter(|p| config::is_secret(p))
+            .filter_map(|p| config.kafka_prop(p))
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect();
+        SinkContext {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            failures: Mutex::new(Vec::new()),
+            fatal: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            secrets,
+            message_timeout_ms,
+        }
+    }
+
+    /// `text` with every secret conf value blanked out.
+    fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.secrets.iter().any(|s| text.contains(s.as_str())) {
+            let mut t = text.to_string();
+            for s in &self.secrets {
+                t = t.replace(s.as_str(), "<redacted>");
+            }
+            std::borrow::Cow::Owned(t)
+        } else {
+            std::borrow::Cow::Borrowed(text)
+        }
+    }
+
+    fn failures(&self) -> MutexGuard<'_, Vec<DeliveryFailure>> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deliveries and failures reported so far, in total.
+    fn done(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire) + self.failed.load(Ordering::Acquire)
+    }
+
+    /// The reason given for a failed delivery.
+    fn failure_reason(&self, err: &KafkaError) -> String {
+        match err {
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => format!(
+                "{} (not delivered within message.timeout.ms = {} ms: is the broker reachable and the topic there?)",
+                RDKafkaErrorCode::MessageTimedOut,
+                self.message_timeout_ms
+            ),
+            KafkaError::MessageProduction(code @ RDKafkaErrorCode::PurgeQueue)
+            | KafkaError::MessageProduction(code @ RDKafkaErrorCode::PurgeInflight) => {
+                format!("{code} (still queued when the datasink was shut down)")
+            }
+            KafkaError::MessageProduction(code) => code.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let level = match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => log::Level::Error,
+            RDKafkaLogLevel::Warning => log::Level::Warn,
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
+            RDKafkaLogLevel::Debug => log::Level::Debug,
+        };
+        if level <= log::max_level() {
+            log::log!(target: "librdkafka", level, "{fac}: {}", self.scrub(log_message));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let fatal = matches!(error, KafkaError::Global(RDKafkaErrorCode::Fatal));
+        let text = format!("{error}: {}", self.scrub(reason));
+        {
+            // rdkafka hands the producer each error event twice: log it once.
+            let mut last = self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((prev, at)) = last.as_ref()
+                && *prev == text
+                && at.elapsed() < Duration::from_secs(1)
+            {
+                return;
+            }
+            *last = Some((text.clone(), Instant::now()));
+        }
+        if fatal {
+            self.fatal.store(true, Ordering::Release);
+            log::error!(target: "librdkafka", "fatal producer error, the datasink cannot write any more: {text}");
+        } else {
+            log::warn!(target: "librdkafka", "{text}");
+        }
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Release);
+            }
+            Err((err, msg)) => {
+                let failure = DeliveryFailure {
+                    id: id as DeliveryId,
+                    topic: msg.topic().to_string(),
+                    reason: self.failure_reason(err),
+                };
+                let mut failures = self.failures();
+                if failures.is_empty() {
+                    log::warn!(
+                        "delivery of message {} to topic `{}` failed: {} (this and later failures are reported by the next flush)",
+                        failure.id,
+                        failure.topic,
+                        failure.reason
+                    );
+                } else if failures.len().is_multiple_of(FAILURE_LOG_EVERY) {
+                    log::warn!(
+                        "{} failed deliveries are waiting to be reported by a flush",
+                        failures.len()
+                    );
+                }
+                failures.push(failure);
+                self.failed.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+}
+
+type KafkaProducer = BaseProducer<SinkContext>;
+
+/// The poll thread: serves delivery reports, logs and errors.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+struct Shared {
+    /// `None` once shut down. Writers take the read lock once per batch.
+    producer: RwLock<Option<Arc<KafkaProducer>>>,
+    context: Arc<SinkContext>,
+    closed: AtomicBool,
+    /// Records accepted by `write`, in total.
+    accepted: AtomicU64,
+    queue_full_timeout: Duration,
+    max_message_bytes: u64,
+    poller: Mutex<Option<Poller>>,
+    /// Serialises flushes; holds the delivered count already reported.
+    reported_delivered: Mutex<u64>,
+}
+
+/// The Kafka datasink. Cloning gives another handle on the same producer.
+#[derive(Clone)]
+pub struct KafkaSink {
+    shared: Arc<Shared>,
+}
+
+fn closed_error() -> Error {
+    Error::Closed {
+        what: format!("the datasink {}", crate::SINK_NAME),
+    }
+}
+
+fn parse_prop(config: &Config, names: &[&str], default: u64) -> Result<u64, Error> {
+    for name in names {
+        if let Some(v) = config.kafka_prop(name) {
+            return v.trim().parse().map_err(|_| {
+                Error::config(
+                    format!("{}{name}", config::KAFKA_PREFIX),
+                    format!("`{v}` is not a whole number"),
+                )
+            });
+        }
+    }
+    Ok(default)
+}
+
+impl KafkaSink {
+    /// Creates the producer (librdkafka checks the whole configuration here) and
+    /// starts its poll thread.
+    pub fn new(config: &Config) -> Result<KafkaSink, Error> {
+        let max_message_bytes =
+            parse_prop(config, &["message.max.bytes"], DEFAULT_MESSAGE_MAX_BYTES)?;
+        let message_timeout_ms = parse_prop(
+            config,
+            &["message.timeout.ms", "delivery.timeout.ms"],
+            DEFAULT_MESSAGE_TIMEOUT_MS,
+        )?;
+        let client_config = config.client_config(Role::Producer, &[])?;
+        let context = SinkContext::new(config, message_timeout_ms);
+        let producer: KafkaProducer =
+            client_config
+                .create_with_context(context)
+                .map_err(|e| Error::Kafka {
+                    operation: "create the datasink's producer".to_string(),
+                    reason: match e {
+                        KafkaError::ClientCreation(reason) => reason,
+                        other => other.to_string(),
+                    },
+                })?;
+        let producer = Arc::new(producer);
+        let context = Arc::clone(producer.context());
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let producer = Arc::clone(&producer);
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("pseidon-kafka-sink-poll".to_string())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        producer.poll(POLL_INTERVAL);
+                    }
+                })
+                .map_err(|e| {
+                    Error::other(format!("cannot start the datasink's poll thread: {e}"))
+                })?
+        };
+        Ok(KafkaSink {
+            shared: Arc::new(Shared {
+                producer: RwLock::new(Some(producer)),
+                context,
+                closed: AtomicBool::new(false),
+                accepted: AtomicU64::new(0),
+                queue_full_timeout: Duration::from_millis(config.settings.queue_full_timeout_ms),
+                max_message_bytes,
+                poller: Mutex::new(Some(Poller { stop, handle })),
+                reported_delivered: Mutex::new(0),
+            }),
+        })
+    }
+
+    /// The `message.max.bytes` in force.
+    pub fn max_message_bytes(&self) -> u64 {
+        self.shared.max_message_bytes
+    }
+
+    /// Stops the sink: later writes fail with [`Error::Closed`]; what was accepted
+    /// is flushed within `timeout`; what is still not delivered then is purged. Every
+    /// failure is logged, stays available to a later [`DataSink::flush`], and makes
+    /// the result an error counting them.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let shared = &self.shared;
+        shared.closed.store(true, Ordering::Release);
+        // Taking the write lock waits for writes in progress; later ones see `closed`.
+        let producer = shared
+            .producer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(producer) = producer else {
+            return Ok(());
+        };
+        let target = shared.accepted.load(Ordering::Acquire);
+        let (pending, flush_error) = wait_delivered(&producer, &shared.context, target, timeout);
+        if let Some(e) = flush_error {
+            log::warn!("datasink flush at shutdown: {e}");
+        }
+        if let Some(poller) = shared
+            .poller
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            poller.stop.store(true, Ordering::Release);
+            if poller.handle.join().is_err() {
+                log::error!("the datasink's poll thread panicked");
+            }
+        }
+        if pending > 0 {
+            // Purged messages get a failed delivery report each.
+            producer.purge(PurgeConfig::default().queue().inflight());
+            let _ = wait_delivered(&producer, &shared.context, target, Duration::from_secs(1));
+        }
+        shared
+            .producer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // Destroys the librdkafka handle (and its threads) unless a flush still uses it.
+        drop(producer);
+
+        let lost = shared.accepted.load(Ordering::Acquire)
+            - shared.context.delivered.load(Ordering::Acquire);
+        let failures = shared.context.failures();
+        if lost == 0 && failures.is_empty() {
+            log::info!(
+                "datasink {} shut down; every accepted message was delivered",
+                crate::SINK_NAME
+            );
+            return Ok(());
+        }
+        for f in failures.iter().take(20) {
+            log::error!(
+                "message {} to topic `{}` was not delivered: {}",
+                f.id,
+                f.topic,
+                f.reason
+            );
+        }
+        if failures.len() > 20 {
+            log::error!("... and {} more undelivered messages", failures.len() - 20);
+        }
+        let unreported = lost.saturating_sub(failures.len() as u64);
+        let mut reason = format!(
+            "{} accepted message(s) were not delivered ({} failed, reported by the next flush",
+            lost,
+            failures.len()
+        );
+        if unreported > 0 {
+            reason.push_str(&format!(
+                "; {unreported} failure(s) were already reported by earlier flushes or have no report"
+            ));
+        }
+        reason.push(')');
+        Err(Error::Kafka {
+            operation: format!("shutdown of the datasink {}", crate::SINK_NAME),
+            reason,
+        })
+    }
+
+    fn report(&self, pending: u64) -> FlushReport {
+        let shared = &self.shared;
+        let mut reported = shared
+            .reported_delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let failed = std::mem::take(&mut *shared.context.failures());
+        let delivered_total = shared.context.delivered.load(Ordering::Acquire);
+        let delivered = delivered_total.saturating_sub(*reported);
+        *reported = delivered_total;
+        FlushReport {
+            delivered,
+            failed,
+            pending,
+        }
+    }
+
+    fn send_one(
+        &self,
+        producer: &KafkaProducer,
+        record: &Record<'_>,
+        id: DeliveryId,
+    ) -> Result<(), Error> {
+        let shared = &self.shared;
+        let topic = record.topic();
+        let value = record.value();
+        let key = record.get_key();
+        let headers = record.get_headers();
+        let mut size = value.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len);
+        if !headers.is_empty() {
+            size += headers
+                .iter()
+                .map(|h| h.key().len() + h.value().map_or(0, <[u8]>::len))
+                .sum::<usize>();
+        }
+        let too_large = || Error::MessageTooLarge {
+            topic: topic.to_string(),
+            size_bytes: size as u64,
+            limit_bytes: shared.max_message_bytes,
+        };
+        if size as u64 > shared.max_message_bytes {
+            return Err(too_large());
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, id as usize);
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        if let Some(p) = record.get_partition() {
+            rec = rec.partition(p);
+        }
+        if !headers.is_empty() {
+            let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+            for h in headers {
+                owned = owned.insert(Header {
+                    key: h.key(),
+                    value: h.value(),
+                });
+            }
+            rec = rec.headers(owned);
+        }
+        let mut full_since: Option<Instant> = None;
+        loop {
+            match producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    let since = *full_since.get_or_insert_with(Instant::now);
+                    if shared.closed.load(Ordering::Acquire) {
+                        return Err(closed_error());
+                    }
+                    let waited = since.elapsed();
+                    if waited >= shared.queue_full_timeout {
+                        return Err(Error::QueueFull {
+                            topic: topic.to_string(),
+                            waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                        });
+                    }
+                    // Serve delivery reports here too: they free the queue.
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    return Err(too_large());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::Fatal), _)) => {
+                    let reason = match producer.client().fatal_error() {
+                        Some((code, text)) => format!(
+                            "the producer hit a fatal error and cannot write any more: {code}: {}",
+                            shared.context.scrub(&text)
+                        ),
+                        None => {
+                            "the producer hit a fatal error and cannot write any more".to_string()
+                        }
+                    };
+                    return Err(Error::Kafka {
+                        operation: format!("write to topic `{topic}`"),
+                        reason,
+                    });
+                }
+                Err((KafkaError::MessageProduction(code), _)) => {
+                    return Err(Error::Kafka {
+                        operation: format!("write to topic `{topic}`"),
+                        reason: code.to_string(),
+                    });
+                }
+                Err((other, _)) => {
+                    return Err(Error::Kafka {
+                        operation: format!("write to topic `{topic}`"),
+                        reason: other.to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Flushes `producer` and waits until `target` deliveries (or failures) were
+/// reported, or `timeout` passes. Returns how many are still pending and a flush
+/// error other than a timeout.
+fn wait_delivered(
+    producer: &KafkaProducer,
+    context: &SinkContext,
+    target: u64,
+    timeout: Duration,
+) -> (u64, Option<KafkaError>) {
+    let deadline = Instant::now() + timeout;
+    let error = match producer.flush(timeout) {
+        Ok(()) | Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => None,
+        Err(e) => Some(e),
+    };
+    // librdkafka's flush returns once the reports are dequeued; the poll thread may
+    // still be counting the last of them.
+    loop {
+        let done = context.done();
+        if done >= target {
+            return (0, error);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return (target - done, error);
+        }
+        producer.poll((deadline - now).min(Duration::from_millis(1)));
+    }
+}
+
+impl DataSink for KafkaSink {
+    fn write_batch(
+        &self,
+        records: &[Record<'_>],
+        first_id: DeliveryId,
+    ) -> Result<(), (u64, Error)> {
+        let shared = &self.shared;
+        let guard = shared
+            .producer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(producer) = guard.as_deref() else {
+            return Err((0, closed_error()));
+        };
+        if shared.closed.load(Ordering::Acquire) {
+            return Err((0, closed_error()));
+        }
+        let mut accepted = 0u64;
+        let mut result = Ok(());
+        for (i, record) in records.iter().enumerate() {
+            if let Err(e) = self.send_one(producer, record, first_id + i as u64) {
+                result = Err(e);
+                break;
+            }
+            accepted += 1;
+        }
+        shared.accepted.fetch_add(accepted, Ordering::AcqRel);
+        result.map_err(|e| (accepted, e))
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
+        let producer = self
+            .shared
+            .producer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut pending = 0;
+        if let Some(producer) = producer {
+            let target = self.shared.accepted.load(Ordering::Acquire);
+            let (p, error) = wait_delivered(&producer, &self.shared.context, target, timeout);
+            if let Some(e) = error {
+                return Err(Error::Kafka {
+                    operation: "flush".to_string(),
+                    reason: e.to_string(),
+                });
+            }
+            pending = p;
+        }
+        Ok(self.report(pending))
+    }
+}

@@ -136,3 +136,31 @@ mod tests {
         assert_eq!(v, vec![b"a\nb".to_vec(), b"".to_vec(), b"xy".to_vec()]);
     }
 }
+
+/// A fresh temporary directory `<tmp>/<unique(prefix)>` with mode 0755 (not
+/// writable by group or others, so the host accepts plugins in it).
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+    dir
+}
+
+/// Copies the plugin libraries of `crate_names` (as for [`plugin_so`]) into `dir`
+/// as `NN-<crate>.so`, numbered in the given order so the host loads them in that
+/// order, with mode 0644. Each copy is a distinct file, so the dynamic loader loads
+/// it afresh (with its own statics) even when another test loaded the same plugin.
+pub fn copy_plugins(dir: &Path, crate_names: &[&str]) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    crate_names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let to = dir.join(format!("{:02}-{name}.so", (i + 1) * 10));
+            std::fs::copy(plugin_so(name), &to).expect("copy plugin");
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).expect("chmod plugin");
+            to
+        })
+        .collect()
+}

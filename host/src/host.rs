@@ -27,7 +27,7 @@ pub enum HostError {
     #[error("strict mode: {failure}")]
     Strict {
         /// The first failure.
-        failure: LoadFailure,
+        failure: Box<LoadFailure>,
     },
 }
 
@@ -56,7 +56,7 @@ pub enum ProcessorError {
         /// The plugin that registered it.
         owner: String,
         /// The processor's error.
-        error: pseidon_plugin_api::Error,
+        error: Box<pseidon_plugin_api::Error>,
     },
     /// `stop` returned an error.
     #[error("processor `{name}` (of {owner}) failed to stop: {error}")]
@@ -66,7 +66,7 @@ pub enum ProcessorError {
         /// The plugin that registered it.
         owner: String,
         /// The processor's error.
-        error: pseidon_plugin_api::Error,
+        error: Box<pseidon_plugin_api::Error>,
     },
     /// `stop` did not return within the timeout.
     #[error("processor `{name}` (of {owner}) did not stop within {} ms; moving on", timeout.as_millis())]
@@ -157,7 +157,9 @@ impl Host {
             if strict {
                 tracing::error!("{failure}");
                 self.shutdown();
-                return Err(HostError::Strict { failure });
+                return Err(HostError::Strict {
+                    failure: Box::new(failure),
+                });
             }
             tracing::warn!("{failure}");
             self.failures.push(failure);
@@ -224,7 +226,7 @@ impl Host {
                 Err(error) => errors.push(ProcessorError::Start {
                     name: reg.name,
                     owner: reg.owner,
-                    error,
+                    error: Box::new(error),
                 }),
             }
         }
@@ -293,7 +295,7 @@ fn stop_processor(p: &RunningProcessor, timeout: Duration) -> Result<(), Process
         Ok(Err(error)) => Err(ProcessorError::Stop {
             name: p.name.clone(),
             owner: p.owner.clone(),
-            error,
+            error: Box::new(error),
         }),
         Err(_) => Err(ProcessorError::StopTimedOut {
             name: p.name.clone(),

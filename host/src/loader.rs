@@ -120,7 +120,7 @@ pub enum LoadError {
         /// The plugin name.
         plugin: String,
         /// The plugin's error.
-        error: PluginError,
+        error: Box<PluginError>,
     },
     /// The plugin's `init` panicked (caught on the plugin side; the host lives on).
     #[error("{}: plugin `{plugin}` panicked in init: {message}", path.display())]
@@ -189,7 +189,7 @@ pub enum ShutdownError {
         /// Its file.
         path: PathBuf,
         /// The plugin's error.
-        error: PluginError,
+        error: Box<PluginError>,
     },
     /// `shutdown` did not return within the timeout; the host moved on.
     #[error("plugin `{plugin}` ({}) did not shut down within {} ms; moving on", path.display(), timeout.as_millis())]
@@ -266,7 +266,7 @@ impl LoadedPlugin {
             Ok(Err(e)) => Err(ShutdownError::Failed {
                 plugin: self.name.clone(),
                 path: self.path.clone(),
-                error: e.into(),
+                error: Box::new(e.into()),
             }),
             Err(_) => Err(ShutdownError::TimedOut {
                 plugin: self.name.clone(),
@@ -477,7 +477,7 @@ pub fn load_plugin(
         Err(error) => Err(LoadError::Init {
             path: path.to_path_buf(),
             plugin: name,
-            error,
+            error: Box::new(error),
         }),
     }
 }

@@ -198,9 +198,15 @@ impl Config {
                 cfg.set("enable.auto.offset.store", "false");
             }
             Role::Replay => {
+                // Assign-only: it must not join (or commit for) the consumer group.
+                cfg.remove("group.id");
+                cfg.remove("group.instance.id");
                 cfg.set("enable.auto.commit", "false");
                 cfg.set("enable.auto.offset.store", "false");
                 cfg.set("enable.partition.eof", "false");
+                // A range deleted during the replay resets to the log start, where the
+                // replay sees (and reports) the missing offsets.
+                cfg.set("auto.offset.reset", "earliest");
             }
         }
         cfg.set_log_level(log_level());

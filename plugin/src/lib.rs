@@ -4,7 +4,12 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod consumer;
 pub mod producer;
+pub mod replay;
+pub mod source;
+pub mod store;
+pub mod tracker;
 
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ pub const SOURCE_NAME: &str = "pseidon.kafka.util.datasource";
 pub struct KafkaPlugin {
     config: config::Config,
     sink: producer::KafkaSink,
+    source: source::KafkaSource,
 }
 
 impl Plugin for KafkaPlugin {
@@ -34,12 +40,24 @@ impl Plugin for KafkaPlugin {
             let _ = sink.shutdown(Duration::from_secs(1));
             return Err(e);
         }
-        Ok(KafkaPlugin { config, sink })
+        // The status database is opened at the source's first use: sink-only users need none.
+        let source = source::KafkaSource::new(config.clone());
+        if let Err(e) = ctx.registry.register_source(SOURCE_NAME, source.clone()) {
+            let _ = sink.shutdown(Duration::from_secs(1));
+            return Err(e);
+        }
+        Ok(KafkaPlugin {
+            config,
+            sink,
+            source,
+        })
     }
 
     fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         let _ = &self.config;
-        self.sink.shutdown(timeout)
+        let source = self.source.shutdown(timeout);
+        let sink = self.sink.shutdown(timeout);
+        source.and(sink)
     }
 }
 

@@ -1,0 +1,625 @@
+//! The datasource's reader: first the replay of unfinished groups ([`replay`](crate::replay)),
+//! then librdkafka's high-level consumer, subscribed in the consumer group `kafka.group.id`.
+//!
+//! Messages are copied out of librdkafka as soon as they are polled (a borrowed message
+//! pins fetch buffers, and a consumer dropped while one is alive hangs). They collect
+//! into one pending group per partition; a group is closed when it holds
+//! `group-max-messages` or its first message waited `group-max-wait-ms`, then recorded
+//! `ready` in the status database, queued, and marked `run` when `next_group` returns it.
+//!
+//! Offsets: `enable.auto.offset.store=false`; the only offsets ever stored are the
+//! per-partition done-watermarks ([`tracker`](crate::tracker)), which librdkafka
+//! auto-commits. On a revoke the watermarks of the revoked partitions are stored and
+//! committed synchronously, and their pending and queued groups are dropped (they are
+//! not covered by the watermark: whoever reads the partition next reads them again).
+//!
+//! Known ranges: a message inside a group the status database knows as done or lost,
+//! or inside an unfinished group this process holds (replayed, or handed out and not
+//! done), is skipped; the watermark still accounts for it.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use pseidon_plugin_api::{
+    Error, GroupStatus, MessageGroup, MessageHeader, Reader, ReaderOptions,
+    message_group::MessageParts,
+};
+use rdkafka::{
+    ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{BorrowedMessage, Headers},
+};
+
+use crate::{
+    config::Role,
+    replay::Replayer,
+    source::{GroupKey, SourceState},
+    store::{NewGroup, Store},
+    tracker::Tracker,
+};
+
+/// Per topic, per partition trackers.
+type Trackers = HashMap<String, HashMap<i32, Tracker>>;
+
+static NEXT_READER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Copies a message out of librdkafka.
+pub fn copy_message(m: &BorrowedMessage<'_>) -> MessageParts {
+    MessageParts {
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| MessageHeader::new(h.key, h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// A Kafka error as the interface's error.
+pub fn kafka_err(operation: impl Into<String>, e: &KafkaError) -> Error {
+    Error::Kafka {
+        operation: operation.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// True for librdkafka's "Erroneous state": the partition is no longer assigned.
+fn is_state_error(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::State)
+}
+
+/// What the reader shares with its consumer context (rebalance callbacks) and the source.
+pub struct ReaderShared {
+    trackers: Mutex<Trackers>,
+    revoked: Mutex<Vec<(String, i32)>>,
+    has_revoked: AtomicBool,
+}
+
+impl ReaderShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Trackers> {
+        self.trackers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The consumer context: commits watermarks on revoke.
+pub struct Ctx {
+    shared: Arc<ReaderShared>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let mut revoked = Vec::new();
+                let mut commit = TopicPartitionList::new();
+                {
+                    let mut trackers = self.shared.lock();
+                    for e in tpl.elements() {
+                        let (topic, partition) = (e.topic().to_string(), e.partition());
+                        if let Some(mut t) = trackers
+                            .get_mut(&topic)
+                            .and_then(|per| per.remove(&partition))
+                        {
+                            let w = t.watermark();
+                            let _ =
+                                commit.add_partition_offset(&topic, partition, Offset::Offset(w));
+                        }
+                        revoked.push((topic, partition));
+                    }
+                }
+                if commit.count() > 0 {
+                    match consumer.store_offsets(&commit) {
+                        Ok(()) => {}
+                        Err(e) if is_state_error(&e) => {}
+                        Err(e) => log::warn!("storing watermarks on revoke: {e}"),
+                    }
+                    match consumer.commit(&commit, CommitMode::Sync) {
+                        Ok(()) => log::debug!("committed watermarks on revoke: {commit:?}"),
+                        Err(e) if is_state_error(&e) => {}
+                        Err(e) => log::warn!("committing watermarks on revoke failed: {e}"),
+                    }
+                }
+                log::info!("partitions revoked: {revoked:?}");
+                self.shared
+                    .revoked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(revoked);
+                self.shared.has_revoked.store(true, Ordering::SeqCst);
+            }
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<_> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                    .collect();
+                log::info!("partitions assigned: {parts:?}");
+            }
+            Rebalance::Error(e) => log::error!("consumer group rebalance failed: {e}"),
+        }
+    }
+}
+
+/// The part of a reader the source reaches: its consumer and watermarks.
+pub struct LiveReader {
+    shared: Arc<ReaderShared>,
+    consumer: BaseConsumer<Ctx>,
+    closed: AtomicBool,
+}
+
+impl LiveReader {
+    fn store_offsets(&self, tpl: &TopicPartitionList) {
+        match self.consumer.store_offsets(tpl) {
+            Ok(()) => {}
+            Err(e) if is_state_error(&e) => {
+                log::debug!("watermark of a partition no longer assigned not stored: {tpl:?}")
+            }
+            Err(e) => log::warn!("storing watermarks {tpl:?} failed: {e}"),
+        }
+    }
+
+    /// A group was marked done: advance its partition's watermark and store it.
+    pub fn group_done(&self, key: &GroupKey) {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut trackers = self.shared.lock();
+            let Some(t) = trackers
+                .get_mut(&key.topic)
+                .and_then(|per| per.get_mut(&key.partition))
+            else {
+                return;
+            };
+            if !t.mark_done(key.min_offset, key.max_offset) {
+                return;
+            }
+            if let Some(w) = t.to_store() {
+                t.stored(w);
+                let _ = tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(w));
+            }
+        }
+        if tpl.count() > 0 {
+            self.store_offsets(&tpl);
+        }
+    }
+
+    /// Stores the watermarks that moved.
+    fn store_dirty(&self) {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut trackers = self.shared.lock();
+            for (topic, per) in trackers.iter_mut() {
+                for (p, t) in per.iter_mut() {
+                    if let Some(w) = t.to_store() {
+                        t.stored(w);
+                        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(w));
+                    }
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            self.store_offsets(&tpl);
+        }
+    }
+
+    /// Stores and synchronously commits every watermark, and closes the reader.
+    pub fn commit_watermarks(&self, timeout: Duration) -> Result<(), Error> {
+        self.closed.store(true, Ordering::SeqCst);
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut trackers = self.shared.lock();
+            for (topic, per) in trackers.iter_mut() {
+                for (p, t) in per.iter_mut() {
+                    let w = t.watermark();
+                    t.stored(w);
+                    let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(w));
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        self.store_offsets(&tpl);
+        let _ = timeout; // librdkafka's synchronous commit has its own socket timeouts.
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                log::info!("committed done-watermarks {tpl:?}");
+                Ok(())
+            }
+            Err(e) if is_state_error(&e) => Ok(()),
+            Err(e) => Err(kafka_err("commit of the done-watermarks", &e)),
+        }
+    }
+}
+
+struct Pending {
+    topic: String,
+    partition: i32,
+    first_at: Instant,
+    parts: Vec<MessageParts>,
+}
+
+/// A reader of message groups.
+pub struct KafkaReader {
+    id: u64,
+    live: Arc<LiveReader>,
+    state: Arc<SourceState>,
+    store: Arc<Store>,
+    topics: Vec<String>,
+    replay: Option<Replayer>,
+    subscribed: bool,
+    pending: Vec<Pending>,
+    queue: VecDeque<MessageGroup>,
+    group_max: usize,
+    group_wait: Duration,
+    closed: bool,
+}
+
+impl KafkaReader {
+    /// Opens a reader on `topics`: checks the conf, opens the status database, and
+    /// prepares the replay of the unfinished groups of `topics`.
+    pub fn open(
+        state: Arc<SourceState>,
+        topics: &[String],
+        options: &ReaderOptions,
+    ) -> Result<KafkaReader, Error> {
+        if topics.is_empty() || topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(Error::other(
+                "the datasource needs at least one topic, and no empty topic name",
+            ));
+        }
+        let group = options
+            .overrides()
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "kafka.group.id")
+            .map(|(_, v)| v.as_str())
+            .or_else(|| state.config.kafka_prop("group.id"));
+        if group.is_none_or(|g| g.trim().is_empty()) {
+            return Err(Error::config(
+                "kafka.group.id",
+                "the datasource reads in a consumer group: set kafka.group.id in the conf \
+                 (or per reader with ReaderOptions::group_id)",
+            ));
+        }
+        let store = state.store()?;
+        let shared = Arc::new(ReaderShared {
+            trackers: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(Vec::new()),
+            has_revoked: AtomicBool::new(false),
+        });
+        let consumer: BaseConsumer<Ctx> = state
+            .config
+            .client_config(Role::Consumer, options.overrides())?
+            .create_with_context(Ctx {
+                shared: Arc::clone(&shared),
+            })
+            .map_err(|e| kafka_err("creating the consumer", &e))?;
+        let id = NEXT_READER_ID.fetch_add(1, Ordering::Relaxed);
+        let mut unfinished = store.unfinished(topics)?;
+        unfinished.retain(|g| state.claim(&g.id, id));
+        let replay = if unfinished.is_empty() {
+            None
+        } else {
+            log::info!(
+                "replaying {} unfinished message group(s) of {topics:?} before new data",
+                unfinished.len()
+            );
+            let cfg = state
+                .config
+                .client_config(Role::Replay, options.overrides())?;
+            match Replayer::new(&cfg, unfinished.clone()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    state.release(unfinished.iter().map(|g| g.id.as_str()));
+                    return Err(e);
+                }
+            }
+        };
+        let settings = &state.config.settings;
+        let mut reader = KafkaReader {
+            id,
+            live: Arc::new(LiveReader {
+                shared,
+                consumer,
+                closed: AtomicBool::new(false),
+            }),
+            group_max: settings.group_max_messages,
+            group_wait: Duration::from_millis(settings.group_max_wait_ms),
+            state,
+            store,
+            topics: topics.to_vec(),
+            replay,
+            subscribed: false,
+            pending: Vec::new(),
+            queue: VecDeque::new(),
+            closed: false,
+        };
+        if reader.replay.is_none() {
+            reader.subscribe()?;
+        }
+        Ok(reader)
+    }
+
+    /// The part the source keeps a weak reference to.
+    pub fn live(&self) -> &Arc<LiveReader> {
+        &self.live
+    }
+
+    fn subscribe(&mut self) -> Result<(), Error> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.live
+            .consumer
+            .subscribe(&topics)
+            .map_err(|e| kafka_err(format!("subscribing to {topics:?}"), &e))?;
+        self.subscribed = true;
+        Ok(())
+    }
+
+    /// Drops the pending and queued groups of revoked partitions.
+    fn apply_revokes(&mut self) {
+        if !self.live.shared.has_revoked.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let revoked: Vec<(String, i32)> = std::mem::take(
+            &mut *self
+                .live
+                .shared
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let is_revoked =
+            |t: &str, p: i32| revoked.iter().any(|(rt, rp)| rt.as_str() == t && *rp == p);
+        self.pending
+            .retain(|pg| !is_revoked(&pg.topic, pg.partition));
+        let mut dropped = Vec::new();
+        self.queue.retain(|g| {
+            let keep = !is_revoked(g.topic(), g.partition());
+            if !keep {
+                dropped.push(g.id().to_string());
+            }
+            keep
+        });
+        if !dropped.is_empty() {
+            log::info!(
+                "dropped {} queued group(s) of revoked partitions (they stay `ready` and are read again): {dropped:?}",
+                dropped.len()
+            );
+            self.state.release(dropped.iter().map(String::as_str));
+        }
+    }
+
+    /// Closes a pending group: registers it with the watermark, records it `ready`, queues it.
+    fn close_group(&mut self, pend: Pending, trackers: &mut Trackers) -> Result<(), Error> {
+        let (Some(first), Some(last)) = (pend.parts.first(), pend.parts.last()) else {
+            return Ok(());
+        };
+        let (min, max) = (first.offset, last.offset);
+        let Some(t) = trackers
+            .get_mut(&pend.topic)
+            .and_then(|per| per.get_mut(&pend.partition))
+        else {
+            // Revoked meanwhile: not covered by any watermark, read again by the next owner.
+            return Ok(());
+        };
+        // Registered first: if recording fails, the watermark still never passes it.
+        t.add_group(min, max);
+        let id = format!("{}:{}:{min}:{max}", pend.topic, pend.partition);
+        let attempt = self.store.insert_ready(&[NewGroup {
+            id: id.clone(),
+            topic: pend.topic.clone(),
+            partition: pend.partition,
+            min_offset: min,
+            max_offset: max,
+        }])?[0];
+        self.state.claim(&id, self.id);
+        self.queue.push_back(MessageGroup::new(
+            &pend.topic,
+            pend.partition,
+            attempt,
+            pend.parts,
+        ));
+        Ok(())
+    }
+
+    /// Closes the pending groups whose wait is over.
+    fn close_due(&mut self, now: Instant) -> Result<(), Error> {
+        if !self
+            .pending
+            .iter()
+            .any(|p| now.duration_since(p.first_at) >= self.group_wait)
+        {
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.live.shared);
+        let mut trackers = shared.lock();
+        let mut i = 0;
+        while i < self.pending.len() {
+            if now.duration_since(self.pending[i].first_at) >= self.group_wait {
+                let pend = self.pending.swap_remove(i);
+                self.close_group(pend, &mut trackers)?;
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one polled message: skips it if known, else adds it to its pending group.
+    fn take(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Error> {
+        self.apply_revokes();
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let shared = Arc::clone(&self.live.shared);
+        let mut trackers = shared.lock();
+        if !trackers
+            .get(topic)
+            .is_some_and(|per| per.contains_key(&partition))
+        {
+            let t = self.new_tracker(topic, partition, offset)?;
+            trackers
+                .entry(topic.to_string())
+                .or_default()
+                .insert(partition, t);
+        }
+        let known = trackers
+            .get(topic)
+            .and_then(|per| per.get(&partition))
+            .is_some_and(|t| t.is_known(offset));
+        let idx = self
+            .pending
+            .iter()
+            .position(|p| p.partition == partition && p.topic == topic);
+        if known {
+            if let Some(i) = idx {
+                let pend = self.pending.swap_remove(i);
+                self.close_group(pend, &mut trackers)?;
+            }
+            if let Some(t) = trackers
+                .get_mut(topic)
+                .and_then(|per| per.get_mut(&partition))
+            {
+                t.skip(offset);
+            }
+            return Ok(());
+        }
+        let parts = copy_message(m);
+        let i = match idx {
+            Some(i) => i,
+            None => {
+                self.pending.push(Pending {
+                    topic: topic.to_string(),
+                    partition,
+                    first_at: Instant::now(),
+                    parts: Vec::with_capacity(self.group_max.min(1024)),
+                });
+                self.pending.len() - 1
+            }
+        };
+        self.pending[i].parts.push(parts);
+        if self.pending[i].parts.len() >= self.group_max {
+            let pend = self.pending.swap_remove(i);
+            self.close_group(pend, &mut trackers)?;
+        }
+        Ok(())
+    }
+
+    /// A tracker for a partition whose first message after an assignment is at `start`,
+    /// with the groups the status database knows from there on.
+    fn new_tracker(&self, topic: &str, partition: i32, start: i64) -> Result<Tracker, Error> {
+        let mut t = Tracker::new(start);
+        for g in self.store.ranges_from(topic, partition, start)? {
+            match g.status {
+                GroupStatus::Done | GroupStatus::Lost => {
+                    t.add_known(g.min_offset, g.max_offset, true)
+                }
+                GroupStatus::Ready | GroupStatus::Run => {
+                    if self.state.is_claimed(&g.id) {
+                        t.add_known(g.min_offset, g.max_offset, false);
+                    }
+                }
+            }
+        }
+        log::debug!(
+            "tracking {topic}/{partition} from offset {start} ({} known groups ahead)",
+            t.len()
+        );
+        Ok(t)
+    }
+
+    fn closed_error() -> Error {
+        Error::Closed {
+            what: "the pseidon-kafka datasource reader".into(),
+        }
+    }
+
+    fn release_all(&mut self) {
+        let ids: Vec<String> = self.queue.drain(..).map(|g| g.id().to_string()).collect();
+        self.state.release(ids.iter().map(String::as_str));
+        self.pending.clear();
+        self.state.release_owner(self.id);
+    }
+}
+
+impl Reader for KafkaReader {
+    fn next_group(&mut self, timeout: Duration) -> Result<Option<MessageGroup>, Error> {
+        if self.closed || self.live.closed.load(Ordering::SeqCst) {
+            return Err(Self::closed_error());
+        }
+        let deadline = Instant::now() + timeout;
+        if let Some(replay) = self.replay.as_mut() {
+            match replay.next_group(&self.store, &self.state, deadline)? {
+                Some(g) => return Ok(Some(g)),
+                None if replay.is_finished() => {
+                    log::info!("replay finished; reading new data of {:?}", self.topics);
+                    self.replay = None;
+                }
+                None => return Ok(None),
+            }
+        }
+        if !self.subscribed {
+            self.subscribe()?;
+        }
+        loop {
+            self.apply_revokes();
+            if let Some(g) = self.queue.pop_front() {
+                self.store.set_run(&[(g.id(), g.attempt())])?;
+                self.live.store_dirty();
+                return Ok(Some(g));
+            }
+            let now = Instant::now();
+            self.close_due(now)?;
+            if !self.queue.is_empty() {
+                continue;
+            }
+            if now >= deadline {
+                self.live.store_dirty();
+                return Ok(None);
+            }
+            let mut wait = deadline - now;
+            if let Some(first) = self.pending.iter().map(|p| p.first_at).min() {
+                wait = wait.min((first + self.group_wait).saturating_duration_since(now));
+            }
+            let live = Arc::clone(&self.live);
+            match live.consumer.poll(wait) {
+                None => {}
+                Some(Ok(m)) => self.take(&m)?,
+                Some(Err(e)) => log::warn!("consumer of {:?}: {e}", self.topics),
+            }
+        }
+    }
+
+    fn close(&mut self) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.replay = None;
+        self.release_all();
+        let r = self.live.commit_watermarks(Duration::from_secs(10));
+        self.live.consumer.unsubscribe();
+        r
+    }
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.close();
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The replay of unfinished groups: at open, before any new data, every `ready`/`run`
+//! group of the reader's topics (not held by another live reader of this process) is
+//! read again from Kafka with a separate assign-only consumer (no consumer group, no
+//! commits), and handed out with the same id and its attempt count plus one.
+//!
+//! Per group: the partition's watermarks are fetched; if offsets of the group's range
+//! are below the log start offset (deleted by retention or delete-records) or beyond
+//! the end of the partition, the missing range is logged as an error naming the group,
+//! counted, and the group marked `lost`. Surviving messages of a partly deleted group
+//! are still handed out (it stays `lost`). Reading is sequential: a group that starts
+//! where the previous one ended needs no new assignment.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use pseidon_plugin_api::{Error, GroupInfo, MessageGroup, message_group::MessageParts};
+use rdkafka::{
+    ClientConfig, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    error::RDKafkaErrorCode,
+};
+
+use crate::{
+    consumer::{copy_message, kafka_err},
+    source::SourceState,
+    store::Store,
+};
+
+const META_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read forward instead of re-assigning when the next group starts this close.
+const MAX_SKIP_FORWARD: i64 = 10_000;
+
+struct Current {
+    info: GroupInfo,
+    attempt: u32,
+    start: i64,
+    end: i64,
+    high: i64,
+    missing: Option<(i64, i64, String)>,
+    parts: Vec<MessageParts>,
+}
+
+/// Replays unfinished groups, in topic, partition and offset order.
+pub struct Replayer {
+    consumer: BaseConsumer,
+    groups: VecDeque<GroupInfo>,
+    cur: Option<Current>,
+    /// Partition read and the offset after the last message polled from it.
+    position: Option<(String, i32, i64)>,
+    /// A polled message past the current group, kept for the next one.
+    peek: Option<MessageParts>,
+}
+
+impl Replayer {
+    /// A replayer of `groups` with a consumer from `cfg` (role Replay).
+    pub fn new(cfg: &ClientConfig, groups: Vec<GroupInfo>) -> Result<Replayer, Error> {
+        let consumer: BaseConsumer = cfg
+            .create()
+            .map_err(|e| kafka_err("creating the replay consumer", &e))?;
+        Ok(Replayer {
+            consumer,
+            groups: groups.into(),
+            cur: None,
+            position: None,
+            peek: None,
+        })
+    }
+
+    /// True when every group was handed out or found lost.
+    pub fn is_finished(&self) -> bool {
+        self.cur.is_none() && self.groups.is_empty()
+    }
+
+    fn lost(
+        &self,
+        store: &Store,
+        state: &SourceState,
+        info: &GroupInfo,
+        attempt: u32,
+        (from, to, why): (i64, i64, &str),
+    ) -> Result<(), Error> {
+        store.set_lost(&info.id, attempt)?;
+        state.release([info.id.as_str()]);
+        let n = state.lost.fetch_add(1, Ordering::SeqCst) + 1;
+        log::error!(
+            "message group {} is LOST: offsets {from}..={to} of {}/{} are gone from Kafka ({why}); \
+             marked `lost` in the status database; {n} group(s) lost since start",
+            info.id,
+            info.topic,
+            info.partition
+        );
+        Ok(())
+    }
+
+    /// Starts the replay of `info`; `None` if it was found lost.
+    fn begin(
+        &mut self,
+        info: GroupInfo,
+        store: &Store,
+        state: &SourceState,
+    ) -> Result<Option<Current>, Error> {
+        let (min, max) = (info.min_offset, info.max_offset);
+        let (low, high) =
+            match self
+                .consumer
+                .fetch_watermarks(&info.topic, info.partition, META_TIMEOUT)
+            {
+                Ok(w) => w,
+                Err(e)
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::UnknownTopicOrPartition
+                                | RDKafkaErrorCode::UnknownPartition
+                                | RDKafkaErrorCode::UnknownTopic
+                        )
+                    ) =>
+                {
+                    let why = format!("the partition no longer exists: {e}");
+                    self.lost(store, state, &info, info.attempt, (min, max, &why))?;
+                    return Ok(None);
+                }
+                Err(e) => {
+                    let err = kafka_err(
+                        format!("replay of group {}: fetching watermarks", info.id),
+                        &e,
+                    );
+                    self.groups.push_front(info);
+                    return Err(err);
+                }
+            };
+        if low > max {
+            let why = format!("deleted: the log now starts at offset {low}");
+            self.lost(store, state, &info, info.attempt, (min, max, &why))?;
+            return Ok(None);
+        }
+        if high <= min {
+            let why = format!(
+                "beyond the end of the partition (high watermark {high}): was the topic recreated?"
+            );
+            self.lost(store, state, &info, info.attempt, (min, max, &why))?;
+            return Ok(None);
+        }
+        let start = min.max(low);
+        let end = max.min(high - 1);
+        let missing = (low > min).then(|| {
+            (
+                min,
+                low - 1,
+                format!("deleted: the log now starts at offset {low}"),
+            )
+        });
+        let reuse = match (&self.position, &self.peek) {
+            (Some((t, p, next)), peek) if *t == info.topic && *p == info.partition => {
+                let first_unread = peek.as_ref().map_or(*next, |m| m.offset.min(*next));
+                first_unread <= start && start - first_unread <= MAX_SKIP_FORWARD
+            }
+            _ => false,
+        };
+        if !reuse {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&info.topic, info.partition, Offset::Offset(start))
+                .map_err(|e| kafka_err("replay: building the assignment", &e))?;
+            self.consumer
+                .assign(&tpl)
+                .map_err(|e| kafka_err(format!("replay of group {}: assign", info.id), &e))?;
+            self.position = Some((info.topic.clone(), info.partition, start));
+            self.peek = None;
+        }
+        Ok(Some(Current {
+            attempt: info.attempt + 1,
+            info,
+            start,
+            end,
+            high,
+            missing,
+            parts: Vec::new(),
+        }))
+    }
+
+    /// The next replayed group; `None` when the deadline passed (call again) or
+    /// [`is_finished`](Self::is_finished).
+    pub fn next_group(
+        &mut self,
+        store: &Arc<Store>,
+        state: &Arc<SourceState>,
+        deadline: Instant,
+    ) -> Result<Option<MessageGroup>, Error> {
+        loop {
+            if self.cur.is_none() {
+                let Some(info) = self.groups.pop_front() else {
+                    return Ok(None);
+                };
+                match self.begin(info, store, state)? {
+                    Some(c) => self.cur = Some(c),
+                    None => continue,
+                }
+            }
+            if !self.read_current(deadline)? {
+                return Ok(None);
+            }
+            let Some(cur) = self.cur.take() else { continue };
+            if let Some(g) = self.finish(cur, store, state)? {
+                return Ok(Some(g));
+            }
+        }
+    }
+
+    /// Reads the current group; false if the deadline passed first.
+    fn read_current(&mut self, deadline: Instant) -> Result<bool, Error> {
+        let Some(cur) = self.cur.as_mut() else {
+            return Ok(true);
+        };
+        loop {
+            let next = self.position.as_ref().map_or(cur.start, |p| p.2);
+            let msg = match self.peek.take() {
+                Some(m) => Some(m),
+                None => {
+                    if next > cur.end || next >= cur.high {
+                        return Ok(true);
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(false);
+                    }
+                    match self
+                        .consumer
+                        .poll((deadline - now).min(Duration::from_millis(200)))
+                    {
+                        None => {
+                            // Control records (transaction markers) advance the position
+                            // without a message: learn it from librdkafka.
+                            let pos =
+                                fetch_position(&self.consumer, &cur.info.topic, cur.info.partition);
+                            if let (Some(o), Some(p)) = (pos, self.position.as_mut()) {
+                                p.2 = p.2.max(o);
+                            }
+                            None
+                        }
+                        Some(Ok(m)) => {
+                            let parts = copy_message(&m);
+                            if let Some(p) = self.position.as_mut() {
+                                p.2 = parts.offset + 1;
+                            }
+                            Some(parts)
+                        }
+                        Some(Err(e)) => {
+                            log::warn!("replay of group {}: {e}", cur.info.id);
+                            None
+                        }
+                    }
+                }
+            };
+            let Some(m) = msg else { continue };
+            if m.offset < cur.start {
+                continue;
+            }
+            if m.offset > cur.end {
+                self.peek = Some(m);
+                return Ok(true);
+            }
+            let last = m.offset >= cur.end;
+            cur.parts.push(m);
+            if last {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Hands out a read group (or records it lost, or done if its range holds no message).
+    fn finish(
+        &mut self,
+        mut cur: Current,
+        store: &Store,
+        state: &SourceState,
+    ) -> Result<Option<MessageGroup>, Error> {
+        let id = cur.info.id.clone();
+        // Deleted while we were reading? The consumer then resets to the log start.
+        let check = cur.missing.is_none() && cur.parts.first().is_none_or(|m| m.offset > cur.start);
+        let low = check
+            .then(|| {
+                self.consumer
+                    .fetch_watermarks(&cur.info.topic, cur.info.partition, META_TIMEOUT)
+                    .ok()
+            })
+            .flatten()
+            .map(|(low, _)| low);
+        if let Some(low) = low.filter(|low| *low > cur.start) {
+            cur.missing = Some((
+                cur.start,
+                (low - 1).min(cur.end),
+                format!("deleted during the replay: the log now starts at offset {low}"),
+            ));
+        }
+        if let Some((from, to, why)) = &cur.missing {
+            let attempt = if cur.parts.is_empty() {
+                cur.info.attempt
+            } else {
+                cur.attempt
+            };
+            self.lost(store, state, &cur.info, attempt, (*from, *to, why))?;
+        } else if cur.parts.is_empty() {
+            // Compacted away or only control records: nothing to deliver, nothing lost.
+            log::info!("replayed group {id} holds no message any more (compaction); marked done");
+            store.mark_done(&id)?;
+            state.release([id.as_str()]);
+            return Ok(None);
+        } else {
+            store.set_run(&[(id.as_str(), cur.attempt)])?;
+        }
+        if cur.parts.is_empty() {
+            return Ok(None);
+        }
+        log::debug!(
+            "replayed group {id} (attempt {}, {} messages)",
+            cur.attempt,
+            cur.parts.len()
+        );
+        Ok(Some(MessageGroup::with_range(
+            &cur.info.topic,
+            cur.info.partition,
+            cur.info.min_offset,
+            cur.info.max_offset,
+            cur.attempt,
+            cur.parts,
+        )))
+    }
+}
+
+fn fetch_position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let tpl = consumer.position().ok()?;
+    match tpl.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}

@@ -1,0 +1,252 @@
+//! The done-watermark of one partition: the offset up to which everything is done, so
+//! the only offset the group consumer ever stores (and librdkafka commits).
+//!
+//! The tracker is created when the group consumer receives the first message of a
+//! partition after an assignment, at that message's offset `start` (everything before it
+//! was committed already, or does not exist). It holds the groups of the partition that
+//! end at or after `start`, keyed by first offset, with a done flag: the groups this
+//! reader forms, and the groups the status database already knows (done or lost ones as
+//! done; unfinished ones held by this process — replayed — as not done).
+//!
+//! `seen` is the offset after the last message the consumer has put into a registered
+//! group or skipped: every offset below it that is in no group holds no message.
+//! The watermark `pos` walks forward from `start` over done groups and over gaps below
+//! `seen`; it stops at the first group not done, or at `seen`. So it never passes a
+//! message that is not in a done group, and never goes backwards.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    max: i64,
+    done: bool,
+}
+
+/// The watermark of one partition.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    pos: i64,
+    seen: i64,
+    entries: BTreeMap<i64, Entry>,
+    stored: Option<i64>,
+}
+
+impl Tracker {
+    /// A tracker whose first received message is at `start`.
+    pub fn new(start: i64) -> Self {
+        Tracker {
+            pos: start,
+            seen: start,
+            entries: BTreeMap::new(),
+            stored: None,
+        }
+    }
+
+    /// A group the status database knows: `done` for done or lost ones.
+    pub fn add_known(&mut self, min: i64, max: i64, done: bool) {
+        if max < self.pos {
+            return;
+        }
+        self.entries.insert(min, Entry { max, done });
+    }
+
+    /// A group this reader formed from messages it read: not done yet.
+    pub fn add_group(&mut self, min: i64, max: i64) {
+        self.entries.insert(min, Entry { max, done: false });
+        self.seen = self.seen.max(max + 1);
+    }
+
+    /// A message the consumer read and skipped (its offset is already tracked).
+    pub fn skip(&mut self, offset: i64) {
+        self.seen = self.seen.max(offset + 1);
+    }
+
+    /// True if `offset` is below the watermark or inside a tracked group: the consumer
+    /// must not hand it out again.
+    pub fn is_known(&self, offset: i64) -> bool {
+        offset < self.pos
+            || self
+                .entries
+                .range(..=offset)
+                .next_back()
+                .is_some_and(|(_, e)| e.max >= offset)
+    }
+
+    /// Marks the group `min..=max` done; false if the tracker does not hold it.
+    pub fn mark_done(&mut self, min: i64, max: i64) -> bool {
+        match self.entries.get_mut(&min) {
+            Some(e) if e.max == max => {
+                e.done = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The watermark: the offset to commit (the first one not known done).
+    pub fn watermark(&mut self) -> i64 {
+        loop {
+            let Some((&min, &e)) = self.entries.first_key_value() else {
+                self.pos = self.pos.max(self.seen);
+                break;
+            };
+            if e.max < self.pos {
+                self.entries.pop_first();
+                continue;
+            }
+            if min <= self.pos {
+                if e.done {
+                    self.pos = e.max + 1;
+                    self.entries.pop_first();
+                    continue;
+                }
+                break;
+            }
+            // A gap [pos, min): offsets the consumer read (below `seen`) hold no message.
+            if min <= self.seen {
+                self.pos = min;
+                continue;
+            }
+            self.pos = self.pos.max(self.seen);
+            break;
+        }
+        self.pos
+    }
+
+    /// The watermark if it differs from the last one stored.
+    pub fn to_store(&mut self) -> Option<i64> {
+        let w = self.watermark();
+        (self.stored != Some(w)).then_some(w)
+    }
+
+    /// Records that `offset` was stored.
+    pub fn stored(&mut self, offset: i64) {
+        self.stored = Some(offset);
+    }
+
+    /// How many groups are tracked.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no group is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_at_first_group_not_done() {
+        let mut t = Tracker::new(100);
+        assert_eq!(t.watermark(), 100);
+        t.add_group(100, 109);
+        t.add_group(110, 119);
+        t.add_group(120, 129);
+        assert_eq!(t.watermark(), 100);
+        assert!(t.mark_done(110, 119));
+        assert_eq!(t.watermark(), 100, "a later done group does not move it");
+        assert!(t.mark_done(100, 109));
+        assert_eq!(t.watermark(), 120);
+        assert!(t.mark_done(120, 129));
+        assert_eq!(t.watermark(), 130);
+        assert!(!t.mark_done(120, 129), "popped groups are no longer held");
+    }
+
+    #[test]
+    fn mark_done_needs_the_exact_range() {
+        let mut t = Tracker::new(0);
+        t.add_group(0, 9);
+        assert!(!t.mark_done(0, 8));
+        assert!(!t.mark_done(1, 9));
+        assert_eq!(t.watermark(), 0);
+    }
+
+    #[test]
+    fn gaps_below_seen_are_empty_offsets() {
+        // Offsets 10..=14 hold no message (transaction markers, compaction).
+        let mut t = Tracker::new(0);
+        t.add_group(0, 9);
+        t.add_group(15, 20);
+        t.mark_done(0, 9);
+        assert_eq!(t.watermark(), 15);
+        t.mark_done(15, 20);
+        assert_eq!(t.watermark(), 21);
+    }
+
+    #[test]
+    fn known_done_ranges_ahead_are_not_jumped_before_read() {
+        // The status db knows 200..=299 done; the consumer starts at 100 and has read nothing.
+        let mut t = Tracker::new(100);
+        t.add_known(200, 299, true);
+        assert_eq!(t.watermark(), 100, "100..199 were never handed out");
+        assert!(!t.is_known(150));
+        assert!(t.is_known(250));
+        t.add_group(100, 199);
+        assert_eq!(t.watermark(), 100);
+        t.mark_done(100, 199);
+        assert_eq!(t.watermark(), 300, "the known done range joins the chain");
+        // The consumer then reads 200..=299: below the watermark, so skipped.
+        assert!(t.is_known(200) && t.is_known(299));
+        assert!(!t.is_known(300));
+    }
+
+    #[test]
+    fn replayed_groups_hold_the_watermark() {
+        // A replayed (not yet done) group is skipped by the consumer but holds the mark.
+        let mut t = Tracker::new(0);
+        t.add_known(0, 49, false);
+        assert!(t.is_known(10));
+        for o in 0..50 {
+            t.skip(o);
+        }
+        t.add_group(50, 99);
+        t.mark_done(50, 99);
+        assert_eq!(t.watermark(), 0);
+        t.mark_done(0, 49);
+        assert_eq!(t.watermark(), 100);
+    }
+
+    #[test]
+    fn groups_behind_the_start_are_ignored_and_it_never_goes_back() {
+        // Someone else committed 500; an old unfinished group 100..199 does not pull it back.
+        let mut t = Tracker::new(500);
+        t.add_known(100, 199, false);
+        assert_eq!(t.watermark(), 500);
+        // A group straddling the start holds it at the start, not before.
+        let mut t = Tracker::new(150);
+        t.add_known(100, 199, false);
+        assert_eq!(t.watermark(), 150);
+        assert!(t.is_known(160));
+        t.mark_done(100, 199);
+        assert_eq!(t.watermark(), 200, "the whole group is done");
+    }
+
+    #[test]
+    fn skipped_messages_advance_when_everything_is_done() {
+        let mut t = Tracker::new(0);
+        t.add_known(0, 9, true);
+        for o in 0..10 {
+            assert!(t.is_known(o));
+            t.skip(o);
+        }
+        assert_eq!(t.watermark(), 10);
+    }
+
+    #[test]
+    fn to_store_reports_changes_once() {
+        let mut t = Tracker::new(0);
+        t.add_group(0, 4);
+        assert_eq!(t.to_store(), Some(0));
+        t.stored(0);
+        assert_eq!(t.to_store(), None);
+        t.mark_done(0, 4);
+        assert_eq!(t.to_store(), Some(5));
+        t.stored(5);
+        assert_eq!(t.to_store(), None);
+        assert!(t.is_empty());
+    }
+}

@@ -361,12 +361,15 @@ impl KafkaSink {
         // Destroys the librdkafka handle (and its threads) unless a flush still uses it.
         drop(producer);
 
-        let lost = shared.accepted.load(Ordering::Acquire)
-            - shared.context.delivered.load(Ordering::Acquire);
+        // Failures a flush already returned were reported; what is left is not.
+        let unaccounted = shared
+            .accepted
+            .load(Ordering::Acquire)
+            .saturating_sub(shared.context.done());
         let failures = shared.context.failures();
-        if lost == 0 && failures.is_empty() {
+        if unaccounted == 0 && failures.is_empty() {
             log::info!(
-                "datasink {} shut down; every accepted message was delivered",
+                "datasink {} shut down; every accepted message was delivered or reported",
                 crate::SINK_NAME
             );
             return Ok(());
@@ -382,18 +385,14 @@ impl KafkaSink {
         if failures.len() > 20 {
             log::error!("... and {} more undelivered messages", failures.len() - 20);
         }
-        let unreported = lost.saturating_sub(failures.len() as u64);
         let mut reason = format!(
-            "{} accepted message(s) were not delivered ({} failed, reported by the next flush",
-            lost,
+            "{} accepted message(s) were not delivered (a flush lists them with their reasons)",
             failures.len()
         );
-        if unreported > 0 {
-            reason.push_str(&format!(
-                "; {unreported} failure(s) were already reported by earlier flushes or have no report"
-            ));
+        if unaccounted > 0 {
+            log::error!("{unaccounted} accepted message(s) have no delivery report at shutdown");
+            reason.push_str(&format!("; {unaccounted} more have no delivery report"));
         }
-        reason.push(')');
         Err(Error::Kafka {
             operation: format!("shutdown of the datasink {}", crate::SINK_NAME),
             reason,

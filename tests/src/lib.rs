@@ -164,3 +164,207 @@ pub fn copy_plugins(dir: &Path, crate_names: &[&str]) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------------
+// The Kafka plugin loaded by the real host, its own brokers, and the host's log.
+// ---------------------------------------------------------------------------------
+
+/// Serialises the tests that load the Kafka plugin: one library instance per process
+/// holds one plugin instance at a time (a second `init` before `shutdown` is refused).
+/// Poisoning is ignored, so one failed test does not fail the others.
+pub fn plugin_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Loads the built `libpseidon_kafka.so` with the real host (`pseidon_host::Host`),
+/// strict, from a conf made of `plugin-dirs`, a throw-away `pseidon-kafka.status-db`
+/// and then `body` (TOML: flat `"kafka.x" = ..` keys or a `[kafka]` table). The host's
+/// log goes to [`captured_logs`] and, for failing tests, to the test output.
+pub fn kafka_host(body: &str) -> Result<pseidon_host::Host, pseidon_host::HostError> {
+    init_test_logging();
+    let status_db = std::env::temp_dir().join(format!("{}.db", unique("pseidon-status")));
+    let text = format!(
+        "plugin-dirs = [{:?}]\nstrict = true\nshutdown-timeout-ms = 30000\n\"pseidon-kafka.status-db\" = {:?}\n{body}\n",
+        plugin_so("pseidon_kafka"),
+        status_db,
+    );
+    let conf = pseidon_host::Conf::parse(&text, &std::env::temp_dir().join("pseidon-test.toml"))?;
+    pseidon_host::Host::load(conf)
+}
+
+/// One event of the host's log.
+#[derive(Debug, Clone)]
+pub struct CapturedLog {
+    /// The level.
+    pub level: tracing::Level,
+    /// The `plugin` field (the plugin's name) of events forwarded from a plugin.
+    pub plugin: String,
+    /// The `target` field: the plugin-side log target (`librdkafka` for librdkafka's lines).
+    pub target: String,
+    /// The message.
+    pub message: String,
+}
+
+fn captured() -> &'static std::sync::Mutex<Vec<CapturedLog>> {
+    static LOGS: std::sync::Mutex<Vec<CapturedLog>> = std::sync::Mutex::new(Vec::new());
+    &LOGS
+}
+
+/// Every event the host logged so far in this test process (level info and up, or
+/// as `PSEIDON_LOG` says).
+pub fn captured_logs() -> Vec<CapturedLog> {
+    captured().lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+struct CaptureLayer;
+
+#[derive(Default)]
+struct CaptureVisitor {
+    plugin: String,
+    target: String,
+    message: String,
+}
+
+impl tracing::field::Visit for CaptureVisitor {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "plugin" => self.plugin = value.to_string(),
+            "target" => self.target = value.to_string(),
+            "message" => self.message = value.to_string(),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        match field.name() {
+            "plugin" => self.plugin = text,
+            "target" => self.target = text,
+            "message" => self.message = text,
+            _ => {}
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let mut v = CaptureVisitor::default();
+        event.record(&mut v);
+        captured().lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(CapturedLog {
+            level: *event.metadata().level(),
+            plugin: v.plugin,
+            target: v.target,
+            message: v.message,
+        });
+    }
+}
+
+/// Installs the test process's log subscriber once: the host's log, filtered by
+/// `PSEIDON_LOG` (default `info`), captured for [`captured_logs`] and printed to the
+/// test output.
+pub fn init_test_logging() {
+    use tracing_subscriber::prelude::*;
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("PSEIDON_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _already = tracing_subscriber::registry()
+            .with(filter)
+            .with(CaptureLayer)
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .try_init();
+    });
+}
+
+/// A broker of its own for a test that stops and starts it (`scripts/kafka` with
+/// `KAFKA_PORT` and `PSEIDON_KAFKA_DATA`); stopped and its data dir removed on drop.
+pub struct OwnBroker {
+    port: u16,
+    data: PathBuf,
+    extra_props: String,
+    /// Its bootstrap address.
+    pub bootstrap: String,
+}
+
+impl OwnBroker {
+    /// Starts a fresh broker on `port` with a new data dir; `extra_props` are
+    /// server.properties lines (`KAFKA_EXTRA_PROPS`).
+    pub fn start(port: u16, extra_props: &str) -> OwnBroker {
+        let data = std::env::temp_dir().join(unique(&format!("pseidon-kafka-{port}")));
+        let mut b = OwnBroker { port, data, extra_props: extra_props.to_string(), bootstrap: String::new() };
+        b.bootstrap = b.script(&["start"]);
+        b
+    }
+
+    /// Runs `scripts/kafka <args>` against this broker; returns the last stdout line.
+    pub fn script(&self, args: &[&str]) -> String {
+        let out = Command::new(repo_root().join("scripts/kafka"))
+            .args(args)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("PSEIDON_KAFKA_DATA", &self.data)
+            .env("KAFKA_EXTRA_PROPS", &self.extra_props)
+            .output()
+            .expect("run scripts/kafka");
+        assert!(
+            out.status.success(),
+            "scripts/kafka {args:?} (port {}) failed:\n{}",
+            self.port,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
+    }
+
+    /// SIGKILLs the broker (its data is kept).
+    pub fn kill(&self) {
+        self.script(&["kill"]);
+    }
+
+    /// Starts it again on the same data.
+    pub fn start_keep_data(&self) {
+        self.script(&["start", "--keep-data"]);
+    }
+
+    /// Creates `topic` with `partitions` partitions on this broker.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        kafka_tool(&[
+            "topics",
+            "--bootstrap-server",
+            &self.bootstrap,
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--replication-factor",
+            "1",
+        ]);
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/kafka"))
+            .arg("stop")
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("PSEIDON_KAFKA_DATA", &self.data)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// Reads a whole topic of the broker at `bootstrap` with kcat, formatted with
+/// `format` (kcat's `-f`: `%k` key, `%h` headers, `%p` partition, `%s` value...).
+pub fn kcat_formatted(bootstrap: &str, topic: &str, format: &str) -> Vec<u8> {
+    let out = Command::new("kcat")
+        .args(["-b", bootstrap, "-C", "-t", topic, "-e", "-q", "-f", format])
+        .output()
+        .expect("run kcat (apt-get install kcat)");
+    assert!(out.status.success(), "kcat failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// [`kcat_values`] for the broker at `bootstrap`.
+pub fn kcat_values_from(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
+    parse_sized(&kcat_formatted(bootstrap, topic, "%S %s\n"))
+}

@@ -213,10 +213,18 @@ pub fn write_conf(
     extra: &[(String, String)],
 ) -> Result<PathBuf> {
     let mut text = String::new();
-    let _ = writeln!(text, "plugin-dirs = [{}]", toml_str(&plugin.display().to_string()));
+    let _ = writeln!(
+        text,
+        "plugin-dirs = [{}]",
+        toml_str(&plugin.display().to_string())
+    );
     let _ = writeln!(text, "strict = true");
     let _ = writeln!(text, "shutdown-timeout-ms = 60000");
-    let _ = writeln!(text, "\"kafka.bootstrap.servers\" = {}", toml_str(bootstrap));
+    let _ = writeln!(
+        text,
+        "\"kafka.bootstrap.servers\" = {}",
+        toml_str(bootstrap)
+    );
     for (k, v) in extra {
         let _ = writeln!(text, "{} = {}", toml_str(k), toml_str(v));
     }

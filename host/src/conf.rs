@@ -416,6 +416,16 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_conf_parses_with_its_documented_values() {
+        let text = include_str!("../../conf/pseidon.toml");
+        let conf = parse(text).unwrap();
+        assert_eq!(conf.plugin_dirs, vec![PathBuf::from("/opt/pseidon-kafka/plugins")]);
+        assert_eq!(conf.classpath, vec![PathBuf::from("/opt/pseidon-kafka/lib")]);
+        assert!(!conf.strict && !conf.allow_writable_plugins);
+        assert_eq!(conf.shutdown_timeout, Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS));
+    }
+
+    #[test]
     fn line_column_counts_chars() {
         assert_eq!(line_column("ab\ncdé\nx", 8), (3, 1));
         assert_eq!(line_column("ab\ncdé\nx", 7), (2, 4));

@@ -1,0 +1,588 @@
+//! The datasource against the real broker: the real `libpseidon_kafka.so` loaded by a
+//! consumer process (`consume_child`, see its docs for the line protocol), data fed by
+//! kcat (an independent client), statuses read from the SQLite file with the `sqlite3`
+//! CLI. Crashes are real SIGKILLs of that process.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use pseidon_tests::{bootstrap, create_topic, kafka_tool, plugin_so, unique};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_consume_child");
+
+/// Writes `values` to `topic`, one message each, with kcat; keys spread them over partitions.
+fn produce(topic: &str, values: &[String]) {
+    let mut child = Command::new("kcat")
+        .args(["-b", &bootstrap(), "-P", "-t", topic, "-K", "\t", "-X", "linger.ms=20"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kcat (apt-get install kcat)");
+    {
+        let mut stdin = child.stdin.take().expect("kcat stdin");
+        let mut buf = String::new();
+        for (i, v) in values.iter().enumerate() {
+            buf.push_str(&format!("k{i}\t{v}\n"));
+        }
+        stdin.write_all(buf.as_bytes()).expect("write to kcat");
+    }
+    let out = child.wait_with_output().expect("kcat");
+    assert!(out.status.success(), "kcat -P failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The consumer process's arguments.
+fn child_args(topic: &str, group: &str, db: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--plugin".into(),
+        plugin_so("pseidon_kafka").display().to_string(),
+        "--bootstrap".into(),
+        bootstrap(),
+        "--topic".into(),
+        topic.into(),
+        "--group".into(),
+        group.into(),
+        "--db".into(),
+        db.display().to_string(),
+        // A killed member must leave the group quickly for the others to take over.
+        "--set".into(),
+        "kafka.session.timeout.ms=6000".into(),
+        "--set".into(),
+        "kafka.heartbeat.interval.ms=1000".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// What a consumer process printed.
+#[derive(Debug, Default)]
+struct Report {
+    /// Group id → attempt, for each `G` line (last one wins).
+    groups: Vec<(String, u32)>,
+    /// (group id, partition, offset, value) for each `M` line.
+    messages: Vec<(String, i32, i64, String)>,
+    done: Vec<String>,
+    ready: bool,
+    marks: Vec<String>,
+    status: Option<String>,
+    lost: Vec<String>,
+    end: Option<usize>,
+    err: Option<String>,
+    stderr: String,
+}
+
+impl Report {
+    fn feed(&mut self, line: &str) {
+        let mut it = line.splitn(2, ' ');
+        let tag = it.next().unwrap_or("");
+        let rest = it.next().unwrap_or("");
+        match tag {
+            "G" => {
+                let f: Vec<&str> = rest.split(' ').collect();
+                self.groups.push((f[0].to_string(), f[1].parse().unwrap()));
+            }
+            "M" => {
+                let f: Vec<&str> = rest.splitn(4, ' ').collect();
+                self.messages.push((
+                    f[0].to_string(),
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                    f.get(3).unwrap_or(&"").to_string(),
+                ));
+            }
+            "D" => self.done.push(rest.to_string()),
+            "READY" => self.ready = true,
+            "MARK" => self.marks.push(rest.to_string()),
+            "STATUS" => self.status = Some(rest.to_string()),
+            "LOST" => self.lost.push(rest.to_string()),
+            "END" => self.end = rest.parse().ok(),
+            "ERR" => self.err = Some(rest.to_string()),
+            _ => {}
+        }
+    }
+
+    fn from_output(out: &std::process::Output) -> Report {
+        let mut r = Report::default();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            r.feed(line);
+        }
+        r.stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        r
+    }
+
+    fn assert_clean_end(&self) {
+        assert!(
+            self.err.is_none() && self.end.is_some(),
+            "consumer did not end cleanly: err={:?} end={:?}\nstderr tail:\n{}",
+            self.err,
+            self.end,
+            tail(&self.stderr)
+        );
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Runs a consumer process to its end.
+fn run_child(args: &[String]) -> Report {
+    let out = Command::new(CHILD).args(args).output().expect("run consume_child");
+    Report::from_output(&out)
+}
+
+/// A consumer process whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    report: Report,
+}
+
+impl Running {
+    fn spawn(args: &[String]) -> Running {
+        let mut child = Command::new(CHILD)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn consume_child");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines: rx, report: Report::default() }
+    }
+
+    /// Reads lines until `until(report)` holds; panics after `timeout`.
+    fn wait_for(&mut self, timeout: Duration, what: &str, until: impl Fn(&Report) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !until(&self.report) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.report.feed(&line),
+                Err(_) => panic!("timed out waiting for {what}; report so far: err={:?} groups={} done={}",
+                    self.report.err, self.report.groups.len(), self.report.done.len()),
+            }
+            assert!(self.report.err.is_none(), "consumer failed: {:?}", self.report.err);
+        }
+    }
+
+    /// SIGKILLs the process and collects every line it printed before.
+    fn kill(mut self) -> Report {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.report.feed(&line);
+        }
+        self.report
+    }
+
+    /// Waits for the process to end by itself.
+    fn finish(mut self, timeout: Duration) -> Report {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => self.report.feed(&line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    panic!("consumer did not end within {timeout:?}");
+                }
+            }
+        }
+        let _ = self.child.wait();
+        self.report
+    }
+}
+
+/// Rows of the status database, read with the sqlite3 CLI: id → (status, attempt).
+fn db_rows(db: &Path) -> BTreeMap<String, (String, u32)> {
+    let out = Command::new("sqlite3")
+        .args([db.to_str().unwrap(), "SELECT id, status, attempt FROM groups"])
+        .output()
+        .expect("run sqlite3 (apt-get install sqlite3)");
+    assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            (f[0].to_string(), (f[1].to_string(), f[2].parse().unwrap()))
+        })
+        .collect()
+}
+
+fn journal_mode(db: &Path) -> String {
+    let out = Command::new("sqlite3").args([db.to_str().unwrap(), "PRAGMA journal_mode"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A pseudo-random number in `lo..hi` (no rand crate needed for kill points).
+fn random_in(lo: usize, hi: usize) -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let h = RandomState::new().hash_one(nanos) as usize;
+    lo + h % (hi - lo).max(1)
+}
+
+fn parse_id(id: &str) -> (i32, i64, i64) {
+    let f: Vec<&str> = id.rsplitn(4, ':').collect();
+    (f[2].parse().unwrap(), f[1].parse().unwrap(), f[0].parse().unwrap())
+}
+
+/// The seed README's example: 1000 messages read back through
+/// `pseidon.kafka.util.datasource`, every group marked done; the statuses in SQLite.
+#[test]
+fn seed_example_reads_1000_messages_and_marks_groups_done() {
+    let topic = unique("ds-seed");
+    create_topic(&topic, 2);
+    let sent = values("test", 1000);
+    produce(&topic, &sent);
+    let dir = tmp_dir("ds-seed");
+    let db = dir.join("status.db");
+    let group = unique("ds-seed-g");
+    let r = run_child(&child_args(&topic, &group, &db, &[
+        "--expect", "1000", "--idle-ms", "1500",
+        "--set", "pseidon-kafka.group-max-messages=100",
+    ]));
+    r.assert_clean_end();
+    let got: BTreeSet<&str> = r.messages.iter().map(|m| m.3.as_str()).collect();
+    let want: BTreeSet<&str> = sent.iter().map(String::as_str).collect();
+    assert_eq!(r.messages.len(), 1000, "each message exactly once");
+    assert_eq!(got, want);
+    // Group ids name their range; every message of a group lies in it, in order.
+    let mut by_group: HashMap<&str, Vec<(i32, i64)>> = HashMap::new();
+    for (g, p, o, _) in &r.messages {
+        by_group.entry(g).or_default().push((*p, *o));
+    }
+    for (id, attempt) in &r.groups {
+        assert_eq!(*attempt, 1);
+        let (p, min, max) = parse_id(id);
+        assert!(id.starts_with(&format!("{topic}:")), "{id}");
+        let msgs = &by_group[id.as_str()];
+        assert_eq!(msgs.first(), Some(&(p, min)), "{id}");
+        assert_eq!(msgs.last(), Some(&(p, max)), "{id}");
+        assert!(msgs.len() <= 100);
+    }
+    assert_eq!(r.done.len(), r.groups.len());
+    assert_eq!(r.status.as_deref(), Some(&*format!("ready=0 run=0 done={} lost=0", r.groups.len())));
+    // The SQLite file itself, read by sqlite3.
+    let rows = db_rows(&db);
+    assert_eq!(rows.len(), r.groups.len());
+    assert!(rows.values().all(|(s, a)| s == "done" && *a == 1), "{rows:?}");
+    assert_eq!(journal_mode(&db), "wal");
+    // The watermarks were committed: the same group reads nothing again.
+    let again = run_child(&child_args(&topic, &group, &db, &["--idle-ms", "6000"]));
+    again.assert_clean_end();
+    assert_eq!(again.end, Some(0), "nothing is delivered twice: {:?}", &again.groups);
+}
+
+/// SIGKILL at random points while consuming 20 000 messages; a restarted consumer
+/// finishes. The groups done in SQLite cover every message exactly once, no gap.
+#[test]
+fn sigkill_at_random_points_loses_nothing() {
+    const N: usize = 20_000;
+    let topic = unique("ds-crash");
+    create_topic(&topic, 2);
+    let sent = values("crash", N);
+    produce(&topic, &sent);
+    let dir = tmp_dir("ds-crash");
+    let db = dir.join("status.db");
+    let group = unique("ds-crash-g");
+    let instance = unique("static");
+    let args = child_args(&topic, &group, &db, &[
+        "--idle-ms", "8000",
+        "--sleep-ms", "20",
+        "--set", "pseidon-kafka.group-max-messages=250",
+        // Static membership: a restarted instance takes its partitions over at once.
+        "--set", &format!("kafka.group.instance.id={instance}"),
+    ]);
+    let mut reports = Vec::new();
+    let mut kill_points = Vec::new();
+    for _ in 0..4 {
+        let k = random_in(2, 12);
+        kill_points.push(k);
+        let mut run = Running::spawn(&args);
+        run.wait_for(Duration::from_secs(90), "groups marked done", |r| r.done.len() >= k);
+        // Sometimes in the middle of a group: after its messages, before its mark_done.
+        if random_in(0, 2) == 1 {
+            let _ = run.wait_for_line_soon();
+        }
+        reports.push(run.kill());
+    }
+    let last = Running::spawn(&args).finish(Duration::from_secs(240));
+    last.assert_clean_end();
+    assert_eq!(last.status.as_deref().map(|s| s.starts_with("ready=0 run=0")), Some(true), "{:?}", last.status);
+    assert!(last.lost.is_empty());
+    reports.push(last);
+
+    // Truth is the status database: the done groups, and what was delivered in them.
+    let rows = db_rows(&db);
+    assert!(rows.values().all(|(s, _)| s == "done"), "unfinished or lost rows: {rows:?}");
+    let mut values_of: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for r in &reports {
+        for (g, _, _, v) in &r.messages {
+            values_of.entry(g.as_str()).or_default().insert(v.as_str());
+        }
+    }
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for id in rows.keys() {
+        let vals = values_of.get(id.as_str()).unwrap_or_else(|| panic!("done group {id} was never delivered"));
+        for v in vals {
+            *count.entry(v).or_default() += 1;
+        }
+    }
+    let missing: Vec<&String> = sent.iter().filter(|v| !count.contains_key(v.as_str())).collect();
+    assert!(missing.is_empty(), "{} messages in no done group (kill points {kill_points:?}): {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "messages in two done groups: {twice:?}");
+    assert_eq!(count.len(), N);
+    // No gap and no overlap between done ranges, per partition, from offset 0.
+    let mut ranges: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
+    for id in rows.keys() {
+        let (p, min, max) = parse_id(id);
+        ranges.entry(p).or_default().push((min, max));
+    }
+    let mut total = 0;
+    for (p, mut rs) in ranges {
+        rs.sort();
+        let mut next = 0;
+        for (min, max) in rs {
+            assert_eq!(min, next, "partition {p}: gap or overlap at {next}");
+            next = max + 1;
+        }
+        total += next;
+    }
+    assert_eq!(total as usize, N);
+    // Every D line printed before a kill is done in the database.
+    for r in &reports {
+        for id in &r.done {
+            assert_eq!(rows.get(id).map(|x| x.0.as_str()), Some("done"), "{id}");
+        }
+    }
+    // Replays happened: some group was handed out more than once.
+    assert!(rows.values().any(|(_, a)| *a > 1), "no replay happened (kill points {kill_points:?})");
+}
+
+impl Running {
+    /// Reads one more line if one comes within 50 ms.
+    fn wait_for_line_soon(&mut self) -> Option<()> {
+        let line = self.lines.recv_timeout(Duration::from_millis(50)).ok()?;
+        self.report.feed(&line);
+        Some(())
+    }
+}
+
+/// Two instances in one consumer group on 4 partitions; one is SIGKILLed mid-stream.
+/// The survivor delivers every message the killed one did not mark done.
+#[test]
+fn survivor_delivers_everything_the_killed_instance_did_not_finish() {
+    const N: usize = 8_000;
+    let topic = unique("ds-pair");
+    create_topic(&topic, 4);
+    let sent = values("pair", N);
+    produce(&topic, &sent);
+    let dir = tmp_dir("ds-pair");
+    let (db_a, db_b) = (dir.join("a.db"), dir.join("b.db"));
+    let group = unique("ds-pair-g");
+    let extra = ["--sleep-ms", "40", "--idle-ms", "20000", "--set", "pseidon-kafka.group-max-messages=50"];
+    let mut a = Running::spawn(&child_args(&topic, &group, &db_a, &extra));
+    let mut b = Running::spawn(&child_args(&topic, &group, &db_b, &extra));
+    // Both members consume (each owns partitions) before A dies.
+    b.wait_for(Duration::from_secs(60), "B's first group", |r| !r.groups.is_empty());
+    a.wait_for(Duration::from_secs(60), "A's done groups", |r| r.done.len() >= 5);
+    let a = a.kill();
+    let b = b.finish(Duration::from_secs(300));
+    b.assert_clean_end();
+    let a_partitions: BTreeSet<i32> = a.messages.iter().map(|m| m.1).collect();
+    let b_partitions: BTreeSet<i32> = b.messages.iter().map(|m| m.1).collect();
+    assert!(!a_partitions.is_empty() && a_partitions.len() < 4, "A owned {a_partitions:?}");
+    assert_eq!(b_partitions.len(), 4, "B took over A's partitions: {b_partitions:?}");
+
+    let rows_a = db_rows(&db_a);
+    let done_a: HashSet<&str> =
+        rows_a.iter().filter(|(_, (s, _))| s == "done").map(|(id, _)| id.as_str()).collect();
+    assert!(rows_a.values().any(|(s, _)| s != "done"), "A was killed with unfinished groups");
+    let finished_by_a: HashSet<&str> = a
+        .messages
+        .iter()
+        .filter(|m| done_a.contains(m.0.as_str()))
+        .map(|m| m.3.as_str())
+        .collect();
+    let delivered_by_b: HashSet<&str> = b.messages.iter().map(|m| m.3.as_str()).collect();
+    let missing: Vec<&String> =
+        sent.iter().filter(|v| !finished_by_a.contains(v.as_str()) && !delivered_by_b.contains(v.as_str())).collect();
+    assert!(missing.is_empty(), "{} messages neither done by A nor delivered by B: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    // B finished everything it got.
+    let rows_b = db_rows(&db_b);
+    assert!(rows_b.values().all(|(s, _)| s == "done"), "{rows_b:?}");
+}
+
+/// A replay whose offsets were deleted (Kafka's delete-records tool) ends in `lost`,
+/// reported in the log naming the group and the range; the rest is replayed with the
+/// same ids and attempt 2, and nothing is delivered twice.
+#[test]
+fn replay_of_a_deleted_range_is_lost_and_reported() {
+    let topic = unique("ds-lost");
+    create_topic(&topic, 1);
+    let sent = values("lost", 100);
+    produce(&topic, &sent);
+    let dir = tmp_dir("ds-lost");
+    let db = dir.join("status.db");
+    let group = unique("ds-lost-g");
+    let set = ["--set", "pseidon-kafka.group-max-messages=10"];
+    // First run: takes all 100 messages, marks nothing done.
+    let mut first = set.to_vec();
+    first.extend(["--no-done", "--expect", "100", "--idle-ms", "500"]);
+    let r1 = run_child(&child_args(&topic, &group, &db, &first));
+    r1.assert_clean_end();
+    assert_eq!(r1.groups.len(), 10);
+    assert_eq!(r1.status.as_deref(), Some("ready=0 run=10 done=0 lost=0"));
+    // Offsets 0..=49 are deleted.
+    let json = dir.join("delete.json");
+    std::fs::write(
+        &json,
+        format!(r#"{{"version":1,"partitions":[{{"topic":"{topic}","partition":0,"offset":50}}]}}"#),
+    )
+    .unwrap();
+    kafka_tool(&["delete-records", "--bootstrap-server", &bootstrap(), "--offset-json-file", json.to_str().unwrap()]);
+    // Second run: replays.
+    let mut second = set.to_vec();
+    second.extend(["--idle-ms", "5000"]);
+    let r2 = run_child(&child_args(&topic, &group, &db, &second));
+    r2.assert_clean_end();
+    let lost: Vec<String> = (0..5).map(|i| format!("{topic}:0:{}:{}", i * 10, i * 10 + 9)).collect();
+    assert_eq!(r2.lost, lost);
+    for (i, id) in lost.iter().enumerate() {
+        let needle = format!("message group {id} is LOST: offsets {}..={}", i * 10, i * 10 + 9);
+        assert!(r2.stderr.contains(&needle), "log must name {id} and its range:\n{}", tail(&r2.stderr));
+    }
+    let replayed: Vec<(String, u32)> = (5..10).map(|i| (format!("{topic}:0:{}:{}", i * 10, i * 10 + 9), 2)).collect();
+    assert_eq!(r2.groups, replayed, "the surviving groups again, same ids, attempt 2, nothing else");
+    let vals: Vec<&str> = r2.messages.iter().map(|m| m.3.as_str()).collect();
+    let want: Vec<&str> = sent[50..].iter().map(String::as_str).collect();
+    assert_eq!(vals, want);
+    assert_eq!(r2.status.as_deref(), Some("ready=0 run=0 done=5 lost=5"));
+    let rows = db_rows(&db);
+    for id in &lost {
+        assert_eq!(rows[id], ("lost".to_string(), 1));
+    }
+}
+
+/// A status database that is not a SQLite file is a clear error naming the file, and
+/// is left as it was.
+#[test]
+fn corrupt_status_db_is_a_clear_error() {
+    let topic = unique("ds-corrupt");
+    create_topic(&topic, 1);
+    let dir = tmp_dir("ds-corrupt");
+    let db = dir.join("status.db");
+    let garbage: Vec<u8> = (0..16384u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&db, &garbage).unwrap();
+    let r = run_child(&child_args(&topic, &unique("g"), &db, &["--idle-ms", "0"]));
+    let err = r.err.expect("a corrupt database must fail");
+    assert!(err.contains(&db.display().to_string()), "{err}");
+    assert!(err.contains("not a database"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), garbage, "never reset");
+}
+
+/// A read-only status database is a clear error naming the file. As root (CI), file
+/// modes do not stop writes, so the consumer runs as `nobody` via setpriv.
+#[test]
+fn read_only_status_db_is_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let topic = unique("ds-ro");
+    create_topic(&topic, 1);
+    let dir = tmp_dir("ds-ro");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = dir.join("status.db");
+    let st = Command::new("sqlite3").args([db.to_str().unwrap(), "CREATE TABLE t (a INTEGER);"]).status().unwrap();
+    assert!(st.success());
+    std::fs::write(dir.join("status.db.lock"), b"").unwrap();
+    std::fs::set_permissions(dir.join("status.db.lock"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let args = child_args(&topic, &unique("g"), &db, &["--idle-ms", "0"]);
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
+    let out = if is_root {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", CHILD])
+            .args(&args)
+            .output()
+            .expect("setpriv (util-linux)")
+    } else {
+        Command::new(CHILD).args(&args).output().unwrap()
+    };
+    let r = Report::from_output(&out);
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+    let err = r.err.unwrap_or_else(|| panic!("a read-only database must fail:\n{}", tail(&r.stderr)));
+    assert!(err.contains(&db.display().to_string()), "{err}");
+    assert!(err.contains("not writable"), "{err}");
+
+    // A path below a regular file fails for root too.
+    let below = db.join("status.db");
+    let r = run_child(&child_args(&topic, &unique("g"), &below, &["--idle-ms", "0"]));
+    let err = r.err.expect("must fail");
+    assert!(err.contains(&below.display().to_string()), "{err}");
+}
+
+/// A second live instance on the same status database is refused, naming the lock file.
+#[test]
+fn second_live_instance_on_one_status_db_is_refused() {
+    let topic = unique("ds-lock");
+    create_topic(&topic, 1);
+    let dir = tmp_dir("ds-lock");
+    let db = dir.join("status.db");
+    let mut first = Running::spawn(&child_args(&topic, &unique("g"), &db, &["--idle-ms", "60000"]));
+    first.wait_for(Duration::from_secs(30), "READY", |r| r.ready);
+    let r = run_child(&child_args(&topic, &unique("g"), &db, &["--idle-ms", "0"]));
+    let _ = first.kill();
+    let err = r.err.expect("second instance must fail");
+    assert!(err.contains(&db.display().to_string()) && err.contains("status.db.lock"), "{err}");
+    assert!(err.contains("another live"), "{err}");
+}
+
+/// `mark_done` through the loaded plugin: done twice is fine; an unknown id is
+/// `UnknownGroup`; a malformed one is `InvalidGroupId` naming the id and the problem.
+#[test]
+fn mark_done_errors_name_the_id() {
+    let topic = unique("ds-ids");
+    create_topic(&topic, 1);
+    produce(&topic, &values("ids", 3));
+    let dir = tmp_dir("ds-ids");
+    let db = dir.join("status.db");
+    let first = run_child(&child_args(&topic, &unique("g"), &db, &["--expect", "3", "--idle-ms", "200"]));
+    first.assert_clean_end();
+    assert_eq!(first.groups.len(), 1);
+    let done = first.groups[0].0.clone();
+    let unknown = format!("{topic}:0:100:200");
+    let r = run_child(&child_args(&topic, &unique("g"), &db, &[
+        "--idle-ms", "0", "--mark", &done, "--mark", &unknown, "--mark", "nonsense", "--mark", &format!("{topic}:0:9:2"),
+    ]));
+    r.assert_clean_end();
+    assert_eq!(r.marks[0], format!("{done} ok"));
+    assert!(r.marks[1].starts_with(&format!("{unknown} err UnknownGroup")), "{}", r.marks[1]);
+    assert!(r.marks[2].starts_with("nonsense err InvalidGroupId") && r.marks[2].contains("four"), "{}", r.marks[2]);
+    assert!(r.marks[3].contains("InvalidGroupId") && r.marks[3].contains("greater than"), "{}", r.marks[3]);
+}

@@ -23,6 +23,7 @@ const PANIC_INIT: &str = "pseidon_test_plugin_panic_init";
 const PANIC_CALL: &str = "pseidon_test_plugin_panic_call";
 const INIT_ERROR: &str = "pseidon_test_plugin_init_error";
 const INCOMPATIBLE: &str = "pseidon_test_plugin_incompatible";
+const INCOMPATIBLE_OLD: &str = "pseidon_test_plugin_incompatible_old";
 const SLOW_SHUTDOWN: &str = "pseidon_test_plugin_slow_shutdown";
 
 /// A dir with copies of `plugins` (loaded in that order) and a conf naming it.
@@ -341,6 +342,23 @@ fn an_incompatible_interface_version_gets_a_short_message_naming_both_versions()
 }
 
 #[test]
+fn a_plugin_built_against_an_older_interface_version_is_refused_by_version() {
+    let s = Setup::new(&[INCOMPATIBLE_OLD, HELLO], "");
+    let host = s.host();
+    assert_eq!(names(&host), ["hello"]);
+    let f = &host.failures()[0];
+    let msg = f.to_string();
+    assert!(matches!(f.error, LoadError::Incompatible { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("10-{INCOMPATIBLE_OLD}.so"))
+            && msg.contains("pseidon-plugin-api 0.0.5")
+            && msg.contains("this host has 0.1.0"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n') && msg.len() < 500, "not short: {msg}");
+}
+
+#[test]
 fn a_panic_in_init_is_reported_and_the_host_lives_on() {
     let s = Setup::new(&[PANIC_INIT, HELLO], "");
     let host = s.host();
@@ -593,6 +611,16 @@ fn classpath_libraries_load_first_and_failures_name_them() {
     fs::create_dir(&lib).unwrap();
     fs::set_permissions(&lib, fs::Permissions::from_mode(0o755)).unwrap();
     fs::write(lib.join("bad.so"), b"not a library").unwrap();
+    let libz = [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libz.so.1 (zlib1g) is installed");
+    let good = lib.join("libzcopy.so");
+    fs::copy(libz, &good).unwrap();
+    fs::set_permissions(&good, fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(lib.join("bad.so"), fs::Permissions::from_mode(0o644)).unwrap();
     s.write_conf(&format!(
         "classpath = [\"{}\", \"{}\"]\nplugin-dirs = [\"{}\"]\n",
@@ -643,6 +671,17 @@ fn a_plugin_whose_shutdown_overruns_the_timeout_is_left_behind() {
 
 #[test]
 fn pseidon_run_starts_processors_and_stops_everything_in_reverse_order_on_sigterm() {
+    run_until_signal("TERM");
+}
+
+#[test]
+fn pseidon_run_stops_cleanly_on_sigint() {
+    run_until_signal("INT");
+}
+
+/// Runs `pseidon run` with hello and late, sends SIG`signal`, checks the order of
+/// start, stop and shutdown in its log and the exit code 0.
+fn run_until_signal(signal: &str) {
     let s = Setup::new(&[HELLO, LATE], "");
     let mut child = Command::new(pseidon_bin())
         .args(["--conf", s.conf.to_str().unwrap(), "run"])
@@ -690,7 +729,7 @@ fn pseidon_run_starts_processors_and_stops_everything_in_reverse_order_on_sigter
             .unwrap_or_else(|| panic!("no `{needle}` in {lines:#?}"))
     };
     assert!(at("test.hello.processor started") < at("waiting for SIGINT"));
-    assert!(at("SIGTERM") < at("test.hello.processor stopped"));
+    assert!(at(&format!("SIG{signal}")) < at("test.hello.processor stopped"));
     assert!(at("test.hello.processor stopped") < at("hello shut down"));
     // Plugins shut down in reverse load order: late (loaded second) first.
     let late_down = lines

@@ -198,8 +198,9 @@ impl Config {
                 cfg.set("enable.auto.offset.store", "false");
             }
             Role::Replay => {
-                // Assign-only: it must not join (or commit for) the consumer group.
-                cfg.remove("group.id");
+                // Assign-only: it never joins the consumer group (librdkafka's assign
+                // still needs a group.id) and never commits; a static member id must not
+                // fence the group consumer.
                 cfg.remove("group.instance.id");
                 cfg.set("enable.auto.commit", "false");
                 cfg.set("enable.auto.offset.store", "false");

@@ -11,7 +11,7 @@ use pseidon_host::{Conf, conf};
 
 /// pseidon: loads data sink, data source and processor plugins and runs them.
 #[derive(Debug, Parser)]
-#[command(name = "pseidon", version, about)]
+#[command(name = "pseidon", version)]
 pub struct Cli {
     /// The conf file [default: $PSEIDON_CONF, else /opt/pseidon/conf/pseidon.toml].
     #[arg(long, global = true, value_name = "PATH")]

@@ -15,6 +15,15 @@ pub const DEFAULT_CONF_PATH: &str = "/opt/pseidon/conf/pseidon.toml";
 /// The environment variable that overrides the default conf path.
 pub const CONF_ENV: &str = "PSEIDON_CONF";
 
+/// The host's own top-level keys.
+pub const HOST_KEYS: [&str; 5] = [
+    "plugin-dirs",
+    "classpath",
+    "strict",
+    "shutdown-timeout-ms",
+    "allow-writable-plugins",
+];
+
 /// The default of `shutdown-timeout-ms`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 
@@ -142,6 +151,9 @@ pub struct Conf {
     pub allow_writable_plugins: bool,
     /// Every key of the file, flattened to dotted names, in file order.
     pub view: ConfView,
+    /// Top-level keys (outside any table) that are not host keys: probably typos
+    /// (`plugin_dirs`), since plugin settings live in tables. They still reach the plugins.
+    pub unknown_top_level: Vec<String>,
 }
 
 impl Conf {
@@ -161,6 +173,7 @@ impl Conf {
             shutdown_timeout: Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS),
             allow_writable_plugins: false,
             view: ConfView::default(),
+            unknown_top_level: Vec::new(),
         }
     }
 
@@ -235,6 +248,11 @@ impl Conf {
             })?;
             conf.shutdown_timeout = Duration::from_millis(ms);
         }
+        conf.unknown_top_level = table
+            .iter()
+            .filter(|(k, v)| !v.is_table() && !HOST_KEYS.contains(&k.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut entries = Vec::new();
         flatten("", &table, &mut entries);
         conf.view = ConfView::new(entries);
@@ -363,6 +381,9 @@ mod tests {
             ConfKind::Integer
         );
         assert_eq!(conf.view.get("kafka.retries").unwrap().value, "3");
+        assert!(conf.unknown_top_level.is_empty());
+        let conf = parse("plugin_dirs = []\n[x]\ny = 1\n").unwrap();
+        assert_eq!(conf.unknown_top_level, ["plugin_dirs"]);
     }
 
     #[test]
@@ -419,10 +440,19 @@ mod tests {
     fn the_sample_conf_parses_with_its_documented_values() {
         let text = include_str!("../../conf/pseidon.toml");
         let conf = parse(text).unwrap();
-        assert_eq!(conf.plugin_dirs, vec![PathBuf::from("/opt/pseidon-kafka/plugins")]);
-        assert_eq!(conf.classpath, vec![PathBuf::from("/opt/pseidon-kafka/lib")]);
+        assert_eq!(
+            conf.plugin_dirs,
+            vec![PathBuf::from("/opt/pseidon-kafka/plugins")]
+        );
+        assert_eq!(
+            conf.classpath,
+            vec![PathBuf::from("/opt/pseidon-kafka/lib")]
+        );
         assert!(!conf.strict && !conf.allow_writable_plugins);
-        assert_eq!(conf.shutdown_timeout, Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS));
+        assert_eq!(
+            conf.shutdown_timeout,
+            Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS)
+        );
     }
 
     #[test]

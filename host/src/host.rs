@@ -129,6 +129,13 @@ impl Host {
             conf,
         };
         let strict = host.conf.strict;
+        for key in &host.conf.unknown_top_level {
+            tracing::warn!(
+                "conf key `{key}` in {} is not a host key ({}); it is passed to the plugins only",
+                host.conf.path.display(),
+                crate::conf::HOST_KEYS.join(", ")
+            );
+        }
         let (_libs, classpath_failures) =
             loader::load_classpath(&host.conf.classpath, host.conf.allow_writable_plugins);
         host.record(classpath_failures, strict)?;

@@ -679,66 +679,134 @@ fn pseidon_run_stops_cleanly_on_sigint() {
     run_until_signal("INT");
 }
 
+/// A `pseidon run` child and the lines of its stderr.
+struct RunChild {
+    child: std::process::Child,
+    rx: mpsc::Receiver<String>,
+    lines: Vec<String>,
+}
+
+impl RunChild {
+    fn spawn(conf: &Path) -> RunChild {
+        let mut child = Command::new(pseidon_bin())
+            .args(["--conf", conf.to_str().unwrap(), "run"])
+            .env_remove("RUST_LOG")
+            .env("PSEIDON_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        RunChild {
+            child,
+            rx,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Reads stderr until a line contains `needle` (20 s at most).
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.lines.iter().any(|l| l.contains(needle)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => self.lines.push(l),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("no `{needle}` from pseidon run: {:#?}", self.lines);
+                }
+            }
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (20 s at most) and collects the rest of stderr.
+    fn finish(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.lines.extend(self.rx.iter());
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("pseidon run did not exit: {:#?}", self.lines);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn at(&self, needle: &str) -> usize {
+        self.lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {:#?}", self.lines))
+    }
+}
+
 /// Runs `pseidon run` with hello and late, sends SIG`signal`, checks the order of
 /// start, stop and shutdown in its log and the exit code 0.
 fn run_until_signal(signal: &str) {
     let s = Setup::new(&[HELLO, LATE], "");
-    let mut child = Command::new(pseidon_bin())
-        .args(["--conf", s.conf.to_str().unwrap(), "run"])
-        .env("PSEIDON_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !lines
-        .iter()
-        .any(|l: &String| l.contains("waiting for SIGINT or SIGTERM"))
-    {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => lines.push(l),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("pseidon run did not come up: {lines:#?}");
-            }
-        }
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let code = child.wait().unwrap().code();
-    lines.extend(rx.iter());
-    assert_eq!(code, Some(0), "{lines:#?}");
-    let at = |needle: &str| {
-        lines
-            .iter()
-            .position(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no `{needle}` in {lines:#?}"))
-    };
-    assert!(at("test.hello.processor started") < at("waiting for SIGINT"));
-    assert!(at(&format!("SIG{signal}")) < at("test.hello.processor stopped"));
-    assert!(at("test.hello.processor stopped") < at("hello shut down"));
+    let mut run = RunChild::spawn(&s.conf);
+    run.wait_for("waiting for SIGINT or SIGTERM");
+    run.signal(signal);
+    let code = run.finish();
+    assert_eq!(code, Some(0), "{:#?}", run.lines);
+    assert!(run.at("test.hello.processor started") < run.at("waiting for SIGINT"));
+    let got = run.at(&format!("signal=\"SIG{signal}\""));
+    assert!(got < run.at("test.hello.processor stopped"));
+    assert!(run.at("test.hello.processor stopped") < run.at("hello shut down"));
     // Plugins shut down in reverse load order: late (loaded second) first.
-    let late_down = lines
-        .iter()
-        .position(|l| l.contains("plugin shut down") && l.contains("late"))
-        .unwrap();
-    let hello_down = lines
-        .iter()
-        .position(|l| l.contains("plugin shut down") && l.contains("hello"))
-        .unwrap();
-    assert!(late_down < hello_down, "{lines:#?}");
+    let late_down = run.at("plugin shut down plugin=\"late\"");
+    let hello_down = run.at("plugin shut down plugin=\"hello\"");
+    assert!(late_down < hello_down, "{:#?}", run.lines);
+    assert!(run.at("all stopped; exiting") > hello_down);
+}
+
+#[test]
+fn a_second_signal_while_stopping_exits_at_once() {
+    let s = Setup::new(&[SLOW_SHUTDOWN], "shutdown-timeout-ms = 60000\n");
+    let mut run = RunChild::spawn(&s.conf);
+    run.wait_for("waiting for SIGINT or SIGTERM");
+    run.signal("TERM");
+    run.wait_for("stopping processors and plugins");
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    run.signal("INT");
+    let code = run.finish();
+    assert_eq!(code, Some(2), "{:#?}", run.lines);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    run.at("second SIGINT while stopping");
+}
+
+#[test]
+fn a_top_level_key_that_is_not_a_host_key_is_warned_about() {
+    let s = Setup::new(&[HELLO], "");
+    s.write_conf(&format!(
+        "plugin_dirs = [\"/x\"]\nplugin-dirs = [\"{}\"]\n",
+        s.plugins.display()
+    ));
+    let out = s.pseidon(&["plugins"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("conf key `plugin_dirs`") && stderr.contains("is not a host key"),
+        "{stderr}"
+    );
 }

@@ -27,8 +27,16 @@ pub fn run(global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
     );
     let signal = termination.wait();
     tracing::info!(signal, "stopping processors and plugins in reverse order");
+    // A second signal while stopping means: do not wait any longer.
+    std::thread::spawn(move || {
+        let again = termination.wait();
+        eprintln!(
+            "pseidon: second {again} while stopping; exiting without waiting for the plugins"
+        );
+        std::process::exit(2);
+    });
     host.stop_processors(running);
     host.shutdown();
-    tracing::info!("stopped");
+    tracing::info!("all stopped; exiting");
     Ok(ExitCode::SUCCESS)
 }

@@ -19,7 +19,17 @@ const CHILD: &str = env!("CARGO_BIN_EXE_consume_child");
 /// Writes `values` to `topic`, one message each, with kcat; keys spread them over partitions.
 fn produce(topic: &str, values: &[String]) {
     let mut child = Command::new("kcat")
-        .args(["-b", &bootstrap(), "-P", "-t", topic, "-K", "\t", "-X", "linger.ms=20"])
+        .args([
+            "-b",
+            &bootstrap(),
+            "-P",
+            "-t",
+            topic,
+            "-K",
+            "\t",
+            "-X",
+            "linger.ms=20",
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -33,7 +43,11 @@ fn produce(topic: &str, values: &[String]) {
         stdin.write_all(buf.as_bytes()).expect("write to kcat");
     }
     let out = child.wait_with_output().expect("kcat");
-    assert!(out.status.success(), "kcat -P failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kcat -P failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn values(prefix: &str, n: usize) -> Vec<String> {
@@ -143,7 +157,10 @@ fn tail(s: &str) -> String {
 
 /// Runs a consumer process to its end.
 fn run_child(args: &[String]) -> Report {
-    let out = Command::new(CHILD).args(args).output().expect("run consume_child");
+    let out = Command::new(CHILD)
+        .args(args)
+        .output()
+        .expect("run consume_child");
     Report::from_output(&out)
 }
 
@@ -172,7 +189,11 @@ impl Running {
                 }
             }
         });
-        Running { child, lines: rx, report: Report::default() }
+        Running {
+            child,
+            lines: rx,
+            report: Report::default(),
+        }
     }
 
     /// Reads lines until `until(report)` holds; panics after `timeout`.
@@ -182,10 +203,18 @@ impl Running {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => self.report.feed(&line),
-                Err(_) => panic!("timed out waiting for {what}; report so far: err={:?} groups={} done={}",
-                    self.report.err, self.report.groups.len(), self.report.done.len()),
+                Err(_) => panic!(
+                    "timed out waiting for {what}; report so far: err={:?} groups={} done={}",
+                    self.report.err,
+                    self.report.groups.len(),
+                    self.report.done.len()
+                ),
             }
-            assert!(self.report.err.is_none(), "consumer failed: {:?}", self.report.err);
+            assert!(
+                self.report.err.is_none(),
+                "consumer failed: {:?}",
+                self.report.err
+            );
         }
     }
 
@@ -203,7 +232,10 @@ impl Running {
     fn finish(mut self, timeout: Duration) -> Report {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(line) => self.report.feed(&line),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -220,10 +252,17 @@ impl Running {
 /// Rows of the status database, read with the sqlite3 CLI: id → (status, attempt).
 fn db_rows(db: &Path) -> BTreeMap<String, (String, u32)> {
     let out = Command::new("sqlite3")
-        .args([db.to_str().unwrap(), "SELECT id, status, attempt FROM groups"])
+        .args([
+            db.to_str().unwrap(),
+            "SELECT id, status, attempt FROM groups",
+        ])
         .output()
         .expect("run sqlite3 (apt-get install sqlite3)");
-    assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -234,21 +273,31 @@ fn db_rows(db: &Path) -> BTreeMap<String, (String, u32)> {
 }
 
 fn journal_mode(db: &Path) -> String {
-    let out = Command::new("sqlite3").args([db.to_str().unwrap(), "PRAGMA journal_mode"]).output().unwrap();
+    let out = Command::new("sqlite3")
+        .args([db.to_str().unwrap(), "PRAGMA journal_mode"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A pseudo-random number in `lo..hi` (no rand crate needed for kill points).
 fn random_in(lo: usize, hi: usize) -> usize {
     use std::hash::{BuildHasher, RandomState};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let h = RandomState::new().hash_one(nanos) as usize;
     lo + h % (hi - lo).max(1)
 }
 
 fn parse_id(id: &str) -> (i32, i64, i64) {
     let f: Vec<&str> = id.rsplitn(4, ':').collect();
-    (f[2].parse().unwrap(), f[1].parse().unwrap(), f[0].parse().unwrap())
+    (
+        f[2].parse().unwrap(),
+        f[1].parse().unwrap(),
+        f[0].parse().unwrap(),
+    )
 }
 
 /// The seed README's example: 1000 messages read back through
@@ -262,10 +311,19 @@ fn seed_example_reads_1000_messages_and_marks_groups_done() {
     let dir = tmp_dir("ds-seed");
     let db = dir.join("status.db");
     let group = unique("ds-seed-g");
-    let r = run_child(&child_args(&topic, &group, &db, &[
-        "--expect", "1000", "--idle-ms", "1500",
-        "--set", "pseidon-kafka.group-max-messages=100",
-    ]));
+    let r = run_child(&child_args(
+        &topic,
+        &group,
+        &db,
+        &[
+            "--expect",
+            "1000",
+            "--idle-ms",
+            "1500",
+            "--set",
+            "pseidon-kafka.group-max-messages=100",
+        ],
+    ));
     r.assert_clean_end();
     let got: BTreeSet<&str> = r.messages.iter().map(|m| m.3.as_str()).collect();
     let want: BTreeSet<&str> = sent.iter().map(String::as_str).collect();
@@ -286,16 +344,27 @@ fn seed_example_reads_1000_messages_and_marks_groups_done() {
         assert!(msgs.len() <= 100);
     }
     assert_eq!(r.done.len(), r.groups.len());
-    assert_eq!(r.status.as_deref(), Some(&*format!("ready=0 run=0 done={} lost=0", r.groups.len())));
+    assert_eq!(
+        r.status.as_deref(),
+        Some(&*format!("ready=0 run=0 done={} lost=0", r.groups.len()))
+    );
     // The SQLite file itself, read by sqlite3.
     let rows = db_rows(&db);
     assert_eq!(rows.len(), r.groups.len());
-    assert!(rows.values().all(|(s, a)| s == "done" && *a == 1), "{rows:?}");
+    assert!(
+        rows.values().all(|(s, a)| s == "done" && *a == 1),
+        "{rows:?}"
+    );
     assert_eq!(journal_mode(&db), "wal");
     // The watermarks were committed: the same group reads nothing again.
     let again = run_child(&child_args(&topic, &group, &db, &["--idle-ms", "6000"]));
     again.assert_clean_end();
-    assert_eq!(again.end, Some(0), "nothing is delivered twice: {:?}", &again.groups);
+    assert_eq!(
+        again.end,
+        Some(0),
+        "nothing is delivered twice: {:?}",
+        &again.groups
+    );
 }
 
 /// SIGKILL at random points while consuming 20 000 messages; a restarted consumer
@@ -311,20 +380,31 @@ fn sigkill_at_random_points_loses_nothing() {
     let db = dir.join("status.db");
     let group = unique("ds-crash-g");
     let instance = unique("static");
-    let args = child_args(&topic, &group, &db, &[
-        "--idle-ms", "8000",
-        "--sleep-ms", "20",
-        "--set", "pseidon-kafka.group-max-messages=250",
-        // Static membership: a restarted instance takes its partitions over at once.
-        "--set", &format!("kafka.group.instance.id={instance}"),
-    ]);
+    let args = child_args(
+        &topic,
+        &group,
+        &db,
+        &[
+            "--idle-ms",
+            "8000",
+            "--sleep-ms",
+            "20",
+            "--set",
+            "pseidon-kafka.group-max-messages=250",
+            // Static membership: a restarted instance takes its partitions over at once.
+            "--set",
+            &format!("kafka.group.instance.id={instance}"),
+        ],
+    );
     let mut reports = Vec::new();
     let mut kill_points = Vec::new();
     for _ in 0..4 {
         let k = random_in(2, 12);
         kill_points.push(k);
         let mut run = Running::spawn(&args);
-        run.wait_for(Duration::from_secs(90), "groups marked done", |r| r.done.len() >= k);
+        run.wait_for(Duration::from_secs(90), "groups marked done", |r| {
+            r.done.len() >= k
+        });
         // Sometimes in the middle of a group: after its messages, before its mark_done.
         if random_in(0, 2) == 1 {
             let _ = run.wait_for_line_soon();
@@ -333,13 +413,23 @@ fn sigkill_at_random_points_loses_nothing() {
     }
     let last = Running::spawn(&args).finish(Duration::from_secs(240));
     last.assert_clean_end();
-    assert_eq!(last.status.as_deref().map(|s| s.starts_with("ready=0 run=0")), Some(true), "{:?}", last.status);
+    assert_eq!(
+        last.status
+            .as_deref()
+            .map(|s| s.starts_with("ready=0 run=0")),
+        Some(true),
+        "{:?}",
+        last.status
+    );
     assert!(last.lost.is_empty());
     reports.push(last);
 
     // Truth is the status database: the done groups, and what was delivered in them.
     let rows = db_rows(&db);
-    assert!(rows.values().all(|(s, _)| s == "done"), "unfinished or lost rows: {rows:?}");
+    assert!(
+        rows.values().all(|(s, _)| s == "done"),
+        "unfinished or lost rows: {rows:?}"
+    );
     let mut values_of: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for r in &reports {
         for (g, _, _, v) in &r.messages {
@@ -348,13 +438,23 @@ fn sigkill_at_random_points_loses_nothing() {
     }
     let mut count: HashMap<&str, usize> = HashMap::new();
     for id in rows.keys() {
-        let vals = values_of.get(id.as_str()).unwrap_or_else(|| panic!("done group {id} was never delivered"));
+        let vals = values_of
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("done group {id} was never delivered"));
         for v in vals {
             *count.entry(v).or_default() += 1;
         }
     }
-    let missing: Vec<&String> = sent.iter().filter(|v| !count.contains_key(v.as_str())).collect();
-    assert!(missing.is_empty(), "{} messages in no done group (kill points {kill_points:?}): {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    let missing: Vec<&String> = sent
+        .iter()
+        .filter(|v| !count.contains_key(v.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} messages in no done group (kill points {kill_points:?}): {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "messages in two done groups: {twice:?}");
     assert_eq!(count.len(), N);
@@ -382,7 +482,10 @@ fn sigkill_at_random_points_loses_nothing() {
         }
     }
     // Replays happened: some group was handed out more than once.
-    assert!(rows.values().any(|(_, a)| *a > 1), "no replay happened (kill points {kill_points:?})");
+    assert!(
+        rows.values().any(|(_, a)| *a > 1),
+        "no replay happened (kill points {kill_points:?})"
+    );
 }
 
 impl Running {
@@ -406,24 +509,48 @@ fn survivor_delivers_everything_the_killed_instance_did_not_finish() {
     let dir = tmp_dir("ds-pair");
     let (db_a, db_b) = (dir.join("a.db"), dir.join("b.db"));
     let group = unique("ds-pair-g");
-    let extra = ["--sleep-ms", "40", "--idle-ms", "20000", "--set", "pseidon-kafka.group-max-messages=50"];
+    let extra = [
+        "--sleep-ms",
+        "40",
+        "--idle-ms",
+        "20000",
+        "--set",
+        "pseidon-kafka.group-max-messages=50",
+    ];
     let mut a = Running::spawn(&child_args(&topic, &group, &db_a, &extra));
     let mut b = Running::spawn(&child_args(&topic, &group, &db_b, &extra));
     // Both members consume (each owns partitions) before A dies.
-    b.wait_for(Duration::from_secs(60), "B's first group", |r| !r.groups.is_empty());
-    a.wait_for(Duration::from_secs(60), "A's done groups", |r| r.done.len() >= 5);
+    b.wait_for(Duration::from_secs(60), "B's first group", |r| {
+        !r.groups.is_empty()
+    });
+    a.wait_for(Duration::from_secs(60), "A's done groups", |r| {
+        r.done.len() >= 5
+    });
     let a = a.kill();
     let b = b.finish(Duration::from_secs(300));
     b.assert_clean_end();
     let a_partitions: BTreeSet<i32> = a.messages.iter().map(|m| m.1).collect();
     let b_partitions: BTreeSet<i32> = b.messages.iter().map(|m| m.1).collect();
-    assert!(!a_partitions.is_empty() && a_partitions.len() < 4, "A owned {a_partitions:?}");
-    assert_eq!(b_partitions.len(), 4, "B took over A's partitions: {b_partitions:?}");
+    assert!(
+        !a_partitions.is_empty() && a_partitions.len() < 4,
+        "A owned {a_partitions:?}"
+    );
+    assert_eq!(
+        b_partitions.len(),
+        4,
+        "B took over A's partitions: {b_partitions:?}"
+    );
 
     let rows_a = db_rows(&db_a);
-    let done_a: HashSet<&str> =
-        rows_a.iter().filter(|(_, (s, _))| s == "done").map(|(id, _)| id.as_str()).collect();
-    assert!(rows_a.values().any(|(s, _)| s != "done"), "A was killed with unfinished groups");
+    let done_a: HashSet<&str> = rows_a
+        .iter()
+        .filter(|(_, (s, _))| s == "done")
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert!(
+        rows_a.values().any(|(s, _)| s != "done"),
+        "A was killed with unfinished groups"
+    );
     let finished_by_a: HashSet<&str> = a
         .messages
         .iter()
@@ -431,9 +558,16 @@ fn survivor_delivers_everything_the_killed_instance_did_not_finish() {
         .map(|m| m.3.as_str())
         .collect();
     let delivered_by_b: HashSet<&str> = b.messages.iter().map(|m| m.3.as_str()).collect();
-    let missing: Vec<&String> =
-        sent.iter().filter(|v| !finished_by_a.contains(v.as_str()) && !delivered_by_b.contains(v.as_str())).collect();
-    assert!(missing.is_empty(), "{} messages neither done by A nor delivered by B: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    let missing: Vec<&String> = sent
+        .iter()
+        .filter(|v| !finished_by_a.contains(v.as_str()) && !delivered_by_b.contains(v.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} messages neither done by A nor delivered by B: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     // B finished everything it got.
     let rows_b = db_rows(&db_b);
     assert!(rows_b.values().all(|(s, _)| s == "done"), "{rows_b:?}");
@@ -463,23 +597,46 @@ fn replay_of_a_deleted_range_is_lost_and_reported() {
     let json = dir.join("delete.json");
     std::fs::write(
         &json,
-        format!(r#"{{"version":1,"partitions":[{{"topic":"{topic}","partition":0,"offset":50}}]}}"#),
+        format!(
+            r#"{{"version":1,"partitions":[{{"topic":"{topic}","partition":0,"offset":50}}]}}"#
+        ),
     )
     .unwrap();
-    kafka_tool(&["delete-records", "--bootstrap-server", &bootstrap(), "--offset-json-file", json.to_str().unwrap()]);
+    kafka_tool(&[
+        "delete-records",
+        "--bootstrap-server",
+        &bootstrap(),
+        "--offset-json-file",
+        json.to_str().unwrap(),
+    ]);
     // Second run: replays.
     let mut second = set.to_vec();
     second.extend(["--idle-ms", "5000"]);
     let r2 = run_child(&child_args(&topic, &group, &db, &second));
     r2.assert_clean_end();
-    let lost: Vec<String> = (0..5).map(|i| format!("{topic}:0:{}:{}", i * 10, i * 10 + 9)).collect();
+    let lost: Vec<String> = (0..5)
+        .map(|i| format!("{topic}:0:{}:{}", i * 10, i * 10 + 9))
+        .collect();
     assert_eq!(r2.lost, lost);
     for (i, id) in lost.iter().enumerate() {
-        let needle = format!("message group {id} is LOST: offsets {}..={}", i * 10, i * 10 + 9);
-        assert!(r2.stderr.contains(&needle), "log must name {id} and its range:\n{}", tail(&r2.stderr));
+        let needle = format!(
+            "message group {id} is LOST: offsets {}..={}",
+            i * 10,
+            i * 10 + 9
+        );
+        assert!(
+            r2.stderr.contains(&needle),
+            "log must name {id} and its range:\n{}",
+            tail(&r2.stderr)
+        );
     }
-    let replayed: Vec<(String, u32)> = (5..10).map(|i| (format!("{topic}:0:{}:{}", i * 10, i * 10 + 9), 2)).collect();
-    assert_eq!(r2.groups, replayed, "the surviving groups again, same ids, attempt 2, nothing else");
+    let replayed: Vec<(String, u32)> = (5..10)
+        .map(|i| (format!("{topic}:0:{}:{}", i * 10, i * 10 + 9), 2))
+        .collect();
+    assert_eq!(
+        r2.groups, replayed,
+        "the surviving groups again, same ids, attempt 2, nothing else"
+    );
     let vals: Vec<&str> = r2.messages.iter().map(|m| m.3.as_str()).collect();
     let want: Vec<&str> = sent[50..].iter().map(String::as_str).collect();
     assert_eq!(vals, want);
@@ -498,7 +655,9 @@ fn corrupt_status_db_is_a_clear_error() {
     create_topic(&topic, 1);
     let dir = tmp_dir("ds-corrupt");
     let db = dir.join("status.db");
-    let garbage: Vec<u8> = (0..16384u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..16384u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&db, &garbage).unwrap();
     let r = run_child(&child_args(&topic, &unique("g"), &db, &["--idle-ms", "0"]));
     let err = r.err.expect("a corrupt database must fail");
@@ -517,14 +676,25 @@ fn read_only_status_db_is_a_clear_error() {
     let dir = tmp_dir("ds-ro");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let db = dir.join("status.db");
-    let st = Command::new("sqlite3").args([db.to_str().unwrap(), "CREATE TABLE t (a INTEGER);"]).status().unwrap();
+    let st = Command::new("sqlite3")
+        .args([db.to_str().unwrap(), "CREATE TABLE t (a INTEGER);"])
+        .status()
+        .unwrap();
     assert!(st.success());
     std::fs::write(dir.join("status.db.lock"), b"").unwrap();
-    std::fs::set_permissions(dir.join("status.db.lock"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(
+        dir.join("status.db.lock"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     let args = child_args(&topic, &unique("g"), &db, &["--idle-ms", "0"]);
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
     let out = if is_root {
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", CHILD])
@@ -536,13 +706,20 @@ fn read_only_status_db_is_a_clear_error() {
     };
     let r = Report::from_output(&out);
     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
-    let err = r.err.unwrap_or_else(|| panic!("a read-only database must fail:\n{}", tail(&r.stderr)));
+    let err = r
+        .err
+        .unwrap_or_else(|| panic!("a read-only database must fail:\n{}", tail(&r.stderr)));
     assert!(err.contains(&db.display().to_string()), "{err}");
     assert!(err.contains("not writable"), "{err}");
 
     // A path below a regular file fails for root too.
     let below = db.join("status.db");
-    let r = run_child(&child_args(&topic, &unique("g"), &below, &["--idle-ms", "0"]));
+    let r = run_child(&child_args(
+        &topic,
+        &unique("g"),
+        &below,
+        &["--idle-ms", "0"],
+    ));
     let err = r.err.expect("must fail");
     assert!(err.contains(&below.display().to_string()), "{err}");
 }
@@ -554,12 +731,20 @@ fn second_live_instance_on_one_status_db_is_refused() {
     create_topic(&topic, 1);
     let dir = tmp_dir("ds-lock");
     let db = dir.join("status.db");
-    let mut first = Running::spawn(&child_args(&topic, &unique("g"), &db, &["--idle-ms", "60000"]));
+    let mut first = Running::spawn(&child_args(
+        &topic,
+        &unique("g"),
+        &db,
+        &["--idle-ms", "60000"],
+    ));
     first.wait_for(Duration::from_secs(30), "READY", |r| r.ready);
     let r = run_child(&child_args(&topic, &unique("g"), &db, &["--idle-ms", "0"]));
     let _ = first.kill();
     let err = r.err.expect("second instance must fail");
-    assert!(err.contains(&db.display().to_string()) && err.contains("status.db.lock"), "{err}");
+    assert!(
+        err.contains(&db.display().to_string()) && err.contains("status.db.lock"),
+        "{err}"
+    );
     assert!(err.contains("another live"), "{err}");
 }
 
@@ -572,17 +757,48 @@ fn mark_done_errors_name_the_id() {
     produce(&topic, &values("ids", 3));
     let dir = tmp_dir("ds-ids");
     let db = dir.join("status.db");
-    let first = run_child(&child_args(&topic, &unique("g"), &db, &["--expect", "3", "--idle-ms", "200"]));
+    let first = run_child(&child_args(
+        &topic,
+        &unique("g"),
+        &db,
+        &["--expect", "3", "--idle-ms", "200"],
+    ));
     first.assert_clean_end();
     assert_eq!(first.groups.len(), 1);
     let done = first.groups[0].0.clone();
     let unknown = format!("{topic}:0:100:200");
-    let r = run_child(&child_args(&topic, &unique("g"), &db, &[
-        "--idle-ms", "0", "--mark", &done, "--mark", &unknown, "--mark", "nonsense", "--mark", &format!("{topic}:0:9:2"),
-    ]));
+    let r = run_child(&child_args(
+        &topic,
+        &unique("g"),
+        &db,
+        &[
+            "--idle-ms",
+            "0",
+            "--mark",
+            &done,
+            "--mark",
+            &unknown,
+            "--mark",
+            "nonsense",
+            "--mark",
+            &format!("{topic}:0:9:2"),
+        ],
+    ));
     r.assert_clean_end();
     assert_eq!(r.marks[0], format!("{done} ok"));
-    assert!(r.marks[1].starts_with(&format!("{unknown} err UnknownGroup")), "{}", r.marks[1]);
-    assert!(r.marks[2].starts_with("nonsense err InvalidGroupId") && r.marks[2].contains("four"), "{}", r.marks[2]);
-    assert!(r.marks[3].contains("InvalidGroupId") && r.marks[3].contains("greater than"), "{}", r.marks[3]);
+    assert!(
+        r.marks[1].starts_with(&format!("{unknown} err UnknownGroup")),
+        "{}",
+        r.marks[1]
+    );
+    assert!(
+        r.marks[2].starts_with("nonsense err InvalidGroupId") && r.marks[2].contains("four"),
+        "{}",
+        r.marks[2]
+    );
+    assert!(
+        r.marks[3].contains("InvalidGroupId") && r.marks[3].contains("greater than"),
+        "{}",
+        r.marks[3]
+    );
 }

@@ -63,7 +63,10 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| fail(&format!("{flag} needs a value")));
+        let mut val = || {
+            it.next()
+                .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
+        };
         match flag.as_str() {
             "--plugin" => a.plugin = PathBuf::from(val()),
             "--bootstrap" => a.conf.push(("kafka.bootstrap.servers".into(), val())),
@@ -72,16 +75,20 @@ fn parse_args() -> Args {
             "--db" => a.conf.push(("pseidon-kafka.status-db".into(), val())),
             "--expect" => a.expect = Some(val().parse().unwrap_or_else(|_| fail("--expect N"))),
             "--idle-ms" => {
-                a.idle = Duration::from_millis(val().parse().unwrap_or_else(|_| fail("--idle-ms MS")))
+                a.idle =
+                    Duration::from_millis(val().parse().unwrap_or_else(|_| fail("--idle-ms MS")))
             }
             "--no-done" => a.mark_done = false,
             "--mark" => a.mark.push(val()),
             "--sleep-ms" => {
-                a.sleep = Duration::from_millis(val().parse().unwrap_or_else(|_| fail("--sleep-ms MS")))
+                a.sleep =
+                    Duration::from_millis(val().parse().unwrap_or_else(|_| fail("--sleep-ms MS")))
             }
             "--set" => {
                 let kv = val();
-                let (k, v) = kv.split_once('=').unwrap_or_else(|| fail("--set key=value"));
+                let (k, v) = kv
+                    .split_once('=')
+                    .unwrap_or_else(|| fail("--set key=value"));
                 a.conf.push((k.to_string(), v.to_string()));
             }
             other => fail(&format!("unknown argument {other}")),
@@ -105,10 +112,18 @@ fn main() {
     let conf = ConfView::new(
         args.conf
             .iter()
-            .map(|(k, v)| ConfEntry { key: k.clone(), kind: ConfKind::String, value: v.clone() })
+            .map(|(k, v)| ConfEntry {
+                key: k.clone(),
+                kind: ConfKind::String,
+                value: v.clone(),
+            })
             .collect(),
     );
-    let ctx = InitContext { registry: Registry::new("host"), conf, plugin_path: args.plugin.clone() };
+    let ctx = InitContext {
+        registry: Registry::new("host"),
+        conf,
+        plugin_path: args.plugin.clone(),
+    };
     let registry = ctx.registry.clone();
     if let Err(e) = module.init()(ctx.to_ffi(log_to_stderr, FfiLogLevel::Info)).into_result() {
         fail(&format!("init: {}", pseidon_plugin_api::Error::from(e)));
@@ -131,7 +146,12 @@ fn main() {
                 let mut text = format!("G {} {} {}\n", g.id(), g.attempt(), g.messages().len());
                 for m in g.messages() {
                     let v = String::from_utf8_lossy(m.value().unwrap_or_default());
-                    text.push_str(&format!("M {} {} {} {v}\n", g.id(), m.partition(), m.offset()));
+                    text.push_str(&format!(
+                        "M {} {} {} {v}\n",
+                        g.id(),
+                        m.partition(),
+                        m.offset()
+                    ));
                 }
                 delivered += g.messages().len();
                 let _ = out.write_all(text.as_bytes());
@@ -169,7 +189,9 @@ fn main() {
     if let Err(e) = reader.close() {
         fail(&format!("close: {e}"));
     }
-    let groups = source.groups(&GroupFilter::default()).unwrap_or_else(|e| fail(&e.to_string()));
+    let groups = source
+        .groups(&GroupFilter::default())
+        .unwrap_or_else(|e| fail(&e.to_string()));
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for g in &groups {
         *counts.entry(g.status.as_str()).or_default() += 1;

@@ -486,14 +486,20 @@ pub fn load_plugin(
 /// pages past the end of a truncated mapping kills the process with SIGBUS.
 /// Files that are not 64-bit little-endian ELF are left to the dynamic loader.
 fn check_elf_size(path: &Path) -> Result<(), LoadError> {
-    let bytes = fs::read(path).map_err(|source| LoadError::Inspect {
+    use std::io::Read as _;
+    let inspect = |source| LoadError::Inspect {
         path: path.to_path_buf(),
         source,
-    })?;
-    let Some(needed) = elf_extent(&bytes) else {
+    };
+    let file = fs::File::open(path).map_err(inspect)?;
+    let size = file.metadata().map_err(inspect)?.len();
+    // The ELF header and the program header table (which follows it in practice);
+    // at most 1 MiB, never the whole file.
+    let mut head = Vec::new();
+    file.take(1 << 20).read_to_end(&mut head).map_err(inspect)?;
+    let Some(needed) = elf_extent(&head) else {
         return Ok(());
     };
-    let size = bytes.len() as u64;
     if size < needed {
         return Err(LoadError::Truncated {
             path: path.to_path_buf(),
@@ -669,6 +675,17 @@ mod tests {
         );
         assert_eq!(first_mismatch("odd\nreport"), "odd report");
         assert!(truncate(&"y".repeat(1000), 300).chars().count() == 301);
+    }
+
+    #[test]
+    fn elf_extent_fits_a_whole_file_and_exceeds_a_truncated_one() {
+        let exe = std::env::current_exe().unwrap();
+        let bytes = fs::read(&exe).unwrap();
+        let needed = elf_extent(&bytes).unwrap();
+        assert!(needed <= bytes.len() as u64 && needed > bytes.len() as u64 / 2);
+        assert!(check_elf_size(&exe).is_ok());
+        assert_eq!(elf_extent(&bytes[..40]), Some(64));
+        assert_eq!(elf_extent(b"#!/bin/sh\n"), None);
     }
 
     #[test]

@@ -50,10 +50,10 @@ pub fn bootstrap() -> String {
     static BOOTSTRAP: OnceLock<String> = OnceLock::new();
     BOOTSTRAP
         .get_or_init(|| {
-            if let Ok(b) = std::env::var("PSEIDON_TEST_BOOTSTRAP") {
-                if !b.trim().is_empty() {
-                    return b.trim().to_string();
-                }
+            if let Ok(b) = std::env::var("PSEIDON_TEST_BOOTSTRAP")
+                && !b.trim().is_empty()
+            {
+                return b.trim().to_string();
             }
             let out = Command::new(repo_root().join("scripts/kafka"))
                 .arg("start")

@@ -44,6 +44,9 @@ pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 300_000;
 /// How long one call of the poll thread waits for events; also the longest the
 /// thread takes to notice a shutdown.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long `write` sleeps before it retries on a full queue. The queue holds far
+/// more than the producer sends in this time, so the pipeline never runs dry.
+const QUEUE_FULL_RETRY: Duration = Duration::from_millis(1);
 /// How often an undrained failure list is mentioned in the log again.
 const FAILURE_LOG_EVERY: usize = 100_000;
 
@@ -480,8 +483,9 @@ impl KafkaSink {
                             waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
                         });
                     }
-                    // Serve delivery reports here too: they free the queue.
-                    producer.poll(Duration::from_millis(1));
+                    // The poll thread serves the delivery reports that free the
+                    // queue; polling here too would only compete with it for the CPU.
+                    thread::sleep(QUEUE_FULL_RETRY);
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
                     return Err(too_large());

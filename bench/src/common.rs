@@ -212,6 +212,9 @@ pub fn write_conf(
     bootstrap: &str,
     extra: &[(String, String)],
 ) -> Result<PathBuf> {
+    // Relative paths in a conf are relative to its directory: make it absolute.
+    let plugin =
+        std::fs::canonicalize(plugin).with_context(|| format!("plugin {}", plugin.display()))?;
     let mut text = String::new();
     let _ = writeln!(
         text,

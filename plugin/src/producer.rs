@@ -18,6 +18,9 @@
 //!   (the plugin-api forwards them to the host), secret conf values blanked out.
 
 use std::{
+    collections::HashMap,
+    ffi::{CString, c_int, c_void},
+    ptr::{self, NonNull},
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -28,11 +31,11 @@ use std::{
 
 use pseidon_plugin_api::{DataSink, DeliveryFailure, DeliveryId, Error, FlushReport, Record};
 use rdkafka::{
-    ClientContext, Message,
+    ClientContext, Message, bindings as rdsys,
     config::RDKafkaLogLevel,
     error::{KafkaError, RDKafkaErrorCode},
-    message::{Header, OwnedHeaders},
-    producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig},
+    producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig},
+    types::RDKafkaRespErr,
 };
 
 use crate::config::{self, Config, Role};
@@ -220,9 +223,78 @@ struct Poller {
     handle: JoinHandle<()>,
 }
 
+/// A librdkafka topic handle, kept for the producer's life: writing through it
+/// spares librdkafka a topic lookup under its global lock and the writer a
+/// C-string allocation per message.
+struct TopicHandle(NonNull<rdsys::rd_kafka_topic_t>);
+
+// SAFETY: librdkafka topic handles are reference-counted and thread-safe.
+unsafe impl Send for TopicHandle {}
+// SAFETY: as above.
+unsafe impl Sync for TopicHandle {}
+
+/// The live producer and its topic handles; dropped at shutdown.
+struct Active {
+    producer: Arc<KafkaProducer>,
+    topics: RwLock<HashMap<Box<str>, TopicHandle>>,
+}
+
+impl Active {
+    /// The handle of `topic`, created on first use.
+    fn topic(&self, topic: &str) -> Result<*mut rdsys::rd_kafka_topic_t, Error> {
+        if let Some(t) = self
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+        {
+            return Ok(t.0.as_ptr());
+        }
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = topics.get(topic) {
+            return Ok(t.0.as_ptr());
+        }
+        let write_error = |reason: String| Error::Kafka {
+            operation: format!("write to topic `{topic}`"),
+            reason,
+        };
+        let name = CString::new(topic)
+            .map_err(|_| write_error("a topic name cannot contain a NUL byte".to_string()))?;
+        // SAFETY: a live client and a NUL-terminated name; NULL conf = the defaults.
+        let rkt = unsafe {
+            rdsys::rd_kafka_topic_new(
+                self.producer.client().native_ptr(),
+                name.as_ptr(),
+                ptr::null_mut(),
+            )
+        };
+        let Some(rkt) = NonNull::new(rkt) else {
+            // SAFETY: reads this thread's last librdkafka error.
+            let code = RDKafkaErrorCode::from(unsafe { rdsys::rd_kafka_last_error() });
+            return Err(write_error(format!("invalid topic: {code}")));
+        };
+        topics.insert(topic.into(), TopicHandle(rkt));
+        Ok(rkt.as_ptr())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let topics = self
+            .topics
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (_, t) in topics.drain() {
+            // SAFETY: each handle was created once by `rd_kafka_topic_new` and the
+            // client is still alive (`self.producer`).
+            unsafe { rdsys::rd_kafka_topic_destroy(t.0.as_ptr()) };
+        }
+    }
+}
+
 struct Shared {
     /// `None` once shut down. Writers take the read lock once per batch.
-    producer: RwLock<Option<Arc<KafkaProducer>>>,
+    active: RwLock<Option<Active>>,
     context: Arc<SinkContext>,
     closed: AtomicBool,
     /// Records accepted by `write`, in total.
@@ -302,7 +374,10 @@ impl KafkaSink {
         };
         Ok(KafkaSink {
             shared: Arc::new(Shared {
-                producer: RwLock::new(Some(producer)),
+                active: RwLock::new(Some(Active {
+                    producer,
+                    topics: RwLock::new(HashMap::new()),
+                })),
                 context,
                 closed: AtomicBool::new(false),
                 accepted: AtomicU64::new(0),
@@ -328,10 +403,11 @@ impl KafkaSink {
         shared.closed.store(true, Ordering::Release);
         // Taking the write lock waits for writes in progress; later ones see `closed`.
         let producer = shared
-            .producer
+            .active
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+            .as_ref()
+            .map(|a| Arc::clone(&a.producer));
         let Some(producer) = producer else {
             return Ok(());
         };
@@ -356,11 +432,14 @@ impl KafkaSink {
             producer.purge(PurgeConfig::default().queue().inflight());
             let _ = wait_delivered(&producer, &shared.context, target, Duration::from_secs(1));
         }
-        shared
-            .producer
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        // Topic handles first, then the client.
+        drop(
+            shared
+                .active
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         // Destroys the librdkafka handle (and its threads) unless a flush still uses it.
         drop(producer);
 
@@ -421,7 +500,8 @@ impl KafkaSink {
 
     fn send_one(
         &self,
-        producer: &KafkaProducer,
+        active: &Active,
+        rkt: *mut rdsys::rd_kafka_topic_t,
         record: &Record<'_>,
         id: DeliveryId,
     ) -> Result<(), Error> {
@@ -445,33 +525,52 @@ impl KafkaSink {
         if size as u64 > shared.max_message_bytes {
             return Err(too_large());
         }
-        let mut rec: BaseRecord<'_, [u8], [u8], usize> =
-            BaseRecord::with_opaque_to(topic, id as usize);
-        if let Some(v) = value {
-            rec = rec.payload(v);
-        }
-        if let Some(k) = key {
-            rec = rec.key(k);
-        }
-        if let Some(p) = record.get_partition() {
-            rec = rec.partition(p);
-        }
-        if !headers.is_empty() {
-            let mut owned = OwnedHeaders::new_with_capacity(headers.len());
-            for h in headers {
-                owned = owned.insert(Header {
-                    key: h.key(),
-                    value: h.value(),
-                });
-            }
-            rec = rec.headers(owned);
-        }
+        let (value_ptr, value_len) = value.map_or((ptr::null_mut(), 0), |v| {
+            (v.as_ptr().cast_mut().cast::<c_void>(), v.len())
+        });
+        let (key_ptr, key_len) =
+            key.map_or((ptr::null(), 0), |k| (k.as_ptr().cast::<c_void>(), k.len()));
+        let partition = record
+            .get_partition()
+            .unwrap_or(rdkafka::producer::PARTITION_UA);
+        // The delivery id travels as librdkafka's per-message opaque pointer.
+        let opaque = id as usize as *mut c_void;
         let mut full_since: Option<Instant> = None;
         loop {
-            match producer.send(rec) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
+            let code = if headers.is_empty() {
+                // SAFETY: a live topic handle; value and key are copied (F_COPY)
+                // before the call returns.
+                let rc = unsafe {
+                    rdsys::rd_kafka_produce(
+                        rkt,
+                        partition,
+                        rdsys::RD_KAFKA_MSG_F_COPY as c_int,
+                        value_ptr,
+                        value_len,
+                        key_ptr,
+                        key_len,
+                        opaque,
+                    )
+                };
+                if rc == 0 {
+                    return Ok(());
+                }
+                // SAFETY: reads this thread's last librdkafka error.
+                unsafe { rdsys::rd_kafka_last_error() }
+            } else {
+                let code =
+                    produce_with_headers(active, rkt, partition, value, key, headers, opaque);
+                if code == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    return Ok(());
+                }
+                code
+            };
+            let write_error = |reason: String| Error::Kafka {
+                operation: format!("write to topic `{topic}`"),
+                reason,
+            };
+            match RDKafkaErrorCode::from(code) {
+                RDKafkaErrorCode::QueueFull => {
                     let since = *full_since.get_or_insert_with(Instant::now);
                     if shared.closed.load(Ordering::Acquire) {
                         return Err(closed_error());
@@ -487,11 +586,9 @@ impl KafkaSink {
                     // queue; polling here too would only compete with it for the CPU.
                     thread::sleep(QUEUE_FULL_RETRY);
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    return Err(too_large());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::Fatal), _)) => {
-                    let reason = match producer.client().fatal_error() {
+                RDKafkaErrorCode::MessageSizeTooLarge => return Err(too_large()),
+                RDKafkaErrorCode::Fatal => {
+                    let reason = match active.producer.client().fatal_error() {
                         Some((code, text)) => format!(
                             "the producer hit a fatal error and cannot write any more: {code}: {}",
                             shared.context.scrub(&text)
@@ -500,26 +597,78 @@ impl KafkaSink {
                             "the producer hit a fatal error and cannot write any more".to_string()
                         }
                     };
-                    return Err(Error::Kafka {
-                        operation: format!("write to topic `{topic}`"),
-                        reason,
-                    });
+                    return Err(write_error(reason));
                 }
-                Err((KafkaError::MessageProduction(code), _)) => {
-                    return Err(Error::Kafka {
-                        operation: format!("write to topic `{topic}`"),
-                        reason: code.to_string(),
-                    });
-                }
-                Err((other, _)) => {
-                    return Err(Error::Kafka {
-                        operation: format!("write to topic `{topic}`"),
-                        reason: other.to_string(),
-                    });
-                }
+                other => return Err(write_error(other.to_string())),
             }
         }
     }
+}
+
+/// Produces one message with headers (`rd_kafka_producev`); returns librdkafka's code.
+fn produce_with_headers(
+    active: &Active,
+    rkt: *mut rdsys::rd_kafka_topic_t,
+    partition: i32,
+    value: Option<&[u8]>,
+    key: Option<&[u8]>,
+    headers: &[pseidon_plugin_api::Header<'_>],
+    opaque: *mut c_void,
+) -> RDKafkaRespErr {
+    // SAFETY: a new header list; every name and value is copied by librdkafka.
+    let hdrs = unsafe { rdsys::rd_kafka_headers_new(headers.len()) };
+    for h in headers {
+        let (v_ptr, v_len) = h.value().map_or((ptr::null(), 0), |v| {
+            (v.as_ptr().cast::<c_void>(), v.len() as isize)
+        });
+        // SAFETY: sizes are given, so no NUL terminators are needed.
+        unsafe {
+            rdsys::rd_kafka_header_add(
+                hdrs,
+                h.key().as_ptr().cast(),
+                h.key().len() as isize,
+                v_ptr,
+                v_len,
+            )
+        };
+    }
+    let (value_ptr, value_len) = value.map_or((ptr::null_mut(), 0), |v| {
+        (v.as_ptr().cast_mut().cast::<c_void>(), v.len())
+    });
+    let (key_ptr, key_len) = key.map_or((ptr::null_mut(), 0), |k| {
+        (k.as_ptr().cast_mut().cast::<c_void>(), k.len())
+    });
+    use rdsys::rd_kafka_vtype_t::*;
+    // SAFETY: the argument list follows rd_kafka_producev's contract (type tag, then
+    // its values, ending with END); value and key are copied (F_COPY).
+    let code = unsafe {
+        rdsys::rd_kafka_producev(
+            active.producer.client().native_ptr(),
+            RD_KAFKA_VTYPE_RKT,
+            rkt,
+            RD_KAFKA_VTYPE_PARTITION,
+            partition,
+            RD_KAFKA_VTYPE_MSGFLAGS,
+            rdsys::RD_KAFKA_MSG_F_COPY as c_int,
+            RD_KAFKA_VTYPE_VALUE,
+            value_ptr,
+            value_len,
+            RD_KAFKA_VTYPE_KEY,
+            key_ptr,
+            key_len,
+            RD_KAFKA_VTYPE_OPAQUE,
+            opaque,
+            RD_KAFKA_VTYPE_HEADERS,
+            hdrs,
+            RD_KAFKA_VTYPE_END,
+        )
+    };
+    if code != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+        // Only a successful producev takes the headers over.
+        // SAFETY: still ours.
+        unsafe { rdsys::rd_kafka_headers_destroy(hdrs) };
+    }
+    code
 }
 
 /// Flushes `producer` and waits until `target` deliveries (or failures) were
@@ -558,11 +707,8 @@ impl DataSink for KafkaSink {
         first_id: DeliveryId,
     ) -> Result<(), (u64, Error)> {
         let shared = &self.shared;
-        let guard = shared
-            .producer
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(producer) = guard.as_deref() else {
+        let guard = shared.active.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(active) = guard.as_ref() else {
             return Err((0, closed_error()));
         };
         if shared.closed.load(Ordering::Acquire) {
@@ -570,8 +716,19 @@ impl DataSink for KafkaSink {
         }
         let mut accepted = 0u64;
         let mut result = Ok(());
+        // Batches usually go to one topic: look its handle up once.
+        let mut last: Option<(&str, *mut rdsys::rd_kafka_topic_t)> = None;
         for (i, record) in records.iter().enumerate() {
-            if let Err(e) = self.send_one(producer, record, first_id + i as u64) {
+            let topic = record.topic();
+            let rkt = match last {
+                Some((t, rkt)) if t == topic => Ok(rkt),
+                _ => active.topic(topic),
+            };
+            let sent = rkt.and_then(|rkt| {
+                last = Some((topic, rkt));
+                self.send_one(active, rkt, record, first_id + i as u64)
+            });
+            if let Err(e) = sent {
                 result = Err(e);
                 break;
             }
@@ -584,10 +741,11 @@ impl DataSink for KafkaSink {
     fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
         let producer = self
             .shared
-            .producer
+            .active
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+            .as_ref()
+            .map(|a| Arc::clone(&a.producer));
         let mut pending = 0;
         if let Some(producer) = producer {
             let target = self.shared.accepted.load(Ordering::Acquire);

@@ -78,10 +78,16 @@ pub fn max_level() -> FfiLogLevel {
 /// Installs the `pseidon` binary's subscriber: human-readable lines on stderr,
 /// filtered by `PSEIDON_LOG`, else `RUST_LOG`, else `info`.
 pub fn init_subscriber() -> Result<(), LoggingError> {
+    init_subscriber_with_default("info")
+}
+
+/// [`init_subscriber`] with another filter (`RUST_LOG` syntax) for when neither
+/// `PSEIDON_LOG` nor `RUST_LOG` is set.
+pub fn init_subscriber_with_default(default: &str) -> Result<(), LoggingError> {
     let (var, filter) = match (std::env::var(LOG_ENV), std::env::var("RUST_LOG")) {
         (Ok(f), _) if !f.trim().is_empty() => (LOG_ENV, f),
         (_, Ok(f)) if !f.trim().is_empty() => ("RUST_LOG", f),
-        _ => ("the default", "info".to_string()),
+        _ => ("the default", default.to_string()),
     };
     let env_filter = EnvFilter::try_new(&filter).map_err(|e| LoggingError::Filter {
         var,

@@ -5,8 +5,6 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
@@ -25,7 +23,10 @@ fn main() -> ExitCode {
             msg.replace('\n', " ")
         );
     }));
-    let args = cli::Cli::parse();
+    let args = match cli::parse_args() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     match run(args) {
         Ok(code) => code,
         Err(e) => {
@@ -36,6 +37,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
-    pseidon_host::logging::init_subscriber()?;
+    pseidon_host::logging::init_subscriber_with_default(args.command.default_log_filter())?;
     cli::dispatch(args)
 }

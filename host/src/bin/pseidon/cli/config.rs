@@ -1,0 +1,37 @@
+//! `pseidon config`: the effective conf — the file it was read from, then every key
+//! flattened to `key = value` in file order (what the plugins see), secret values
+//! (see [`pseidon_host::conf::is_secret_key`]) printed as `<redacted>`. Loads no plugin.
+
+use std::{io::Write as _, process::ExitCode};
+
+use anyhow::Context as _;
+use pseidon_host::conf::{self, is_secret_key};
+
+use super::Global;
+
+/// What a secret value is printed as.
+pub const REDACTED: &str = "<redacted>";
+
+/// Arguments of `pseidon config`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Prints the conf.
+pub fn run(global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
+    let (_, origin) = conf::resolve_path(global.conf.as_deref());
+    let conf = global.load_conf()?;
+    let mut out = format!("# {} ({origin})\n", conf.path.display());
+    for e in conf.view.entries() {
+        let value = if is_secret_key(&e.key) {
+            REDACTED
+        } else {
+            e.value.as_str()
+        };
+        out.push_str(&format!("{} = {value}\n", e.key));
+    }
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}

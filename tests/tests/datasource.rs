@@ -509,22 +509,26 @@ fn survivor_delivers_everything_the_killed_instance_did_not_finish() {
     let dir = tmp_dir("ds-pair");
     let (db_a, db_b) = (dir.join("a.db"), dir.join("b.db"));
     let group = unique("ds-pair-g");
-    let extra = [
-        "--sleep-ms",
-        "40",
-        "--idle-ms",
-        "20000",
-        "--set",
-        "pseidon-kafka.group-max-messages=50",
-    ];
-    let mut a = Running::spawn(&child_args(&topic, &group, &db_a, &extra));
-    let mut b = Running::spawn(&child_args(&topic, &group, &db_b, &extra));
+    let extra = |sleep_ms: &'static str| {
+        [
+            "--sleep-ms",
+            sleep_ms,
+            "--idle-ms",
+            "20000",
+            "--set",
+            "pseidon-kafka.group-max-messages=50",
+        ]
+    };
+    // A is a slow user: it holds each group 300 ms before marking it done.
+    let mut a = Running::spawn(&child_args(&topic, &group, &db_a, &extra("300")));
+    let mut b = Running::spawn(&child_args(&topic, &group, &db_b, &extra("40")));
     // Both members consume (each owns partitions) before A dies.
     b.wait_for(Duration::from_secs(60), "B's first group", |r| {
         !r.groups.is_empty()
     });
+    // Killed while it holds a group it has not marked done.
     a.wait_for(Duration::from_secs(60), "A's done groups", |r| {
-        r.done.len() >= 5
+        r.done.len() >= 5 && r.groups.len() > r.done.len()
     });
     let a = a.kill();
     let b = b.finish(Duration::from_secs(300));

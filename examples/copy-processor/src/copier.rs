@@ -1,0 +1,304 @@
+//! The copy loop: read message groups of `from`, write their messages to `to`, flush
+//! until the sink reported every delivery, and mark done only the groups whose
+//! messages were all delivered.
+//!
+//! At-least-once: a group is marked done only after a clean delivery of all its
+//! messages, so a crash (or a stop) between the write and the mark leaves the group
+//! unfinished, and the datasource replays it at the next start: the target may then
+//! hold its messages twice, never miss one. The processor must be the only user of
+//! its sink's `flush` (flush reports are per sink, not per caller).
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use pseidon_plugin_api::{
+    DeliveryFailure, DeliveryId, Error, Header, MessageGroup, ReaderOptions, Record, Registry, Sink, Source,
+    SourceReader,
+};
+
+use crate::settings::Settings;
+
+/// How long one wait for a group (and one flush) may take: the longest a stop waits
+/// for the loop to notice it.
+const SLICE: Duration = Duration::from_millis(200);
+/// The most messages written before one flush.
+const BATCH_MESSAGES: usize = 5000;
+
+/// What one run of the thread copied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Messages delivered to `to` (including those of groups retried).
+    pub messages: u64,
+    /// Groups marked done.
+    pub groups: u64,
+}
+
+/// Looks up the source and the sink, opens the reader and copies until `stop`; the
+/// reader is closed (committing what is done) however the loop ends.
+pub fn run(registry: &Registry, settings: &Settings, stop: &AtomicBool) -> Result<Totals, Error> {
+    let source = registry.reg_get_wait_source(&settings.source, settings.wait)?;
+    let sink = registry.reg_get_wait_sink(&settings.sink, settings.wait)?;
+    let mut reader = source.reader(
+        &[settings.from.as_str()],
+        ReaderOptions::default().group_id(&settings.group),
+    )?;
+    log::info!(
+        "copying topic `{}` to `{}` (consumer group `{}`)",
+        settings.from,
+        settings.to,
+        settings.group
+    );
+    let mut totals = Totals::default();
+    let result = Copier {
+        settings,
+        source: &source,
+        sink: &sink,
+        stop,
+        totals: &mut totals,
+        started: Instant::now(),
+        carried: Vec::new(),
+    }
+    .copy_until_stopped(&mut reader);
+    let closed = reader.close();
+    log::info!(
+        "copy stopped: {} message(s) delivered, {} group(s) done",
+        totals.messages,
+        totals.groups
+    );
+    result.and(closed).map(|()| totals)
+}
+
+struct Copier<'a> {
+    settings: &'a Settings,
+    source: &'a Source,
+    sink: &'a Sink,
+    stop: &'a AtomicBool,
+    totals: &'a mut Totals,
+    started: Instant,
+    /// Failures a flush between writes reported, for the attempt to map to groups.
+    carried: Vec<DeliveryFailure>,
+}
+
+/// The outcome of one attempt at a batch of groups.
+enum Attempt {
+    /// Indexes of the groups with a failed delivery, and the first reason.
+    Failed(Vec<usize>, String),
+    /// Every group delivered.
+    Clean,
+    /// Stopped before the deliveries were known.
+    Stopped,
+}
+
+impl Copier<'_> {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn copy_until_stopped(&mut self, reader: &mut SourceReader) -> Result<(), Error> {
+        while !self.stopping() {
+            let Some(first) = reader.next_group(SLICE)? else {
+                continue;
+            };
+            let mut messages = first.messages().len();
+            let mut batch = vec![first];
+            while messages < BATCH_MESSAGES {
+                match reader.next_group(Duration::ZERO)? {
+                    Some(g) => {
+                        messages += g.messages().len();
+                        batch.push(g);
+                    }
+                    None => break,
+                }
+            }
+            self.copy_batch(batch)?;
+            self.throttle();
+        }
+        Ok(())
+    }
+
+    /// Sleeps while the copy is ahead of `max-rate`.
+    fn throttle(&self) {
+        if self.settings.max_rate == 0 {
+            return;
+        }
+        let due =
+            Duration::from_secs_f64(self.totals.messages as f64 / self.settings.max_rate as f64);
+        while !self.stopping() {
+            let ahead = due.saturating_sub(self.started.elapsed());
+            if ahead.is_zero() {
+                return;
+            }
+            std::thread::sleep(ahead.min(SLICE));
+        }
+    }
+
+    /// Copies `batch`, writing again the groups whose delivery failed, up to
+    /// `max-attempts`; marks the delivered groups done.
+    fn copy_batch(&mut self, mut batch: Vec<MessageGroup>) -> Result<(), Error> {
+        for attempt in 1..=self.settings.max_attempts {
+            match self.attempt(&batch)? {
+                Attempt::Stopped => return Ok(()),
+                Attempt::Clean => {
+                    return self.mark_done(&batch);
+                }
+                Attempt::Failed(failed, reason) => {
+                    let (retry, done): (Vec<_>, Vec<_>) = batch
+                        .into_iter()
+                        .enumerate()
+                        .partition(|(i, _)| failed.contains(i));
+                    let done: Vec<MessageGroup> = done.into_iter().map(|(_, g)| g).collect();
+                    self.mark_done(&done)?;
+                    batch = retry.into_iter().map(|(_, g)| g).collect();
+                    log::warn!(
+                        "attempt {attempt} of {}: {} group(s) not fully delivered to `{}` ({reason}); not marked done{}",
+                        self.settings.max_attempts,
+                        batch.len(),
+                        self.settings.to,
+                        if attempt < self.settings.max_attempts {
+                            ", writing them again"
+                        } else {
+                            ""
+                        }
+                    );
+                    std::thread::sleep(SLICE);
+                    if self.stopping() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let ids: Vec<&str> = batch.iter().map(MessageGroup::id).collect();
+        Err(Error::other(format!(
+            "copy to `{}` gave up after {} attempt(s); group(s) {ids:?} stay unfinished and are replayed at the next start",
+            self.settings.to, self.settings.max_attempts
+        )))
+    }
+
+    fn mark_done(&mut self, groups: &[MessageGroup]) -> Result<(), Error> {
+        for g in groups {
+            self.source.mark_done(g.id())?;
+            self.totals.groups += 1;
+        }
+        if !groups.is_empty() {
+            log::debug!(
+                "{} group(s) done; {} message(s) copied so far",
+                groups.len(),
+                self.totals.messages
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes every message of `batch`, then flushes until each delivery is reported.
+    fn attempt(&mut self, batch: &[MessageGroup]) -> Result<Attempt, Error> {
+        // Delivery ids of each group: (group index, first id, count).
+        let mut spans: Vec<(usize, DeliveryId, u64)> = Vec::new();
+        let mut refused: Vec<usize> = Vec::new();
+        let mut first_reason = None;
+        for (i, group) in batch.iter().enumerate() {
+            match self.write_group(group, &mut spans, i)? {
+                Some(reason) => {
+                    refused.push(i);
+                    first_reason.get_or_insert(reason);
+                }
+                None if self.stopping() => return Ok(Attempt::Stopped),
+                None => {}
+            }
+        }
+        let mut failed = refused;
+        let mut absorb = |failures: &[DeliveryFailure]| {
+            for f in failures {
+                if let Some(&(i, _, _)) = spans
+                    .iter()
+                    .find(|(_, first, n)| (*first..*first + *n).contains(&f.id))
+                {
+                    if !failed.contains(&i) {
+                        failed.push(i);
+                    }
+                    first_reason.get_or_insert_with(|| f.reason.clone());
+                }
+            }
+        };
+        absorb(&std::mem::take(&mut self.carried));
+        loop {
+            let report = self.sink.flush(SLICE)?;
+            self.totals.messages += report.delivered;
+            absorb(&report.failed);
+            if report.pending == 0 {
+                break;
+            }
+            if self.stopping() {
+                return Ok(Attempt::Stopped);
+            }
+        }
+        Ok(match first_reason {
+            Some(reason) if !failed.is_empty() => Attempt::Failed(failed, reason),
+            _ => Attempt::Clean,
+        })
+    }
+
+    /// Writes the messages of `group` to `to` (keys, values and headers as they are);
+    /// returns why a message was refused, if one was.
+    fn write_group(
+        &mut self,
+        group: &MessageGroup,
+        spans: &mut Vec<(usize, DeliveryId, u64)>,
+        index: usize,
+    ) -> Result<Option<String>, Error> {
+        let to = self.settings.to.as_str();
+        let headers: Vec<Vec<Header<'_>>> = group
+            .messages()
+            .iter()
+            .map(|m| {
+                m.headers()
+                    .iter()
+                    .map(|h| match h.value() {
+                        Some(v) => Header::new(h.key(), v),
+                        None => Header::null(h.key()),
+                    })
+                    .collect()
+            })
+            .collect();
+        let records: Vec<Record<'_>> = group
+            .messages()
+            .iter()
+            .zip(&headers)
+            .map(|(m, hs)| {
+                let r = match (m.value(), m.key()) {
+                    (Some(v), _) => Record::new(to, v),
+                    (None, Some(k)) => Record::tombstone(to, k),
+                    (None, None) => Record::new(to, &[]),
+                };
+                let r = match (m.key(), m.value()) {
+                    (Some(k), Some(_)) => r.key(k),
+                    _ => r,
+                };
+                r.headers(hs)
+            })
+            .collect();
+        let mut from = 0;
+        while from < records.len() {
+            let b = self.sink.write_batch(&records[from..])?;
+            let accepted = usize::try_from(b.accepted)
+                .unwrap_or(usize::MAX)
+                .min(records.len() - from);
+            if accepted > 0 {
+                spans.push((index, b.first_id, accepted as u64));
+            }
+            from += accepted;
+            match b.error {
+                None => {}
+                Some(Error::QueueFull { .. }) if !self.stopping() => {
+                    // The producer is behind: let it deliver, then write the rest.
+                    let report = self.sink.flush(SLICE)?;
+                    self.totals.messages += report.delivered;
+                    self.carried.extend(report.failed);
+                }
+                Some(e) => return Ok(Some(e.to_string())),
+            }
+        }
+        Ok(None)
+    }
+}

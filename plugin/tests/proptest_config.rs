@@ -2,10 +2,12 @@
 //! configurations built from it ([`Config::client_config`]): whatever keys, kinds and
 //! values the host hands over, parsing never panics, every error is a `Config` error that
 //! names the culprit key as written in the conf, and secret values never reach an error
-//! or a `Debug` rendering.
+//! or a `Debug` rendering. Also the group-id parsing (`source::parse_group_id`) that
+//! `mark_done` uses: arbitrary ids never panic, errors quote the id.
 
 use proptest::prelude::*;
 use pseidon_kafka::config::{Config, KAFKA_PREFIX, Role, SETTINGS_PREFIX, is_secret};
+use pseidon_kafka::source::{GroupKey, parse_group_id};
 use pseidon_plugin_api::{ConfEntry, ConfKind, ConfView, Error};
 
 const SETTINGS: &[&str] = &[
@@ -260,6 +262,87 @@ proptest! {
         if let Err(err) = err {
             assert_clear_error(&err, &entries)?;
             prop_assert!(!err.to_string().contains(&secret), "secret in error: {}", err);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Group ids (`topic:partition:min-offset:max-offset`), as `mark_done` receives them.
+// ---------------------------------------------------------------------------------
+
+/// Strings that look more or less like group ids: arbitrary text, four arbitrary parts,
+/// numbers with signs, spaces, leading `+`, overflow, empty parts.
+fn group_id_like() -> impl Strategy<Value = String> {
+    let part = prop_oneof![
+        any::<String>(),
+        "[0-9]{1,25}",
+        any::<i64>().prop_map(|n| n.to_string()),
+        Just(String::new()),
+        Just("+1".to_string()),
+        Just(" 1".to_string()),
+        Just("1 ".to_string()),
+        Just("2147483648".to_string()),
+        Just("9223372036854775808".to_string()),
+    ];
+    prop_oneof![
+        any::<String>(),
+        (part.clone(), part.clone(), part.clone(), part.clone())
+            .prop_map(|(a, b, c, d)| format!("{a}:{b}:{c}:{d}")),
+        (part.clone(), part.clone(), part).prop_map(|(a, b, c)| format!("{a}:{b}:{c}")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Arbitrary ids: never a panic; an error is `InvalidGroupId` carrying the id as given,
+    /// and its text quotes it and says what the expected form is.
+    #[test]
+    fn group_id_parse_never_panics_and_errors_quote_the_id(id in group_id_like()) {
+        match parse_group_id(&id) {
+            Ok(key) => {
+                prop_assert!(!key.topic.is_empty());
+                prop_assert!(key.partition >= 0 && key.min_offset >= 0 && key.min_offset <= key.max_offset);
+                // The canonical form of what was parsed parses to the same parts.
+                let canonical = format!("{}:{}:{}:{}", key.topic, key.partition, key.min_offset, key.max_offset);
+                prop_assert_eq!(parse_group_id(&canonical).ok(), Some(key));
+            }
+            Err(Error::InvalidGroupId { group_id, reason }) => {
+                prop_assert_eq!(&group_id, &id);
+                let text = Error::InvalidGroupId { group_id: group_id.clone(), reason: reason.clone() }.to_string();
+                prop_assert!(text.contains(&id), "error does not quote the id: {}", text);
+                prop_assert!(reason.contains("topic:partition:min-offset:max-offset"), "{}", reason);
+            }
+            Err(other) => prop_assert!(false, "not an InvalidGroupId error: {:?}", other),
+        }
+    }
+
+    /// Every well-formed id (any non-empty topic, even one with `:` in it) parses back
+    /// to its parts.
+    #[test]
+    fn well_formed_group_ids_round_trip(
+        topic in ".{1,40}",
+        partition in 0..=i32::MAX,
+        min in 0..=i64::MAX,
+        len in 0..=1_000_000i64,
+    ) {
+        let max = min.saturating_add(len);
+        let id = format!("{topic}:{partition}:{min}:{max}");
+        let key = parse_group_id(&id).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(key, GroupKey { topic, partition, min_offset: min, max_offset: max });
+    }
+
+    /// A min-offset above the max-offset is refused, naming both.
+    #[test]
+    fn inverted_ranges_are_refused(topic in "[a-z._-]{1,20}", partition in 0..100i32, a in 0..i64::MAX, b in 0..i64::MAX) {
+        prop_assume!(a != b);
+        let (min, max) = (a.max(b), a.min(b));
+        let id = format!("{topic}:{partition}:{min}:{max}");
+        let err = parse_group_id(&id);
+        prop_assert!(err.is_err(), "{} accepted", id);
+        if let Err(err) = err {
+            let text = err.to_string();
+            prop_assert!(text.contains(&min.to_string()) && text.contains(&max.to_string()), "{}", text);
         }
     }
 }

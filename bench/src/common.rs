@@ -258,6 +258,10 @@ fn toml_str(s: &str) -> String {
 /// Loads the host (and so our plugin) from the conf at `conf`; any load failure is an
 /// error.
 pub fn load_host(conf: &Path) -> Result<pseidon_host::Host> {
+    // Logs (the host's and the plugin's) only when asked for: they cost time.
+    if std::env::var_os(pseidon_host::logging::LOG_ENV).is_some() {
+        pseidon_host::logging::init_subscriber().context("install the log subscriber")?;
+    }
     let host = pseidon_host::Host::load_path(conf)
         .with_context(|| format!("load the host from {}", conf.display()))?;
     if let Some(f) = host.failures().first() {

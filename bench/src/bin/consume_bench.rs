@@ -142,17 +142,17 @@ fn run(args: &Args) -> Result<()> {
         (Mode::Ours, false, false) => "ours",
         _ => "plain",
     };
-    common::print_sample(
-        seen.distinct,
-        seen.bytes,
-        t.secs,
-        &[
-            ("mode", mode.to_string()),
-            ("startup_ms", format!("{:.1}", t.startup_ms)),
-            ("duplicates", seen.duplicates.to_string()),
-            ("other", seen.other.to_string()),
-        ],
-    );
+    let mut extra = vec![
+        ("mode", mode.to_string()),
+        ("startup_ms", format!("{:.1}", t.startup_ms)),
+        ("duplicates", seen.duplicates.to_string()),
+        ("other", seen.other.to_string()),
+    ];
+    if let Some((next, mark)) = t.calls {
+        extra.push(("next_group_s", format!("{next:.3}")));
+        extra.push(("mark_done_s", format!("{mark:.3}")));
+    }
+    common::print_sample(seen.distinct, seen.bytes, t.secs, &extra);
     Ok(())
 }
 
@@ -219,6 +219,8 @@ impl Seen {
 struct Timing {
     secs: f64,
     startup_ms: f64,
+    /// `ours`: seconds spent in `next_group` and in `mark_done`, in total.
+    calls: Option<(f64, f64)>,
 }
 
 fn consume_ours(args: &Args, seen: &mut Seen) -> Result<Timing> {
@@ -253,8 +255,12 @@ fn consume_ours(args: &Args, seen: &mut Seen) -> Result<Timing> {
     let idle = Duration::from_secs(args.idle_timeout_s);
     let mut first: Option<Instant> = None;
     let mut last_message = Instant::now();
+    let (mut in_next, mut in_mark) = (Duration::ZERO, Duration::ZERO);
     while !seen.complete() {
-        match reader.next_group(Duration::from_millis(500))? {
+        let t0 = Instant::now();
+        let next = reader.next_group(Duration::from_millis(500))?;
+        in_next += t0.elapsed();
+        match next {
             Some(group) => {
                 last_message = Instant::now();
                 first.get_or_insert(last_message);
@@ -266,9 +272,11 @@ fn consume_ours(args: &Args, seen: &mut Seen) -> Result<Timing> {
                     }
                 }
                 if !args.no_mark {
+                    let t1 = Instant::now();
                     source
                         .mark_done(group.id())
                         .with_context(|| format!("mark_done({})", group.id()))?;
+                    in_mark += t1.elapsed();
                 }
             }
             None if last_message.elapsed() > idle => bail!(
@@ -288,6 +296,7 @@ fn consume_ours(args: &Args, seen: &mut Seen) -> Result<Timing> {
     Ok(Timing {
         secs: (end - first).as_secs_f64(),
         startup_ms: (first - opened).as_secs_f64() * 1000.0,
+        calls: Some((in_next.as_secs_f64(), in_mark.as_secs_f64())),
     })
 }
 
@@ -337,6 +346,7 @@ fn consume_plain(args: &Args, seen: &mut Seen) -> Result<Timing> {
     Ok(Timing {
         secs: (end - first).as_secs_f64(),
         startup_ms: (first - opened).as_secs_f64() * 1000.0,
+        calls: None,
     })
 }
 

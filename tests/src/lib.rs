@@ -12,27 +12,41 @@ use std::{
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The cargo profile dir the tests were built in (`target/debug`), found from the
 /// test executable's own path (`target/debug/deps/<test>`).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target dir")
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target dir")
 }
 
 /// The `pseidon` binary built by `cargo build --workspace`.
 pub fn pseidon_bin() -> PathBuf {
     let p = target_dir().join("pseidon");
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace` first (scripts/test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test does)",
+        p.display()
+    );
     p
 }
 
 /// A plugin library `lib<crate_name>.so` built by `cargo build --workspace`.
 pub fn plugin_so(crate_name: &str) -> PathBuf {
     let p = target_dir().join(format!("lib{crate_name}.so"));
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace` first (scripts/test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test does)",
+        p.display()
+    );
     p
 }
 
@@ -40,8 +54,16 @@ pub fn plugin_so(crate_name: &str) -> PathBuf {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{prefix}-{}-{}-{}", std::process::id(), nanos % 1_000_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The broker the Kafka tests use: `PSEIDON_TEST_BOOTSTRAP` if set, otherwise the
@@ -64,7 +86,12 @@ pub fn bootstrap() -> String {
                 "scripts/kafka start failed:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("127.0.0.1:9092").trim().to_string()
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or("127.0.0.1:9092")
+                .trim()
+                .to_string()
         })
         .clone()
 }
@@ -106,10 +133,24 @@ pub fn create_topic(topic: &str, partitions: u32) {
 /// one per message, as raw bytes. kcat's `-e` exits at the end of every partition.
 pub fn kcat_values(topic: &str) -> Vec<Vec<u8>> {
     let out = Command::new("kcat")
-        .args(["-b", &bootstrap(), "-C", "-t", topic, "-e", "-q", "-f", "%S %s\n"])
+        .args([
+            "-b",
+            &bootstrap(),
+            "-C",
+            "-t",
+            topic,
+            "-e",
+            "-q",
+            "-f",
+            "%S %s\n",
+        ])
         .output()
         .expect("run kcat (apt-get install kcat)");
-    assert!(out.status.success(), "kcat failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kcat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     parse_sized(&out.stdout)
 }
 
@@ -117,8 +158,13 @@ pub fn kcat_values(topic: &str) -> Vec<Vec<u8>> {
 fn parse_sized(mut buf: &[u8]) -> Vec<Vec<u8>> {
     let mut values = Vec::new();
     while !buf.is_empty() {
-        let Some(sp) = buf.iter().position(|b| *b == b' ') else { break };
-        let size: i64 = std::str::from_utf8(&buf[..sp]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let Some(sp) = buf.iter().position(|b| *b == b' ') else {
+            break;
+        };
+        let size: i64 = std::str::from_utf8(&buf[..sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let size = usize::try_from(size).unwrap_or(0);
         let start = sp + 1;
         let end = (start + size).min(buf.len());
@@ -159,7 +205,8 @@ pub fn copy_plugins(dir: &Path, crate_names: &[&str]) -> Vec<PathBuf> {
         .map(|(i, name)| {
             let to = dir.join(format!("{:02}-{name}.so", (i + 1) * 10));
             std::fs::copy(plugin_so(name), &to).expect("copy plugin");
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).expect("chmod plugin");
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod plugin");
             to
         })
         .collect()
@@ -174,7 +221,8 @@ pub fn copy_plugins(dir: &Path, crate_names: &[&str]) -> Vec<PathBuf> {
 /// Poisoning is ignored, so one failed test does not fail the others.
 pub fn plugin_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Loads the built `libpseidon_kafka.so` with the real host (`pseidon_host::Host`),
@@ -214,7 +262,10 @@ fn captured() -> &'static std::sync::Mutex<Vec<CapturedLog>> {
 /// Every event the host logged so far in this test process (level info and up, or
 /// as `PSEIDON_LOG` says).
 pub fn captured_logs() -> Vec<CapturedLog> {
-    captured().lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    captured()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 struct CaptureLayer;
@@ -248,15 +299,22 @@ impl tracing::field::Visit for CaptureVisitor {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let mut v = CaptureVisitor::default();
         event.record(&mut v);
-        captured().lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(CapturedLog {
-            level: *event.metadata().level(),
-            plugin: v.plugin,
-            target: v.target,
-            message: v.message,
-        });
+        captured()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(CapturedLog {
+                level: *event.metadata().level(),
+                plugin: v.plugin,
+                target: v.target,
+                message: v.message,
+            });
     }
 }
 
@@ -292,7 +350,12 @@ impl OwnBroker {
     /// server.properties lines (`KAFKA_EXTRA_PROPS`).
     pub fn start(port: u16, extra_props: &str) -> OwnBroker {
         let data = std::env::temp_dir().join(unique(&format!("pseidon-kafka-{port}")));
-        let mut b = OwnBroker { port, data, extra_props: extra_props.to_string(), bootstrap: String::new() };
+        let mut b = OwnBroker {
+            port,
+            data,
+            extra_props: extra_props.to_string(),
+            bootstrap: String::new(),
+        };
         b.bootstrap = b.script(&["start"]);
         b
     }
@@ -312,7 +375,12 @@ impl OwnBroker {
             self.port,
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
     /// SIGKILLs the broker (its data is kept).
@@ -360,11 +428,191 @@ pub fn kcat_formatted(bootstrap: &str, topic: &str, format: &str) -> Vec<u8> {
         .args(["-b", bootstrap, "-C", "-t", topic, "-e", "-q", "-f", format])
         .output()
         .expect("run kcat (apt-get install kcat)");
-    assert!(out.status.success(), "kcat failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kcat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 /// [`kcat_values`] for the broker at `bootstrap`.
 pub fn kcat_values_from(bootstrap: &str, topic: &str) -> Vec<Vec<u8>> {
     parse_sized(&kcat_formatted(bootstrap, topic, "%S %s\n"))
+}
+
+// ---------------------------------------------------------------------------------
+// Secured brokers (TLS, SASL/SCRAM over TLS) and the three-node cluster.
+// ---------------------------------------------------------------------------------
+
+/// A broker of its own with a TLS client listener (`KAFKA_SECURITY=ssl` or `sasl_ssl`
+/// of `scripts/kafka`): a CA and certificates generated into its data dir, and a
+/// PLAINTEXT inter-broker listener for independent checks. Stopped and removed on drop.
+pub struct SecureBroker {
+    port: u16,
+    data: PathBuf,
+    security: String,
+    password: String,
+    /// The TLS (or SASL_SSL) listener, `127.0.0.1:<port>`.
+    pub bootstrap: String,
+    /// The PLAINTEXT inter-broker listener (for kcat and Kafka's tools).
+    pub internal_bootstrap: String,
+    /// The CA that signed the broker certificate (PEM).
+    pub ca: PathBuf,
+    /// An unrelated CA (PEM), for negative tests.
+    pub wrong_ca: PathBuf,
+}
+
+impl SecureBroker {
+    /// Starts a fresh broker on `port` with `security` (`ssl` or `sasl_ssl`); for
+    /// `sasl_ssl`, the SCRAM-SHA-512 user `pseidon` has `password`.
+    pub fn start(port: u16, security: &str, password: &str) -> SecureBroker {
+        let data = std::env::temp_dir().join(unique(&format!("pseidon-kafka-{security}-{port}")));
+        let mut b = SecureBroker {
+            port,
+            data,
+            security: security.to_string(),
+            password: password.to_string(),
+            bootstrap: String::new(),
+            internal_bootstrap: String::new(),
+            ca: PathBuf::new(),
+            wrong_ca: PathBuf::new(),
+        };
+        b.bootstrap = b.script(&["start"]);
+        b.internal_bootstrap = b.script(&["internal-bootstrap"]);
+        b.ca = PathBuf::from(b.script(&["ca-path"]));
+        b.wrong_ca = b.ca.with_file_name("wrong-ca.pem");
+        b
+    }
+
+    /// The SCRAM user `scripts/kafka` creates.
+    pub fn user(&self) -> &str {
+        "pseidon"
+    }
+
+    /// Runs `scripts/kafka <args>` against this broker; returns the last stdout line.
+    pub fn script(&self, args: &[&str]) -> String {
+        let out = Command::new(repo_root().join("scripts/kafka"))
+            .args(args)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("PSEIDON_KAFKA_DATA", &self.data)
+            .env("KAFKA_SECURITY", &self.security)
+            .env("KAFKA_SASL_PASSWORD", &self.password)
+            .env("KAFKA_HEAP_OPTS", "-Xms128m -Xmx512m")
+            .env_remove("KAFKA_EXTRA_PROPS")
+            .output()
+            .expect("run scripts/kafka");
+        assert!(
+            out.status.success(),
+            "scripts/kafka {args:?} (port {}, {}) failed:\n{}",
+            self.port,
+            self.security,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Creates `topic` through the PLAINTEXT inter-broker listener.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        kafka_tool(&[
+            "topics",
+            "--bootstrap-server",
+            &self.internal_bootstrap,
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--replication-factor",
+            "1",
+        ]);
+    }
+}
+
+impl Drop for SecureBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/kafka"))
+            .arg("stop")
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("PSEIDON_KAFKA_DATA", &self.data)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// The three-node cluster of `scripts/kafka-cluster` (replication factor 3,
+/// `min.insync.replicas=2`) on ports `base`, `base+1`, `base+2`. Stopped and removed on drop.
+pub struct Cluster {
+    base: u16,
+    data: PathBuf,
+    /// The bootstrap list of the three nodes.
+    pub bootstrap: String,
+}
+
+impl Cluster {
+    /// Starts a fresh cluster whose node 1 listens on `base`.
+    pub fn start(base: u16) -> Cluster {
+        let data = std::env::temp_dir().join(unique(&format!("pseidon-kafka-cluster-{base}")));
+        let mut c = Cluster {
+            base,
+            data,
+            bootstrap: String::new(),
+        };
+        c.bootstrap = c.script(&["start"]);
+        c
+    }
+
+    /// Runs `scripts/kafka-cluster <args>`; returns the last stdout line.
+    pub fn script(&self, args: &[&str]) -> String {
+        let out = Command::new(repo_root().join("scripts/kafka-cluster"))
+            .args(args)
+            .env("KAFKA_CLUSTER_PORT", self.base.to_string())
+            .env("PSEIDON_KAFKA_CLUSTER_DATA", &self.data)
+            .output()
+            .expect("run scripts/kafka-cluster");
+        assert!(
+            out.status.success(),
+            "scripts/kafka-cluster {args:?} (port {}) failed:\n{}",
+            self.base,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Creates `topic` with `partitions` partitions, replication factor 3.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        kafka_tool(&[
+            "topics",
+            "--bootstrap-server",
+            &self.bootstrap,
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--replication-factor",
+            "3",
+        ]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/kafka-cluster"))
+            .arg("kill")
+            .env("KAFKA_CLUSTER_PORT", self.base.to_string())
+            .env("PSEIDON_KAFKA_CLUSTER_DATA", &self.data)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
 }

@@ -14,8 +14,8 @@ use std::{
 };
 
 use pseidon_plugin_api::{
-    DeliveryFailure, DeliveryId, Error, Header, MessageGroup, ReaderOptions, Record, Registry, Sink, Source,
-    SourceReader,
+    DeliveryFailure, DeliveryId, Error, Header, MessageGroup, ReaderOptions, Record, Registry,
+    Sink, Source, SourceReader,
 };
 
 use crate::settings::Settings;

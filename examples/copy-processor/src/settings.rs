@@ -86,7 +86,10 @@ impl Settings {
         if s.from == s.to {
             return Err(Error::config(
                 "copy-processor.to",
-                format!("must differ from copy-processor.from (both are `{}`)", s.from),
+                format!(
+                    "must differ from copy-processor.from (both are `{}`)",
+                    s.from
+                ),
             ));
         }
         Ok(s)
@@ -146,7 +149,10 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (vec![("copy-processor.to", ConfKind::String, "b")], "copy-processor.from"),
+            (
+                vec![("copy-processor.to", ConfKind::String, "b")],
+                "copy-processor.from",
+            ),
             (
                 vec![
                     ("copy-processor.from", ConfKind::String, "a"),

@@ -121,13 +121,13 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let mut counts = Counts::default();
     let result = consume(&source, &mut reader, &args, &stop, &mut counts);
     let closed = reader.close().context("closing the reader");
+    let shutdown_errors = host.shutdown();
+    result?;
+    closed?;
     eprintln!(
         "pseidon consume: {} message(s) in {} group(s) printed, {} group(s) marked done",
         counts.messages, counts.groups, counts.marked
     );
-    let shutdown_errors = host.shutdown();
-    result?;
-    closed?;
     if let Some(e) = shutdown_errors.first() {
         anyhow::bail!("{e}");
     }
@@ -169,16 +169,17 @@ fn consume(
             None => total,
         };
         buf.clear();
-        let formatted = format_group(&group, take, args.format, &mut buf);
+        let mut printed = 0;
+        let formatted = format_group(&group, take, args.format, &mut buf, &mut printed);
         // What was formatted (up to a bad message) is printed in any case.
         match out.write_all(&buf).and_then(|()| out.flush()) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(End::BrokenPipe),
             Err(e) => return Err(e).context("cannot write to stdout"),
         }
-        let printed = formatted?;
         counts.messages += printed as u64;
         counts.groups += 1;
+        formatted?;
         if args.mark_done && printed == total {
             source
                 .mark_done(group.id())
@@ -188,14 +189,16 @@ fn consume(
     }
 }
 
-/// Formats the first `take` messages of `group` into `buf`; on a message that cannot
-/// be printed, returns the error (what was formatted before it stays in `buf`).
+/// Formats the first `take` messages of `group` into `buf`, counting them in
+/// `formatted`; on a message that cannot be printed, returns the error (what was
+/// formatted before it stays in `buf`).
 fn format_group(
     group: &MessageGroup,
     take: usize,
     format: Format,
     buf: &mut Vec<u8>,
-) -> anyhow::Result<usize> {
+    formatted: &mut usize,
+) -> anyhow::Result<()> {
     for m in group.messages().iter().take(take) {
         match format {
             Format::Value => {
@@ -217,8 +220,9 @@ fn format_group(
                 buf.push(b'\n');
             }
         }
+        *formatted += 1;
     }
-    Ok(take)
+    Ok(())
 }
 
 /// The JSON object of one message.

@@ -44,6 +44,11 @@ use crate::config::{self, Config, Role};
 pub const DEFAULT_MESSAGE_MAX_BYTES: u64 = 1_000_000;
 /// librdkafka's default `message.timeout.ms` (alias `delivery.timeout.ms`).
 pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 300_000;
+/// librdkafka's largest framing of a record (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`):
+/// it refuses a record whose key, value, headers and this exceed `message.max.bytes`.
+const RECORD_MAX_OVERHEAD: usize = 36;
+/// The largest framing of one header (two varint lengths).
+const HEADER_MAX_OVERHEAD: usize = 10;
 /// How long one call of the poll thread waits for events; also the longest the
 /// thread takes to notice a shutdown.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -508,18 +513,27 @@ impl KafkaSink {
         let key = record.get_key();
         let headers = record.get_headers();
         let mut size = value.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len);
+        let mut overhead = RECORD_MAX_OVERHEAD;
         if !headers.is_empty() {
             size += headers
                 .iter()
                 .map(|h| h.key().len() + h.value().map_or(0, <[u8]>::len))
                 .sum::<usize>();
+            overhead += headers.len() * HEADER_MAX_OVERHEAD;
         }
+        let limit = shared.max_message_bytes;
+        // librdkafka compares the record's largest wire size with the limit: name the
+        // record's own size unless only the framing takes it over.
         let too_large = || Error::MessageTooLarge {
             topic: topic.to_string(),
-            size_bytes: size as u64,
-            limit_bytes: shared.max_message_bytes,
+            size_bytes: if size as u64 > limit {
+                size as u64
+            } else {
+                (size + overhead) as u64
+            },
+            limit_bytes: limit,
         };
-        if size as u64 > shared.max_message_bytes {
+        if (size + overhead) as u64 > limit {
             return Err(too_large());
         }
         let (value_ptr, value_len) = value.map_or((ptr::null_mut(), 0), |v| {

@@ -307,6 +307,15 @@ fn oversize_message_is_refused_naming_size_and_limit() {
         text.contains("message.max.bytes") && text.contains(&topic),
         "{text}"
     );
+    // librdkafka frames a record with up to 36 bytes: a value that fits only
+    // without the framing is refused too, naming the framed size.
+    let err = sink
+        .write(&topic, &vec![b'x'; 9_990])
+        .expect_err("too large with framing")
+        .to_string();
+    assert!(err.contains("10026") && err.contains("10000"), "{err}");
+    sink.write(&topic, &vec![b'x'; 9_964])
+        .expect("fits with framing");
     // In a batch: the records before it are accepted, the rest not.
     let records = [
         Record::new(&topic, b"small"),
@@ -479,4 +488,51 @@ fn shutdown_flushes_accepted_messages_and_later_writes_are_refused() {
         .expect("flush after shutdown");
     assert_eq!(report.delivered, 500, "{report:?}");
     assert!(report.failed.is_empty());
+}
+
+/// Secret conf values never reach the host's log, not even through librdkafka's own
+/// log lines; the plugin's own conf summary shows them redacted.
+#[test]
+fn secrets_never_reach_the_log() {
+    let _serial = plugin_lock();
+    let topic = unique("secret");
+    create_topic(&topic, 1);
+    let secret = "hunter2-do-not-log";
+    let mut host = kafka_host(&format!(
+        "{}sasl.username = \"user\"\nsasl.password = \"{secret}\"\nssl.key.password = \"{secret}\"\n",
+        conf_for(&bootstrap())
+    ))
+    .expect("host loads the plugin");
+    let sink = sink_of(&host);
+    sink.write(&topic, b"v").expect("write");
+    let report = sink.flush(Duration::from_secs(60)).expect("flush");
+    assert!(report.is_clean() && report.delivered == 1, "{report:?}");
+    assert!(host.shutdown().is_empty());
+    let logs = captured_logs();
+    let leaked: Vec<_> = logs.iter().filter(|l| l.message.contains(secret)).collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.message.contains("sasl.password") && l.message.contains("<redacted>")),
+        "the plugin logs its conf with the secret redacted"
+    );
+}
+
+/// A tombstone (null value) with a key reaches the broker as a null value.
+#[test]
+fn tombstone_is_written_with_a_null_value() {
+    let _serial = plugin_lock();
+    let topic = unique("tombstone");
+    create_topic(&topic, 1);
+    let mut host = kafka_host(&conf_for(&bootstrap())).expect("host loads the plugin");
+    let sink = sink_of(&host);
+    sink.send(&Record::tombstone(&topic, b"gone"))
+        .expect("send");
+    sink.send(&Record::new(&topic, b"").key(b"empty"))
+        .expect("send");
+    let report = sink.flush(Duration::from_secs(60)).expect("flush");
+    assert!(report.is_clean() && report.delivered == 2, "{report:?}");
+    assert!(host.shutdown().is_empty());
+    let out = String::from_utf8(kcat_formatted(&bootstrap(), &topic, "%k %S\n")).unwrap();
+    assert_eq!(out, "gone -1\nempty 0\n");
 }

@@ -1,0 +1,465 @@
+//! The plugin against secured brokers, as users run it: the real `pseidon` binary
+//! (`send`, `consume`, `config`) loading the real `libpseidon_kafka.so`, each test with
+//! a broker of its own (`scripts/kafka` with `KAFKA_SECURITY=ssl|sasl_ssl`: CA and broker
+//! certificate generated on the fly). Independent checks read the topic with kcat over
+//! the broker's PLAINTEXT inter-broker listener (Debian's kcat links librdkafka 2.0.2,
+//! which cannot SCRAM-authenticate to Kafka 4.x).
+//!
+//! Secrets: every run's stdout and stderr (with `PSEIDON_LOG=debug` and librdkafka's own
+//! debug contexts switched on) is searched for the password.
+
+use std::{
+    io::{Read, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use pseidon_tests::{SecureBroker, kcat_values_from, plugin_so, pseidon_bin, temp_dir, unique};
+
+/// What one run of `pseidon` did.
+#[derive(Debug)]
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `pseidon <args>` with `stdin`, killed after `limit` (a hang is a failure).
+fn pseidon(args: &[&str], stdin: &str, log: &str, limit: Duration) -> Run {
+    let t0 = Instant::now();
+    let mut child = Command::new(pseidon_bin())
+        .args(args)
+        .env("PSEIDON_LOG", log)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pseidon");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(data.as_bytes());
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let stderr = err_t.join().unwrap_or_default();
+            panic!(
+                "pseidon {args:?} still running after {limit:?} (a hang); stderr tail:\n{}",
+                tail(&stderr, 3000)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = writer.join();
+    Run {
+        ok: status.success(),
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+        elapsed: t0.elapsed(),
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let start = s.len().saturating_sub(n);
+    let start = (start..s.len())
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(s.len());
+    s[start..].to_string()
+}
+
+/// Writes a conf: the plugin, a throw-away status db, and `[kafka]` keys.
+fn conf(dir: &Path, kafka: &[(&str, &str)]) -> PathBuf {
+    let mut text = format!(
+        "plugin-dirs = [{:?}]\nstrict = true\nshutdown-timeout-ms = 10000\n\"pseidon-kafka.status-db\" = {:?}\n[kafka]\n",
+        plugin_so("pseidon_kafka"),
+        dir.join(format!("{}.db", unique("status")))
+    );
+    for (k, v) in kafka {
+        text.push_str(&format!("{k:?} = {v:?}\n"));
+    }
+    let path = dir.join(format!("{}.toml", unique("conf")));
+    std::fs::write(&path, text).expect("write conf");
+    path
+}
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn lines(values: &[String]) -> String {
+    values.iter().map(|v| format!("{v}\n")).collect()
+}
+
+fn kcat_strings(bootstrap: &str, topic: &str) -> Vec<String> {
+    kcat_values_from(bootstrap, topic)
+        .into_iter()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .collect()
+}
+
+/// A password of the characters `scripts/kafka` accepts, unique to this run.
+fn password(prefix: &str) -> String {
+    unique(prefix).replace(['_', ' '], "-")
+}
+
+/// Datasink and datasource over TLS (`security.protocol=ssl`, `ssl.ca.location`):
+/// everything written arrives once (checked with kcat), and reads back in order.
+#[test]
+fn datasink_and_datasource_work_over_tls() {
+    let broker = SecureBroker::start(19611, "ssl", "");
+    let dir = temp_dir("sec-tls");
+    let topic = unique("tls");
+    broker.create_topic(&topic, 1);
+    let ca = broker.ca.display().to_string();
+    let conf = conf(
+        &dir,
+        &[
+            ("bootstrap.servers", broker.bootstrap.as_str()),
+            ("security.protocol", "ssl"),
+            ("ssl.ca.location", ca.as_str()),
+            ("group.id", &unique("tls-group")),
+        ],
+    );
+    let conf = conf.display().to_string();
+    let sent = values("tls", 500);
+    let run = pseidon(
+        &["send", "--conf", &conf, "-t", &topic],
+        &lines(&sent),
+        "info",
+        Duration::from_secs(90),
+    );
+    assert!(run.ok, "send over TLS failed: {}", tail(&run.stderr, 3000));
+    eprintln!("FIGURE tls: sent 500 in {:?}", run.elapsed);
+    assert_eq!(
+        kcat_strings(&broker.internal_bootstrap, &topic),
+        sent,
+        "kcat reads every value once, in order"
+    );
+
+    let run = pseidon(
+        &[
+            "consume",
+            "--conf",
+            &conf,
+            "-t",
+            &topic,
+            "--max",
+            "500",
+            "--idle-exit-ms",
+            "20000",
+            "--mark-done",
+        ],
+        "",
+        "info",
+        Duration::from_secs(90),
+    );
+    assert!(
+        run.ok,
+        "consume over TLS failed: {}",
+        tail(&run.stderr, 3000)
+    );
+    let got: Vec<String> = run.stdout.lines().map(str::to_string).collect();
+    assert_eq!(got, sent, "the datasource reads back every value over TLS");
+}
+
+/// A CA that did not sign the broker's certificate: the datasink reports failure within
+/// `message.timeout.ms` and the log names the certificate error at once; the datasource
+/// reads nothing and logs the same error. Neither hangs.
+#[test]
+fn wrong_ca_fails_fast_with_a_certificate_error() {
+    let broker = SecureBroker::start(19621, "ssl", "");
+    let dir = temp_dir("sec-wrong-ca");
+    let topic = unique("wrongca");
+    broker.create_topic(&topic, 1);
+    let wrong = broker.wrong_ca.display().to_string();
+    let conf = conf(
+        &dir,
+        &[
+            ("bootstrap.servers", broker.bootstrap.as_str()),
+            ("security.protocol", "ssl"),
+            ("ssl.ca.location", wrong.as_str()),
+            ("message.timeout.ms", "8000"),
+            ("group.id", &unique("wrongca-group")),
+        ],
+    );
+    let conf = conf.display().to_string();
+    let run = pseidon(
+        &["send", "--conf", &conf, "-t", &topic],
+        "a\nb\nc\n",
+        "warn",
+        Duration::from_secs(60),
+    );
+    assert!(!run.ok, "send with a wrong CA succeeded: {run:?}");
+    eprintln!("FIGURE wrong CA: send failed after {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(30),
+        "took {:?}",
+        run.elapsed
+    );
+    assert!(
+        run.stderr.contains("certificate verify failed"),
+        "no certificate error in the output: {}",
+        tail(&run.stderr, 3000)
+    );
+    assert!(
+        run.stderr.contains("failed 3"),
+        "the 3 lines are reported failed: {}",
+        tail(&run.stderr, 2000)
+    );
+    assert!(
+        kcat_strings(&broker.internal_bootstrap, &topic).is_empty(),
+        "nothing reached the topic"
+    );
+
+    let run = pseidon(
+        &[
+            "consume",
+            "--conf",
+            &conf,
+            "-t",
+            &topic,
+            "--idle-exit-ms",
+            "6000",
+        ],
+        "",
+        "warn",
+        Duration::from_secs(60),
+    );
+    assert!(
+        run.stdout.trim().is_empty(),
+        "read something with a wrong CA: {}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("certificate verify failed"),
+        "the datasource does not report the certificate error: {}",
+        tail(&run.stderr, 3000)
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(30),
+        "took {:?}",
+        run.elapsed
+    );
+}
+
+/// SASL/SCRAM-SHA-512 over TLS with the right password: datasink and datasource work.
+/// With every log switched to debug (and librdkafka's `security,broker,conf` debug
+/// contexts), the password shows in no output, and `pseidon config` redacts it.
+#[test]
+fn sasl_scram_over_tls_works_and_never_shows_the_password() {
+    let secret = password("Scram-pw");
+    let broker = SecureBroker::start(19631, "sasl_ssl", &secret);
+    let dir = temp_dir("sec-sasl");
+    let topic = unique("sasl");
+    broker.create_topic(&topic, 2);
+    let ca = broker.ca.display().to_string();
+    let conf = conf(
+        &dir,
+        &[
+            ("bootstrap.servers", broker.bootstrap.as_str()),
+            ("security.protocol", "sasl_ssl"),
+            ("ssl.ca.location", ca.as_str()),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", broker.user()),
+            ("sasl.password", secret.as_str()),
+            ("debug", "security,broker,conf"),
+            ("group.id", &unique("sasl-group")),
+        ],
+    );
+    let conf_text = std::fs::read_to_string(&conf).expect("conf");
+    assert!(conf_text.contains(&secret), "the conf holds the password");
+    let conf = conf.display().to_string();
+    let sent = values("sasl", 300);
+    let send = pseidon(
+        &["send", "--conf", &conf, "-t", &topic],
+        &lines(&sent),
+        "debug",
+        Duration::from_secs(90),
+    );
+    assert!(
+        send.ok,
+        "send over SASL_SSL failed: {}",
+        tail(&send.stderr, 3000)
+    );
+    assert!(
+        send.stderr.contains("SCRAM"),
+        "librdkafka's security debug lines reach the log"
+    );
+    let mut got = kcat_strings(&broker.internal_bootstrap, &topic);
+    got.sort();
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(got, want, "kcat reads every value once");
+
+    let consume = pseidon(
+        &[
+            "consume",
+            "--conf",
+            &conf,
+            "-t",
+            &topic,
+            "--max",
+            "300",
+            "--idle-exit-ms",
+            "20000",
+            "--mark-done",
+        ],
+        "",
+        "debug",
+        Duration::from_secs(90),
+    );
+    assert!(
+        consume.ok,
+        "consume over SASL_SSL failed: {}",
+        tail(&consume.stderr, 3000)
+    );
+    let mut read: Vec<String> = consume.stdout.lines().map(str::to_string).collect();
+    read.sort();
+    assert_eq!(read, want, "the datasource reads back every value");
+
+    let config = pseidon(
+        &["config", "--conf", &conf],
+        "",
+        "debug",
+        Duration::from_secs(30),
+    );
+    assert!(config.ok, "pseidon config failed: {}", config.stderr);
+    assert!(
+        config.stdout.contains("kafka.sasl.password"),
+        "config lists the key: {}",
+        config.stdout
+    );
+
+    for (what, run) in [("send", &send), ("consume", &consume), ("config", &config)] {
+        let all = run.all_output();
+        assert!(
+            !all.contains(&secret),
+            "the password appears in the output of pseidon {what}"
+        );
+        assert!(
+            all.len() > 100,
+            "pseidon {what} logged almost nothing: {all}"
+        );
+    }
+}
+
+/// A wrong password: the datasink fails within `message.timeout.ms` and the log says
+/// authentication failed at once; the datasource reads nothing and reports it too.
+/// Neither the wrong nor the right password appears in any output.
+#[test]
+fn sasl_wrong_password_fails_fast_with_an_authentication_error() {
+    let right = password("Right-pw");
+    let wrong = password("Wrong-pw");
+    let broker = SecureBroker::start(19641, "sasl_ssl", &right);
+    let dir = temp_dir("sec-sasl-wrong");
+    let topic = unique("saslwrong");
+    broker.create_topic(&topic, 1);
+    let ca = broker.ca.display().to_string();
+    let conf = conf(
+        &dir,
+        &[
+            ("bootstrap.servers", broker.bootstrap.as_str()),
+            ("security.protocol", "sasl_ssl"),
+            ("ssl.ca.location", ca.as_str()),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", broker.user()),
+            ("sasl.password", wrong.as_str()),
+            ("message.timeout.ms", "8000"),
+            ("debug", "security"),
+            ("group.id", &unique("saslwrong-group")),
+        ],
+    );
+    let conf = conf.display().to_string();
+    let send = pseidon(
+        &["send", "--conf", &conf, "-t", &topic],
+        "x\ny\n",
+        "debug",
+        Duration::from_secs(60),
+    );
+    assert!(!send.ok, "send with a wrong password succeeded: {send:?}");
+    eprintln!(
+        "FIGURE wrong password: send failed after {:?}",
+        send.elapsed
+    );
+    assert!(
+        send.elapsed < Duration::from_secs(30),
+        "took {:?}",
+        send.elapsed
+    );
+    assert!(
+        send.stderr.contains("Authentication failed")
+            || send.stderr.contains("SASL authentication error"),
+        "no authentication error in the output: {}",
+        tail(&send.stderr, 3000)
+    );
+    assert!(
+        send.stderr.contains("failed 2"),
+        "both lines reported failed: {}",
+        tail(&send.stderr, 2000)
+    );
+    assert!(
+        kcat_strings(&broker.internal_bootstrap, &topic).is_empty(),
+        "nothing reached the topic"
+    );
+
+    let consume = pseidon(
+        &[
+            "consume",
+            "--conf",
+            &conf,
+            "-t",
+            &topic,
+            "--idle-exit-ms",
+            "6000",
+        ],
+        "",
+        "debug",
+        Duration::from_secs(60),
+    );
+    assert!(
+        consume.stdout.trim().is_empty(),
+        "read something with a wrong password: {}",
+        consume.stdout
+    );
+    assert!(
+        consume.stderr.contains("Authentication failed")
+            || consume.stderr.contains("SASL authentication error"),
+        "the datasource does not report the authentication error: {}",
+        tail(&consume.stderr, 3000)
+    );
+    for (what, run) in [("send", &send), ("consume", &consume)] {
+        let all = run.all_output();
+        assert!(
+            !all.contains(&wrong),
+            "the wrong password appears in the output of pseidon {what}"
+        );
+        assert!(
+            !all.contains(&right),
+            "the right password appears in the output of pseidon {what}"
+        );
+    }
+}

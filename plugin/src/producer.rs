@@ -22,7 +22,7 @@ use std::{
     ffi::{CString, c_int, c_void},
     ptr::{self, NonNull},
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError, RwLock,
+        Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::{self, JoinHandle},
@@ -52,9 +52,10 @@ const HEADER_MAX_OVERHEAD: usize = 10;
 /// How long one call of the poll thread waits for events; also the longest the
 /// thread takes to notice a shutdown.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// How long `write` sleeps before it retries on a full queue. The queue holds far
-/// more than the producer sends in this time, so the pipeline never runs dry.
-const QUEUE_FULL_RETRY: Duration = Duration::from_millis(1);
+/// The longest `write` waits for room in a full queue before it tries again.
+const QUEUE_FULL_SLICE: Duration = Duration::from_millis(10);
+/// librdkafka's default `queue.buffering.max.messages`.
+pub const DEFAULT_QUEUE_MAX_MESSAGES: u64 = 100_000;
 /// How often an undrained failure list is mentioned in the log again.
 const FAILURE_LOG_EVERY: usize = 100_000;
 
@@ -77,7 +78,11 @@ pub struct SinkContext {
     delivered: AtomicU64,
     failed: AtomicU64,
     failures: Mutex<Vec<DeliveryFailure>>,
-    fatal: AtomicBool,
+    /// Writers waiting for room in a full queue sleep on `room` until the reports
+    /// reach this count (`u64::MAX`: nobody waits).
+    wake_at: AtomicU64,
+    room_lock: Mutex<()>,
+    room: Condvar,
     last_error: Mutex<Option<(String, Instant)>>,
     secrets: Vec<String>,
     message_timeout_ms: u64,
@@ -96,7 +101,9 @@ impl SinkContext {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             failures: Mutex::new(Vec::new()),
-            fatal: AtomicBool::new(false),
+            wake_at: AtomicU64::new(u64::MAX),
+            room_lock: Mutex::new(()),
+            room: Condvar::new(),
             last_error: Mutex::new(None),
             secrets,
             message_timeout_ms,
@@ -118,6 +125,43 @@ impl SinkContext {
 
     fn failures(&self) -> MutexGuard<'_, Vec<DeliveryFailure>> {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the writers waiting for room once the reports reached their mark.
+    #[cold]
+    fn wake_writers(&self) {
+        let mark = self.wake_at.load(Ordering::Acquire);
+        if self.done() >= mark
+            && self
+                .wake_at
+                .compare_exchange(mark, u64::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let _guard = self
+                .room_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.room.notify_all();
+        }
+    }
+
+    /// Waits (at most `limit`) until `reports` more deliveries or failures were
+    /// reported: a full queue then has room for that many messages again.
+    fn wait_for_room(&self, reports: u64, limit: Duration) {
+        let guard = self
+            .room_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mark = self.done().saturating_add(reports);
+        self.wake_at.fetch_min(mark, Ordering::AcqRel);
+        // A report counted before the mark was set would not wake us: check.
+        if self.done() >= mark {
+            return;
+        }
+        let _ = self
+            .room
+            .wait_timeout(guard, limit)
+            .unwrap_or_else(PoisonError::into_inner);
     }
 
     /// Deliveries and failures reported so far, in total.
@@ -177,7 +221,6 @@ impl ClientContext for SinkContext {
             *last = Some((text.clone(), Instant::now()));
         }
         if fatal {
-            self.fatal.store(true, Ordering::Release);
             log::error!(target: "librdkafka", "fatal producer error, the datasink cannot write any more: {text}");
         } else {
             log::warn!(target: "librdkafka", "{text}");
@@ -216,6 +259,9 @@ impl ProducerContext for SinkContext {
                 failures.push(failure);
                 self.failed.fetch_add(1, Ordering::Release);
             }
+        }
+        if self.wake_at.load(Ordering::Relaxed) != u64::MAX {
+            self.wake_writers();
         }
     }
 }
@@ -305,6 +351,8 @@ struct Shared {
     /// Records accepted by `write`, in total.
     accepted: AtomicU64,
     queue_full_timeout: Duration,
+    /// How many reports a writer waits for when the queue is full.
+    refill_step: u64,
     max_message_bytes: u64,
     poller: Mutex<Option<Poller>>,
     /// Serialises flushes; holds the delivered count already reported.
@@ -348,6 +396,11 @@ impl KafkaSink {
             &["message.timeout.ms", "delivery.timeout.ms"],
             DEFAULT_MESSAGE_TIMEOUT_MS,
         )?;
+        let queue_max_messages = parse_prop(
+            config,
+            &["queue.buffering.max.messages"],
+            DEFAULT_QUEUE_MAX_MESSAGES,
+        )?;
         let client_config = config.client_config(Role::Producer, &[])?;
         let context = SinkContext::new(config, message_timeout_ms);
         let producer: KafkaProducer =
@@ -387,6 +440,7 @@ impl KafkaSink {
                 closed: AtomicBool::new(false),
                 accepted: AtomicU64::new(0),
                 queue_full_timeout: Duration::from_millis(config.settings.queue_full_timeout_ms),
+                refill_step: (queue_max_messages / 4).max(1),
                 max_message_bytes,
                 poller: Mutex::new(Some(Poller { stop, handle })),
                 reported_delivered: Mutex::new(0),
@@ -593,9 +647,15 @@ impl KafkaSink {
                             waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
                         });
                     }
-                    // The poll thread serves the delivery reports that free the
-                    // queue; polling here too would only compete with it for the CPU.
-                    thread::sleep(QUEUE_FULL_RETRY);
+                    // Refill in large steps: wait until a quarter of the queue was
+                    // delivered (the poll thread serves the reports that free it),
+                    // so that librdkafka's sender is not woken for a few messages
+                    // at a time. The slice bounds the wait when the byte limit, not
+                    // the message count, is what is full.
+                    let left = shared.queue_full_timeout.saturating_sub(waited);
+                    shared
+                        .context
+                        .wait_for_room(shared.refill_step, left.min(QUEUE_FULL_SLICE));
                 }
                 RDKafkaErrorCode::MessageSizeTooLarge => return Err(too_large()),
                 RDKafkaErrorCode::Fatal => {

@@ -9,7 +9,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -176,10 +176,12 @@ fn broker_killed_mid_send_every_accepted_message_arrives_exactly_once() {
 
     const N: u64 = 10_000;
     let killed = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
     let writer = {
         let sink = sink.clone();
         let topic = topic.clone();
         let killed = Arc::clone(&killed);
+        let written = Arc::clone(&written);
         thread::spawn(move || {
             let mut accepted = BTreeMap::new();
             let mut refused = Vec::new();
@@ -191,18 +193,30 @@ fn broker_killed_mid_send_every_accepted_message_arrives_exactly_once() {
                     }
                     Err(e) => refused.push((i, e.to_string())),
                 }
-                // Spread the send so that the kill lands in its middle.
+                written.store(i + 1, Ordering::Relaxed);
+                // The first half goes out paced, up to the kill; the second half
+                // is written while the broker is down or coming back.
                 if i % 100 == 99 && !killed.load(Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(20));
+                }
+                while i + 1 == N / 2 && !killed.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(1));
                 }
             }
             (accepted, refused)
         })
     };
     // Wait until part of the send went through, then kill the broker.
-    thread::sleep(Duration::from_millis(600));
+    while written.load(Ordering::Relaxed) < N / 2 - 1_000 {
+        thread::sleep(Duration::from_millis(5));
+    }
     broker.kill();
+    let at_kill = written.load(Ordering::Relaxed);
     killed.store(true, Ordering::Relaxed);
+    assert!(
+        at_kill <= N / 2,
+        "the kill came after the send: {at_kill} written"
+    );
     thread::sleep(Duration::from_secs(2));
     broker.start_keep_data();
     let (accepted, refused) = writer.join().expect("writer thread");

@@ -41,6 +41,10 @@ pub fn client_config(bootstrap: &str, props: &[(String, String)]) -> ClientConfi
     cfg.set("bootstrap.servers", bootstrap);
     for (k, v) in props {
         cfg.set(k.as_str(), v.as_str());
+        if k == "debug" {
+            // rdkafka passes on librdkafka's lines only up to this level.
+            cfg.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+        }
     }
     cfg
 }

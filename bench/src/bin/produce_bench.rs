@@ -75,6 +75,11 @@ struct Args {
     /// `ours`: records per `write_batch` call (1: one `write` per message).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Before the clock starts, write one message to this (other) topic and flush, so
+    /// the producer is connected and has its idempotent producer id: the figure is the
+    /// steady-state rate of a producer that is up, as a long-running datasink is.
+    #[arg(long)]
+    warmup_topic: Option<String>,
     /// Longest wait for the final flush, in seconds.
     #[arg(long, default_value_t = 300)]
     flush_timeout_s: u64,
@@ -132,6 +137,15 @@ fn produce_ours(args: &Args, payloads: &Payloads) -> Result<f64> {
         .registry()
         .reg_get_wait_sink(SINK_NAME, Duration::from_secs(10))
         .context("reg_get_wait_sink")?;
+    if let Some(w) = &args.warmup_topic {
+        sink.write(w, b"warm-up").context("warm-up write")?;
+        let r = sink
+            .flush(Duration::from_secs(60))
+            .context("warm-up flush")?;
+        if !r.is_clean() {
+            bail!("warm-up message not delivered: {r:?}");
+        }
+    }
     let topic = args.topic.as_str();
     let start = Instant::now();
     if args.batch <= 1 {
@@ -179,7 +193,15 @@ struct Counting {
     failed: AtomicU64,
 }
 
-impl ClientContext for Counting {}
+impl ClientContext for Counting {
+    /// librdkafka's log lines (e.g. with `--prop debug=msg`) go to stderr.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        eprintln!("{t:.6} librdkafka {level:?} {fac}: {log_message}");
+    }
+}
 
 impl ProducerContext for Counting {
     type DeliveryOpaque = ();
@@ -199,6 +221,18 @@ fn produce_plain(args: &Args, payloads: &Payloads) -> Result<f64> {
     let producer: BaseProducer<Counting> = common::client_config(&args.bootstrap, &props)
         .create_with_context(Counting::default())
         .context("create the producer")?;
+    if let Some(w) = &args.warmup_topic {
+        producer
+            .send::<[u8], [u8]>(BaseRecord::to(w).payload(&b"warm-up"[..]))
+            .map_err(|(e, _)| e)
+            .context("warm-up send")?;
+        producer
+            .flush(Duration::from_secs(60))
+            .context("warm-up flush")?;
+        if producer.context().delivered.swap(0, Ordering::Relaxed) != 1 {
+            bail!("warm-up message not delivered");
+        }
+    }
     let topic = args.topic.as_str();
     let start = Instant::now();
     for i in 0..args.count {

@@ -246,26 +246,237 @@ impl LiveReader {
     }
 }
 
-struct Pending {
+/// One partition as the group consumer reads it, since its assignment.
+struct Part {
     topic: String,
     partition: i32,
+    /// The ranges of the groups the status database knew when the partition was first
+    /// read (done, lost, or unfinished and held by this process), by first offset;
+    /// offsets inside them are skipped. A snapshot suffices: the consumer reads forward,
+    /// and the groups formed since are behind it.
+    known: Vec<(i64, i64)>,
+    /// The first known range that may still hold offsets to come.
+    cursor: usize,
+    /// The group being filled.
+    pending: Vec<MessageParts>,
     first_at: Instant,
-    parts: Vec<MessageParts>,
+}
+
+impl Part {
+    /// True if `offset` (not below the previous one) lies in a known range.
+    fn is_known(&mut self, offset: i64) -> bool {
+        while let Some(&(_, max)) = self.known.get(self.cursor) {
+            if max >= offset {
+                break;
+            }
+            self.cursor += 1;
+        }
+        self.known
+            .get(self.cursor)
+            .is_some_and(|&(min, _)| min <= offset)
+    }
+}
+
+/// What the group consumer's message handling reads.
+struct Env<'a> {
+    store: &'a Store,
+    state: &'a SourceState,
+    shared: &'a ReaderShared,
+}
+
+/// The group consumer's side of a reader: partitions being read and closed groups.
+struct Batch {
+    reader_id: u64,
+    parts: Vec<Part>,
+    last_part: usize,
+    queue: VecDeque<MessageGroup>,
+    group_max: usize,
+    group_wait: Duration,
+}
+
+impl Batch {
+    /// Drops what was read from revoked partitions: pending groups and queued groups
+    /// (recorded `ready`, not handed out, not covered by the watermark: read again).
+    fn apply_revokes(&mut self, env: &Env<'_>) {
+        if !env.shared.has_revoked.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let revoked: Vec<(String, i32)> =
+            std::mem::take(&mut *env.shared.revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        let is_revoked =
+            |t: &str, p: i32| revoked.iter().any(|(rt, rp)| rt.as_str() == t && *rp == p);
+        self.parts.retain(|pt| !is_revoked(&pt.topic, pt.partition));
+        self.last_part = 0;
+        let mut dropped = Vec::new();
+        self.queue.retain(|g| {
+            let keep = !is_revoked(g.topic(), g.partition());
+            if !keep {
+                dropped.push(g.id().to_string());
+            }
+            keep
+        });
+        if !dropped.is_empty() {
+            log::info!(
+                "dropped {} queued group(s) of revoked partitions (they stay `ready` and are read again): {dropped:?}",
+                dropped.len()
+            );
+            env.state.release(dropped.iter().map(String::as_str));
+        }
+    }
+
+    /// The index of the partition's state, created (with its tracker) at the first
+    /// message after an assignment, at offset `start`.
+    fn part_index(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        start: i64,
+        env: &Env<'_>,
+    ) -> Result<usize, Error> {
+        if let Some(p) = self.parts.get(self.last_part)
+            && p.partition == partition
+            && p.topic == topic
+        {
+            return Ok(self.last_part);
+        }
+        if let Some(i) = self
+            .parts
+            .iter()
+            .position(|p| p.partition == partition && p.topic == topic)
+        {
+            self.last_part = i;
+            return Ok(i);
+        }
+        let mut tracker = Tracker::new(start);
+        let mut known = Vec::new();
+        for g in env.store.ranges_from(topic, partition, start)? {
+            let done = match g.status {
+                GroupStatus::Done | GroupStatus::Lost => true,
+                GroupStatus::Ready | GroupStatus::Run if env.state.is_claimed(&g.id) => false,
+                // Unfinished and held by nobody: read and handed out again.
+                GroupStatus::Ready | GroupStatus::Run => continue,
+            };
+            tracker.add_known(g.min_offset, g.max_offset, done);
+            known.push((g.min_offset, g.max_offset));
+        }
+        log::debug!(
+            "tracking {topic}/{partition} from offset {start} ({} known groups ahead)",
+            known.len()
+        );
+        env.shared
+            .lock()
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, tracker);
+        self.parts.push(Part {
+            topic: topic.to_string(),
+            partition,
+            known,
+            cursor: 0,
+            pending: Vec::new(),
+            first_at: Instant::now(),
+        });
+        self.last_part = self.parts.len() - 1;
+        Ok(self.last_part)
+    }
+
+    /// Takes one polled message: skips it if known, else adds it to its partition's group.
+    fn take(&mut self, m: &BorrowedMessage<'_>, env: &Env<'_>) -> Result<(), Error> {
+        self.apply_revokes(env);
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let i = self.part_index(topic, partition, offset, env)?;
+        if self.parts[i].is_known(offset) {
+            self.close(i, env)?;
+            let mut trackers = env.shared.lock();
+            if let Some(t) = trackers
+                .get_mut(topic)
+                .and_then(|per| per.get_mut(&partition))
+            {
+                t.skip(offset);
+            }
+            return Ok(());
+        }
+        let part = &mut self.parts[i];
+        if part.pending.is_empty() {
+            part.first_at = Instant::now();
+            part.pending.reserve(self.group_max.min(1024));
+        }
+        part.pending.push(copy_message(m));
+        if part.pending.len() >= self.group_max {
+            self.close(i, env)?;
+        }
+        Ok(())
+    }
+
+    /// Closes partition `i`'s pending group: registers it with the watermark, records it
+    /// `ready`, queues it.
+    fn close(&mut self, i: usize, env: &Env<'_>) -> Result<(), Error> {
+        let part = &mut self.parts[i];
+        let (Some(first), Some(last)) = (part.pending.first(), part.pending.last()) else {
+            return Ok(());
+        };
+        let (min, max) = (first.offset, last.offset);
+        let pending = std::mem::take(&mut part.pending);
+        {
+            let mut trackers = env.shared.lock();
+            let Some(t) = trackers
+                .get_mut(&part.topic)
+                .and_then(|per| per.get_mut(&part.partition))
+            else {
+                // Revoked meanwhile: covered by no watermark, read again by the next owner.
+                return Ok(());
+            };
+            // Registered first: if recording fails, the watermark still never passes it.
+            t.add_group(min, max);
+        }
+        let id = format!("{}:{}:{min}:{max}", part.topic, part.partition);
+        let attempt = env.store.insert_ready(&[NewGroup {
+            id: id.clone(),
+            topic: part.topic.clone(),
+            partition: part.partition,
+            min_offset: min,
+            max_offset: max,
+        }])?[0];
+        env.state.claim(&id, self.reader_id);
+        self.queue.push_back(MessageGroup::new(
+            &part.topic,
+            part.partition,
+            attempt,
+            pending,
+        ));
+        Ok(())
+    }
+
+    /// Closes the pending groups whose wait is over.
+    fn close_due(&mut self, now: Instant, env: &Env<'_>) -> Result<(), Error> {
+        for i in 0..self.parts.len() {
+            let p = &self.parts[i];
+            if !p.pending.is_empty() && now.duration_since(p.first_at) >= self.group_wait {
+                self.close(i, env)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// When the oldest pending group is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.parts
+            .iter()
+            .filter(|p| !p.pending.is_empty())
+            .map(|p| p.first_at + self.group_wait)
+            .min()
+    }
 }
 
 /// A reader of message groups.
 pub struct KafkaReader {
-    id: u64,
     live: Arc<LiveReader>,
     state: Arc<SourceState>,
     store: Arc<Store>,
     topics: Vec<String>,
     replay: Option<Replayer>,
     subscribed: bool,
-    pending: Vec<Pending>,
-    queue: VecDeque<MessageGroup>,
-    group_max: usize,
-    group_wait: Duration,
+    batch: Batch,
     closed: bool,
 }
 
@@ -331,22 +542,26 @@ impl KafkaReader {
             }
         };
         let settings = &state.config.settings;
+        let batch = Batch {
+            reader_id: id,
+            parts: Vec::new(),
+            last_part: 0,
+            queue: VecDeque::new(),
+            group_max: settings.group_max_messages,
+            group_wait: Duration::from_millis(settings.group_max_wait_ms),
+        };
         let mut reader = KafkaReader {
-            id,
             live: Arc::new(LiveReader {
                 shared,
                 consumer,
                 closed: AtomicBool::new(false),
             }),
-            group_max: settings.group_max_messages,
-            group_wait: Duration::from_millis(settings.group_max_wait_ms),
             state,
             store,
             topics: topics.to_vec(),
             replay,
             subscribed: false,
-            pending: Vec::new(),
-            queue: VecDeque::new(),
+            batch,
             closed: false,
         };
         if reader.replay.is_none() {
@@ -370,188 +585,61 @@ impl KafkaReader {
         Ok(())
     }
 
-    /// Drops the pending and queued groups of revoked partitions.
-    fn apply_revokes(&mut self) {
-        if !self.live.shared.has_revoked.swap(false, Ordering::SeqCst) {
-            return;
-        }
-        let revoked: Vec<(String, i32)> = std::mem::take(
-            &mut *self
-                .live
-                .shared
-                .revoked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        let is_revoked =
-            |t: &str, p: i32| revoked.iter().any(|(rt, rp)| rt.as_str() == t && *rp == p);
-        self.pending
-            .retain(|pg| !is_revoked(&pg.topic, pg.partition));
-        let mut dropped = Vec::new();
-        self.queue.retain(|g| {
-            let keep = !is_revoked(g.topic(), g.partition());
-            if !keep {
-                dropped.push(g.id().to_string());
-            }
-            keep
-        });
-        if !dropped.is_empty() {
-            log::info!(
-                "dropped {} queued group(s) of revoked partitions (they stay `ready` and are read again): {dropped:?}",
-                dropped.len()
-            );
-            self.state.release(dropped.iter().map(String::as_str));
-        }
-    }
-
-    /// Closes a pending group: registers it with the watermark, records it `ready`, queues it.
-    fn close_group(&mut self, pend: Pending, trackers: &mut Trackers) -> Result<(), Error> {
-        let (Some(first), Some(last)) = (pend.parts.first(), pend.parts.last()) else {
-            return Ok(());
-        };
-        let (min, max) = (first.offset, last.offset);
-        let Some(t) = trackers
-            .get_mut(&pend.topic)
-            .and_then(|per| per.get_mut(&pend.partition))
-        else {
-            // Revoked meanwhile: not covered by any watermark, read again by the next owner.
-            return Ok(());
-        };
-        // Registered first: if recording fails, the watermark still never passes it.
-        t.add_group(min, max);
-        let id = format!("{}:{}:{min}:{max}", pend.topic, pend.partition);
-        let attempt = self.store.insert_ready(&[NewGroup {
-            id: id.clone(),
-            topic: pend.topic.clone(),
-            partition: pend.partition,
-            min_offset: min,
-            max_offset: max,
-        }])?[0];
-        self.state.claim(&id, self.id);
-        self.queue.push_back(MessageGroup::new(
-            &pend.topic,
-            pend.partition,
-            attempt,
-            pend.parts,
-        ));
-        Ok(())
-    }
-
-    /// Closes the pending groups whose wait is over.
-    fn close_due(&mut self, now: Instant) -> Result<(), Error> {
-        if !self
-            .pending
-            .iter()
-            .any(|p| now.duration_since(p.first_at) >= self.group_wait)
-        {
-            return Ok(());
-        }
-        let shared = Arc::clone(&self.live.shared);
-        let mut trackers = shared.lock();
-        let mut i = 0;
-        while i < self.pending.len() {
-            if now.duration_since(self.pending[i].first_at) >= self.group_wait {
-                let pend = self.pending.swap_remove(i);
-                self.close_group(pend, &mut trackers)?;
-            } else {
-                i += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes one polled message: skips it if known, else adds it to its pending group.
-    fn take(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Error> {
-        self.apply_revokes();
-        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-        let shared = Arc::clone(&self.live.shared);
-        let mut trackers = shared.lock();
-        if !trackers
-            .get(topic)
-            .is_some_and(|per| per.contains_key(&partition))
-        {
-            let t = self.new_tracker(topic, partition, offset)?;
-            trackers
-                .entry(topic.to_string())
-                .or_default()
-                .insert(partition, t);
-        }
-        let known = trackers
-            .get(topic)
-            .and_then(|per| per.get(&partition))
-            .is_some_and(|t| t.is_known(offset));
-        let idx = self
-            .pending
-            .iter()
-            .position(|p| p.partition == partition && p.topic == topic);
-        if known {
-            if let Some(i) = idx {
-                let pend = self.pending.swap_remove(i);
-                self.close_group(pend, &mut trackers)?;
-            }
-            if let Some(t) = trackers
-                .get_mut(topic)
-                .and_then(|per| per.get_mut(&partition))
-            {
-                t.skip(offset);
-            }
-            return Ok(());
-        }
-        let parts = copy_message(m);
-        let i = match idx {
-            Some(i) => i,
-            None => {
-                self.pending.push(Pending {
-                    topic: topic.to_string(),
-                    partition,
-                    first_at: Instant::now(),
-                    parts: Vec::with_capacity(self.group_max.min(1024)),
-                });
-                self.pending.len() - 1
-            }
-        };
-        self.pending[i].parts.push(parts);
-        if self.pending[i].parts.len() >= self.group_max {
-            let pend = self.pending.swap_remove(i);
-            self.close_group(pend, &mut trackers)?;
-        }
-        Ok(())
-    }
-
-    /// A tracker for a partition whose first message after an assignment is at `start`,
-    /// with the groups the status database knows from there on.
-    fn new_tracker(&self, topic: &str, partition: i32, start: i64) -> Result<Tracker, Error> {
-        let mut t = Tracker::new(start);
-        for g in self.store.ranges_from(topic, partition, start)? {
-            match g.status {
-                GroupStatus::Done | GroupStatus::Lost => {
-                    t.add_known(g.min_offset, g.max_offset, true)
-                }
-                GroupStatus::Ready | GroupStatus::Run => {
-                    if self.state.is_claimed(&g.id) {
-                        t.add_known(g.min_offset, g.max_offset, false);
-                    }
-                }
-            }
-        }
-        log::debug!(
-            "tracking {topic}/{partition} from offset {start} ({} known groups ahead)",
-            t.len()
-        );
-        Ok(t)
-    }
-
     fn closed_error() -> Error {
         Error::Closed {
             what: "the pseidon-kafka datasource reader".into(),
         }
     }
 
-    fn release_all(&mut self) {
-        let ids: Vec<String> = self.queue.drain(..).map(|g| g.id().to_string()).collect();
-        self.state.release(ids.iter().map(String::as_str));
-        self.pending.clear();
-        self.state.release_owner(self.id);
+    /// The next group of the group consumer.
+    fn next_live(&mut self, deadline: Instant) -> Result<Option<MessageGroup>, Error> {
+        let env = Env {
+            store: &self.store,
+            state: &self.state,
+            shared: &self.live.shared,
+        };
+        let batch = &mut self.batch;
+        let consumer = &self.live.consumer;
+        loop {
+            batch.apply_revokes(&env);
+            if let Some(g) = batch.queue.pop_front() {
+                env.store.set_run(&[(g.id(), g.attempt())])?;
+                self.live.store_dirty();
+                return Ok(Some(g));
+            }
+            let now = Instant::now();
+            batch.close_due(now, &env)?;
+            if !batch.queue.is_empty() {
+                continue;
+            }
+            if now >= deadline {
+                self.live.store_dirty();
+                return Ok(None);
+            }
+            let mut wait = deadline - now;
+            if let Some(due) = batch.next_due() {
+                wait = wait.min(due.saturating_duration_since(now));
+            }
+            match consumer.poll(wait) {
+                None => continue,
+                Some(Ok(m)) => batch.take(&m, &env)?,
+                Some(Err(e)) => {
+                    log::warn!("consumer of {:?}: {e}", self.topics);
+                    continue;
+                }
+            }
+            // While messages are at hand and no group is complete, take them without
+            // the bookkeeping above; the wait of pending groups is checked now and then.
+            let mut n = 0u32;
+            while batch.queue.is_empty() && n < 4096 {
+                match consumer.poll(Duration::ZERO) {
+                    Some(Ok(m)) => batch.take(&m, &env)?,
+                    Some(Err(e)) => log::warn!("consumer of {:?}: {e}", self.topics),
+                    None => break,
+                }
+                n += 1;
+            }
+        }
     }
 }
 
@@ -574,33 +662,7 @@ impl Reader for KafkaReader {
         if !self.subscribed {
             self.subscribe()?;
         }
-        loop {
-            self.apply_revokes();
-            if let Some(g) = self.queue.pop_front() {
-                self.store.set_run(&[(g.id(), g.attempt())])?;
-                self.live.store_dirty();
-                return Ok(Some(g));
-            }
-            let now = Instant::now();
-            self.close_due(now)?;
-            if !self.queue.is_empty() {
-                continue;
-            }
-            if now >= deadline {
-                self.live.store_dirty();
-                return Ok(None);
-            }
-            let mut wait = deadline - now;
-            if let Some(first) = self.pending.iter().map(|p| p.first_at).min() {
-                wait = wait.min((first + self.group_wait).saturating_duration_since(now));
-            }
-            let live = Arc::clone(&self.live);
-            match live.consumer.poll(wait) {
-                None => {}
-                Some(Ok(m)) => self.take(&m)?,
-                Some(Err(e)) => log::warn!("consumer of {:?}: {e}", self.topics),
-            }
-        }
+        self.next_live(deadline)
     }
 
     fn close(&mut self) -> Result<(), Error> {
@@ -609,7 +671,15 @@ impl Reader for KafkaReader {
         }
         self.closed = true;
         self.replay = None;
-        self.release_all();
+        let ids: Vec<String> = self
+            .batch
+            .queue
+            .drain(..)
+            .map(|g| g.id().to_string())
+            .collect();
+        self.state.release(ids.iter().map(String::as_str));
+        self.batch.parts.clear();
+        self.state.release_owner(self.batch.reader_id);
         let r = self.live.commit_watermarks(Duration::from_secs(10));
         self.live.consumer.unsubscribe();
         r

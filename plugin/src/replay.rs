@@ -52,6 +52,8 @@ pub struct Replayer {
     position: Option<(String, i32, i64)>,
     /// A polled message past the current group, kept for the next one.
     peek: Option<MessageParts>,
+    /// The last partition's (low, high) watermarks.
+    marks: Option<(String, i32, (i64, i64))>,
 }
 
 impl Replayer {
@@ -66,6 +68,7 @@ impl Replayer {
             cur: None,
             position: None,
             peek: None,
+            marks: None,
         })
     }
 
@@ -103,35 +106,48 @@ impl Replayer {
         state: &SourceState,
     ) -> Result<Option<Current>, Error> {
         let (min, max) = (info.min_offset, info.max_offset);
-        let (low, high) =
-            match self
+        // Fetched once per partition: a watermark request waits behind the consumer's
+        // long-polling fetch on the broker connection (up to fetch.wait.max.ms). A range
+        // deleted later is still noticed, by the offsets that do not come (`finish`).
+        let cached = self
+            .marks
+            .as_ref()
+            .filter(|(t, p, _)| *t == info.topic && *p == info.partition)
+            .map(|(_, _, w)| *w);
+        let fetched = match cached {
+            Some(w) => Ok(w),
+            None => self
                 .consumer
-                .fetch_watermarks(&info.topic, info.partition, META_TIMEOUT)
+                .fetch_watermarks(&info.topic, info.partition, META_TIMEOUT),
+        };
+        let (low, high) = match fetched {
+            Ok(w) => {
+                self.marks = Some((info.topic.clone(), info.partition, w));
+                w
+            }
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::UnknownTopicOrPartition
+                            | RDKafkaErrorCode::UnknownPartition
+                            | RDKafkaErrorCode::UnknownTopic
+                    )
+                ) =>
             {
-                Ok(w) => w,
-                Err(e)
-                    if matches!(
-                        e.rdkafka_error_code(),
-                        Some(
-                            RDKafkaErrorCode::UnknownTopicOrPartition
-                                | RDKafkaErrorCode::UnknownPartition
-                                | RDKafkaErrorCode::UnknownTopic
-                        )
-                    ) =>
-                {
-                    let why = format!("the partition no longer exists: {e}");
-                    self.lost(store, state, &info, info.attempt, (min, max, &why))?;
-                    return Ok(None);
-                }
-                Err(e) => {
-                    let err = kafka_err(
-                        format!("replay of group {}: fetching watermarks", info.id),
-                        &e,
-                    );
-                    self.groups.push_front(info);
-                    return Err(err);
-                }
-            };
+                let why = format!("the partition no longer exists: {e}");
+                self.lost(store, state, &info, info.attempt, (min, max, &why))?;
+                return Ok(None);
+            }
+            Err(e) => {
+                let err = kafka_err(
+                    format!("replay of group {}: fetching watermarks", info.id),
+                    &e,
+                );
+                self.groups.push_front(info);
+                return Err(err);
+            }
+        };
         if low > max {
             let why = format!("deleted: the log now starts at offset {low}");
             self.lost(store, state, &info, info.attempt, (min, max, &why))?;

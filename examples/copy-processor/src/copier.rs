@@ -97,13 +97,31 @@ impl Copier<'_> {
     }
 
     fn copy_until_stopped(&mut self, reader: &mut SourceReader) -> Result<(), Error> {
+        let mut busy = false;
         while !self.stopping() {
             let Some(first) = reader.next_group(SLICE)? else {
+                if busy {
+                    busy = false;
+                    log::info!(
+                        "caught up with `{}`: {} message(s) delivered, {} group(s) done so far",
+                        self.settings.from,
+                        self.totals.messages,
+                        self.totals.groups
+                    );
+                }
                 continue;
             };
+            busy = true;
             let mut messages = first.messages().len();
             let mut batch = vec![first];
-            while messages < BATCH_MESSAGES {
+            // Under a rate limit, batches of about a fifth of a second's worth.
+            let cap = match self.settings.max_rate {
+                0 => BATCH_MESSAGES,
+                rate => usize::try_from(rate / 5)
+                    .unwrap_or(BATCH_MESSAGES)
+                    .clamp(1, BATCH_MESSAGES),
+            };
+            while messages < cap {
                 match reader.next_group(Duration::ZERO)? {
                     Some(g) => {
                         messages += g.messages().len();
@@ -112,19 +130,24 @@ impl Copier<'_> {
                     None => break,
                 }
             }
+            // The groups are handed out (status `run`) while the rate limit holds them.
+            self.throttle(messages);
+            if self.stopping() {
+                break;
+            }
             self.copy_batch(batch)?;
-            self.throttle();
         }
         Ok(())
     }
 
-    /// Sleeps while the copy is ahead of `max-rate`.
-    fn throttle(&self) {
+    /// Sleeps until `next` more messages may be written under `max-rate`.
+    fn throttle(&self, next: usize) {
         if self.settings.max_rate == 0 {
             return;
         }
-        let due =
-            Duration::from_secs_f64(self.totals.messages as f64 / self.settings.max_rate as f64);
+        let due = Duration::from_secs_f64(
+            (self.totals.messages + next as u64) as f64 / self.settings.max_rate as f64,
+        );
         while !self.stopping() {
             let ahead = due.saturating_sub(self.started.elapsed());
             if ahead.is_zero() {

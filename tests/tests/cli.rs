@@ -549,3 +549,64 @@ fn config_prints_every_key_flattened_with_secrets_redacted() {
         "{stdout}"
     );
 }
+
+#[test]
+fn consume_ends_on_sigint_closing_the_reader_and_exits_0() {
+    use std::io::{BufRead as _, BufReader};
+    let s = Setup::new("");
+    let topic = unique("cli-sigint");
+    let input: String = (0..100).map(|i| format!("s-{i}\n")).collect();
+    ok(&s.pseidon_stdin(&["send", "--topic", &topic], Some(input.as_bytes())));
+    let group = unique("cli-sigint-g");
+    let mut child = Command::new(pseidon_bin())
+        .args([
+            "--conf",
+            s.conf.to_str().unwrap(),
+            "consume",
+            "--topic",
+            &topic,
+        ])
+        .args(["--group", &group, "--mark-done"])
+        .env_remove("PSEIDON_LOG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines.len() < 100 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("only {} lines: {lines:?}", lines.len());
+            }
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("100 message(s) in 1 group(s) printed, 1 group(s) marked done"),
+        "{stderr}"
+    );
+    let rows = group_rows(&s.pseidon(&["groups", "--topic", &topic]));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].1, "done");
+}

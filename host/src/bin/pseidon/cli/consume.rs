@@ -93,8 +93,11 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         check_topic(t)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // The first SIGINT/SIGTERM ends the loop (the reader is closed and commits); a
+    // second one exits at once (status 130).
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
             .context("cannot install the SIGINT/SIGTERM handlers")?;
     }
     let mut host = global.load_host_with_plugins()?;

@@ -173,8 +173,14 @@ impl Config {
                 cfg.set("enable.auto.commit", "true");
                 cfg.set("auto.offset.reset", "earliest");
                 cfg.set("enable.partition.eof", "false");
+                // librdkafka postpones fetching by this much once its local queue passed
+                // queued.min.messages (default 1000 ms): with small messages that idles
+                // the reader for most of each second. Overridable.
+                cfg.set("fetch.queue.backoff.ms", "10");
             }
-            Role::Replay => {}
+            Role::Replay => {
+                cfg.set("fetch.queue.backoff.ms", "10");
+            }
         }
         let mut chosen: Vec<(String, String)> = self.kafka.props.clone();
         for (key, value) in overrides {

@@ -93,6 +93,8 @@ struct Report {
     done: Vec<String>,
     ready: bool,
     marks: Vec<String>,
+    /// `T` lines (with `--meta`): offset, timestamp, key, headers.
+    meta: Vec<String>,
     status: Option<String>,
     lost: Vec<String>,
     end: Option<usize>,
@@ -122,6 +124,7 @@ impl Report {
             "D" => self.done.push(rest.to_string()),
             "READY" => self.ready = true,
             "MARK" => self.marks.push(rest.to_string()),
+            "T" => self.meta.push(rest.to_string()),
             "STATUS" => self.status = Some(rest.to_string()),
             "LOST" => self.lost.push(rest.to_string()),
             "END" => self.end = rest.parse().ok(),
@@ -795,4 +798,73 @@ fn mark_done_errors_name_the_id() {
         "{}",
         r.marks[3]
     );
+}
+
+/// Each message carries its key, timestamp and headers (copied out of librdkafka).
+#[test]
+fn messages_carry_key_timestamp_and_headers() {
+    let topic = unique("ds-meta");
+    create_topic(&topic, 1);
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut child = Command::new("kcat")
+        .args([
+            "-b",
+            &bootstrap(),
+            "-P",
+            "-t",
+            &topic,
+            "-K",
+            "\t",
+            "-H",
+            "trace=abc",
+            "-H",
+            "n=1",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"key-1\tvalue-1\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let dir = tmp_dir("ds-meta");
+    let r = run_child(&child_args(
+        &topic,
+        &unique("g"),
+        &dir.join("status.db"),
+        &["--expect", "1", "--idle-ms", "200", "--meta"],
+    ));
+    r.assert_clean_end();
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].3, "value-1");
+    let t: Vec<&str> = r.meta[0].split(' ').collect();
+    assert_eq!(t[0], "0");
+    let ts: i64 = t[1].parse().expect("a timestamp");
+    assert!(
+        ts >= before - 60_000 && ts <= before + 60_000,
+        "{ts} vs {before}"
+    );
+    assert_eq!(t[2], "key-1");
+    assert_eq!(t[3], "trace=abc,n=1");
+}
+
+/// Without `kafka.group.id` the reader is refused with an error naming the key.
+#[test]
+fn missing_group_id_is_a_config_error_naming_the_key() {
+    let topic = unique("ds-nogroup");
+    let dir = tmp_dir("ds-nogroup");
+    let r = run_child(&child_args(
+        &topic,
+        "unused",
+        &dir.join("status.db"),
+        &["--no-group", "--idle-ms", "0"],
+    ));
+    let err = r.err.expect("must fail");
+    assert!(err.contains("kafka.group.id"), "{err}");
 }

@@ -6,6 +6,7 @@
 //! READY                                     the reader is open
 //! G <group-id> <attempt> <messages>         a group was handed out
 //! M <group-id> <partition> <offset> <value> one message of it
+//! T <offset> <timestamp-ms|-> <key|-> <h1=v1,h2=v2|->   with `--meta`, after each M line
 //! D <group-id>                              the group was marked done
 //! STATUS ready=<n> run=<n> done=<n> lost=<n> at the end, from `groups()`
 //! LOST <group-id>                           at the end, each lost group
@@ -15,7 +16,7 @@
 //! ```
 //!
 //! Usage: `consume_child --plugin SO --bootstrap B --topic T --group G --db PATH
-//!   [--expect N] [--idle-ms MS] [--no-done] [--sleep-ms MS] [--mark ID]... [--set key=value]...`
+//!   [--expect N] [--idle-ms MS] [--no-done] [--sleep-ms MS] [--mark ID]... [--meta] [--set key=value]...`
 //! `--sleep-ms` waits after each group, before marking it done (a slow user).
 //! It ends once `--expect` messages were delivered (if given) and nothing came for
 //! `--idle-ms` (default 10000). Logs go to stderr.
@@ -47,6 +48,7 @@ struct Args {
     mark_done: bool,
     sleep: Duration,
     mark: Vec<String>,
+    meta: bool,
     conf: Vec<(String, String)>,
 }
 
@@ -59,6 +61,7 @@ fn parse_args() -> Args {
         mark_done: true,
         sleep: Duration::ZERO,
         mark: Vec::new(),
+        meta: false,
         conf: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -80,6 +83,8 @@ fn parse_args() -> Args {
             }
             "--no-done" => a.mark_done = false,
             "--mark" => a.mark.push(val()),
+            "--meta" => a.meta = true,
+            "--no-group" => a.conf.retain(|(k, _)| k != "kafka.group.id"),
             "--sleep-ms" => {
                 a.sleep =
                     Duration::from_millis(val().parse().unwrap_or_else(|_| fail("--sleep-ms MS")))
@@ -152,6 +157,27 @@ fn main() {
                         m.partition(),
                         m.offset()
                     ));
+                    if args.meta {
+                        let ts = m.timestamp_ms().map_or("-".to_string(), |t| t.to_string());
+                        let key = m.key().map_or("-".into(), String::from_utf8_lossy);
+                        let hs: Vec<String> = m
+                            .headers()
+                            .iter()
+                            .map(|h| {
+                                format!(
+                                    "{}={}",
+                                    h.key(),
+                                    String::from_utf8_lossy(h.value().unwrap_or_default())
+                                )
+                            })
+                            .collect();
+                        let hs = if hs.is_empty() {
+                            "-".to_string()
+                        } else {
+                            hs.join(",")
+                        };
+                        text.push_str(&format!("T {} {ts} {key} {hs}\n", m.offset()));
+                    }
                 }
                 delivered += g.messages().len();
                 let _ = out.write_all(text.as_bytes());

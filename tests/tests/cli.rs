@@ -610,3 +610,50 @@ fn consume_ends_on_sigint_closing_the_reader_and_exits_0() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].1, "done");
 }
+
+#[test]
+fn send_reports_deliveries_the_broker_refused_and_exits_non_zero() {
+    let s = Setup::new("");
+    let topic = unique("cli-refused");
+    pseidon_tests::kafka_tool(&[
+        "topics",
+        "--bootstrap-server",
+        &bootstrap(),
+        "--create",
+        "--topic",
+        &topic,
+        "--partitions",
+        "1",
+        "--replication-factor",
+        "1",
+        "--config",
+        "max.message.bytes=200",
+    ]);
+    // One record per produce request, so the broker refuses line 2 alone.
+    let conf = fs::read_to_string(&s.conf).unwrap().replace(
+        "[kafka]\n",
+        "[kafka]\nbatch.num.messages = 1\nlinger.ms = 0\nmax.in.flight.requests.per.connection = 1\n",
+    );
+    fs::write(&s.conf, conf).unwrap();
+    // Line 2 is larger than the topic takes; lines 1 and 3 fit.
+    let input = format!("small-1\n{}\nsmall-3\n", "x".repeat(1000));
+    let out = s.pseidon_stdin(&["send", "--topic", &topic], Some(input.as_bytes()));
+    assert_ne!(out.status.code(), Some(0));
+    let lines = message_lines(&out);
+    let all = lines.join("\n");
+    assert!(all.contains("sent 2, failed 1"), "{all}");
+    assert!(all.contains("line 2 of stdin"), "{all}");
+    let error: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("pseidon: error: "))
+        .collect();
+    assert_eq!(error.len(), 1, "{all}");
+    assert!(
+        error[0].contains(&format!("topic `{topic}`")) && error[0].contains("1 of 3"),
+        "{all}"
+    );
+    assert_eq!(
+        kcat_values(&topic),
+        vec![b"small-1".to_vec(), b"small-3".to_vec()]
+    );
+}

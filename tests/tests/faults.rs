@@ -705,3 +705,176 @@ fn status_db_disk_full_stops_consumption_clearly_and_a_restart_loses_nothing() {
         &missing[..missing.len().min(5)]
     );
 }
+
+/// (id, status) of every group in the status database (`sqlite3` CLI).
+fn db_groups(db: &Path) -> Vec<(String, String)> {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg("SELECT id, status FROM groups")
+        .output()
+        .expect("run sqlite3 (apt-get install sqlite3)");
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once('|')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect()
+}
+
+/// Seeded xorshift, so a failing run can be repeated (`PSEIDON_FAULT_SEED`).
+struct Rng(u64);
+
+impl Rng {
+    fn from_env() -> (Rng, u64) {
+        let seed = std::env::var("PSEIDON_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(7)
+            });
+        (Rng(seed.max(1)), seed)
+    }
+
+    fn between(&mut self, lo: usize, hi: usize) -> usize {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        lo + (x % (hi - lo + 1) as u64) as usize
+    }
+}
+
+/// The consumer process SIGKILLed at 20 random points (after a random number of
+/// delivered messages, so mostly in the middle of a group) over one run of 50 000
+/// messages, then restarted each time with the same status database and static group
+/// membership; a last run finishes. Every message ends up in a group marked done, and
+/// no message of a group already marked done is delivered again.
+#[test]
+fn consumer_sigkill_at_20_random_points_over_50000_messages_loses_nothing() {
+    const N: usize = 50_000;
+    let (mut rng, seed) = Rng::from_env();
+    let broker = OwnBroker::start(19741, "");
+    let topic = unique("fault-kill20");
+    broker.create_topic(&topic, 2);
+    let sent = values("k20", N);
+    kcat_produce(&broker.bootstrap, &topic, &sent);
+    let db = tmp_db("fault-kill20");
+    let group = unique("fault-kill20-group");
+    let instance = format!("group.instance.id={}", unique("static"));
+    let instance_set = format!("kafka.{instance}");
+    let args = [
+        "--idle-ms",
+        "8000",
+        "--sleep-ms",
+        "50",
+        "--set",
+        "pseidon-kafka.group-max-messages=250",
+        "--set",
+        instance_set.as_str(),
+    ];
+    let t0 = Instant::now();
+    let mut runs: Vec<Vec<String>> = Vec::new();
+    let mut kill_points = Vec::new();
+    for _ in 0..20 {
+        let k = rng.between(200, 1500);
+        let mut c = Consumer::spawn(&broker.bootstrap, &topic, &group, &db, &args);
+        c.wait_for(Duration::from_secs(60), "messages before the kill", |l| {
+            count_tag(l, "M ") >= k
+        });
+        let _ = c.child.kill();
+        let (lines, _, _) = c.finish(Duration::from_secs(10));
+        kill_points.push(count_tag(&lines, "M "));
+        runs.push(lines);
+    }
+    let t_kills = t0.elapsed();
+    let c = Consumer::spawn(&broker.bootstrap, &topic, &group, &db, &args);
+    let (lines, code, stderr) = c.finish(Duration::from_secs(150));
+    assert_eq!(
+        code,
+        Some(0),
+        "last run failed: {:?}\n{stderr}",
+        last(&lines)
+    );
+    let status = lines
+        .iter()
+        .find(|l| l.starts_with("STATUS "))
+        .cloned()
+        .unwrap_or_default();
+    let last_run = count_tag(&lines, "M ");
+    runs.push(lines);
+
+    // Truth is the status database: a group is done once `mark_done` returned, even if
+    // the process died before it printed `D`. Its messages are those delivered under its id.
+    let rows = db_groups(&db);
+    let mut values_of: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for run in &runs {
+        for l in run {
+            if let Some(rest) = l.strip_prefix("M ") {
+                let f: Vec<&str> = rest.splitn(4, ' ').collect();
+                if f.len() == 4 {
+                    values_of.entry(f[0]).or_default().insert(f[3]);
+                }
+            }
+        }
+    }
+    let not_done: Vec<&(String, String)> = rows.iter().filter(|(_, st)| st != "done").collect();
+    let mut done_values: BTreeSet<&str> = BTreeSet::new();
+    for (id, _) in rows.iter().filter(|(_, st)| st == "done") {
+        done_values.extend(values_of.get(id.as_str()).cloned().unwrap_or_default());
+    }
+    // A message of a group whose `D` was printed in an earlier run must not come again.
+    let mut seen_done: BTreeSet<String> = BTreeSet::new();
+    let mut redelivered_done = Vec::new();
+    for run in &runs {
+        let o = outcome(run);
+        redelivered_done.extend(
+            o.deliveries
+                .keys()
+                .filter(|v| seen_done.contains(*v))
+                .cloned(),
+        );
+        seen_done.extend(o.done_values);
+    }
+    let missing: Vec<&String> = sent
+        .iter()
+        .filter(|v| !done_values.contains(v.as_str()))
+        .collect();
+    eprintln!(
+        "FIGURE {topic}: seed {seed}; messages delivered by each killed run {kill_points:?}, by the last run {last_run}; 20 kills in {t_kills:?}, whole run {:?}; {} groups in the db, {} of {N} messages in done groups; {} deliveries of already-done messages; last run {status}",
+        t0.elapsed(),
+        rows.len(),
+        done_values.len(),
+        redelivered_done.len()
+    );
+    assert!(not_done.is_empty(), "groups not done: {not_done:?}");
+    assert!(
+        last_run > 0,
+        "the topic was finished before the 20th kill: kills did not all hit mid-stream"
+    );
+    assert!(
+        status.starts_with("STATUS ready=0 run=0"),
+        "unfinished groups left: {status}"
+    );
+    assert!(
+        missing.is_empty(),
+        "seed {seed}: {} messages lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        redelivered_done.is_empty(),
+        "seed {seed}: {} messages of groups already marked done were delivered again, e.g. {:?}",
+        redelivered_done.len(),
+        &redelivered_done[..redelivered_done.len().min(5)]
+    );
+}

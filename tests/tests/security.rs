@@ -182,6 +182,7 @@ fn datasink_and_datasource_work_over_tls() {
         "consume over TLS failed: {}",
         tail(&run.stderr, 3000)
     );
+    eprintln!("FIGURE tls: consumed 500 in {:?}", run.elapsed);
     let got: Vec<String> = run.stdout.lines().map(str::to_string).collect();
     assert_eq!(got, sent, "the datasource reads back every value over TLS");
 }
@@ -254,6 +255,10 @@ fn wrong_ca_fails_fast_with_a_certificate_error() {
         "read something with a wrong CA: {}",
         run.stdout
     );
+    eprintln!(
+        "FIGURE wrong CA: consume (idle exit 6 s) ended after {:?}",
+        run.elapsed
+    );
     assert!(
         run.stderr.contains("certificate verify failed"),
         "the datasource does not report the certificate error: {}",
@@ -305,6 +310,11 @@ fn sasl_scram_over_tls_works_and_never_shows_the_password() {
         "send over SASL_SSL failed: {}",
         tail(&send.stderr, 3000)
     );
+    eprintln!(
+        "FIGURE sasl_ssl: sent 300 in {:?}, {} bytes of debug log",
+        send.elapsed,
+        send.stderr.len()
+    );
     assert!(
         send.stderr.contains("SCRAM"),
         "librdkafka's security debug lines reach the log"
@@ -336,6 +346,11 @@ fn sasl_scram_over_tls_works_and_never_shows_the_password() {
         consume.ok,
         "consume over SASL_SSL failed: {}",
         tail(&consume.stderr, 3000)
+    );
+    eprintln!(
+        "FIGURE sasl_ssl: consumed 300 in {:?}, {} bytes of debug log",
+        consume.elapsed,
+        consume.stderr.len()
     );
     let mut read: Vec<String> = consume.stdout.lines().map(str::to_string).collect();
     read.sort();
@@ -444,6 +459,10 @@ fn sasl_wrong_password_fails_fast_with_an_authentication_error() {
         consume.stdout.trim().is_empty(),
         "read something with a wrong password: {}",
         consume.stdout
+    );
+    eprintln!(
+        "FIGURE wrong password: consume (idle exit 6 s) ended after {:?}",
+        consume.elapsed
     );
     assert!(
         consume.stderr.contains("Authentication failed")

@@ -16,18 +16,15 @@
 
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    max: i64,
-    done: bool,
-}
-
 /// The watermark of one partition.
 #[derive(Debug, Clone)]
 pub struct Tracker {
     pos: i64,
     seen: i64,
-    entries: BTreeMap<i64, Entry>,
+    /// (min, max) → done. Keyed by the whole range: the status database may hold
+    /// overlapping groups of different boundaries (formed before and after a
+    /// rebalance), and the one not done must hold the watermark.
+    entries: BTreeMap<(i64, i64), bool>,
     stored: Option<i64>,
 }
 
@@ -47,12 +44,13 @@ impl Tracker {
         if max < self.pos {
             return;
         }
-        self.entries.insert(min, Entry { max, done });
+        let e = self.entries.entry((min, max)).or_insert(done);
+        *e = *e && done;
     }
 
     /// A group this reader formed from messages it read: not done yet.
     pub fn add_group(&mut self, min: i64, max: i64) {
-        self.entries.insert(min, Entry { max, done: false });
+        self.entries.insert((min, max), false);
         self.seen = self.seen.max(max + 1);
     }
 
@@ -67,36 +65,35 @@ impl Tracker {
         offset < self.pos
             || self
                 .entries
-                .range(..=offset)
-                .next_back()
-                .is_some_and(|(_, e)| e.max >= offset)
+                .range(..=(offset, i64::MAX))
+                .any(|(&(_, max), _)| max >= offset)
     }
 
     /// Marks the group `min..=max` done; false if the tracker does not hold it.
     pub fn mark_done(&mut self, min: i64, max: i64) -> bool {
-        match self.entries.get_mut(&min) {
-            Some(e) if e.max == max => {
-                e.done = true;
+        match self.entries.get_mut(&(min, max)) {
+            Some(done) => {
+                *done = true;
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
     /// The watermark: the offset to commit (the first one not known done).
     pub fn watermark(&mut self) -> i64 {
         loop {
-            let Some((&min, &e)) = self.entries.first_key_value() else {
+            let Some((&(min, max), &done)) = self.entries.first_key_value() else {
                 self.pos = self.pos.max(self.seen);
                 break;
             };
-            if e.max < self.pos {
+            if max < self.pos {
                 self.entries.pop_first();
                 continue;
             }
             if min <= self.pos {
-                if e.done {
-                    self.pos = e.max + 1;
+                if done {
+                    self.pos = max + 1;
                     self.entries.pop_first();
                     continue;
                 }
@@ -234,6 +231,27 @@ mod tests {
             t.skip(o);
         }
         assert_eq!(t.watermark(), 10);
+    }
+
+    #[test]
+    fn overlapping_groups_the_one_not_done_holds_the_mark() {
+        // The status db has 100..=180 done and 100..=149 unfinished (other boundaries
+        // after a rebalance): the unfinished one must hold the watermark at 100.
+        let mut t = Tracker::new(100);
+        t.add_known(100, 180, true);
+        t.add_known(100, 149, false);
+        for o in 100..=180 {
+            assert!(t.is_known(o));
+            t.skip(o);
+        }
+        assert_eq!(t.watermark(), 100);
+        assert!(t.mark_done(100, 149));
+        assert_eq!(t.watermark(), 181);
+        // The same range known twice: not done wins.
+        let mut t = Tracker::new(0);
+        t.add_known(0, 9, false);
+        t.add_known(0, 9, true);
+        assert_eq!(t.watermark(), 0);
     }
 
     #[test]

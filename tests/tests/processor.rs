@@ -216,7 +216,7 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
     let groups_conf = root.join("groups.toml");
     write_conf(&groups_conf, &kafka_only, &status_db, &from, &to, "");
     // First run: slowed down, so the SIGKILL lands in the middle of the copy.
-    write_conf(&conf, &plugins, &status_db, &from, &to, "max-rate = 4000\n");
+    write_conf(&conf, &plugins, &status_db, &from, &to, "max-rate = 2500\n");
     let mut run = RunChild::spawn(&conf);
     let deadline = Instant::now() + Duration::from_secs(60);
     let at_kill = loop {
@@ -307,6 +307,16 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
             "{:#?}",
             run.lines
         );
+        if rounds == 1 {
+            // The groups unfinished at the kill were replayed first.
+            assert!(
+                run.lines
+                    .iter()
+                    .any(|l| l.contains("replaying") && l.contains("unfinished message group")),
+                "{:#?}",
+                run.lines
+            );
+        }
         let g = groups(&groups_conf, &from);
         let covered: i64 = g
             .iter()

@@ -140,14 +140,22 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// Sleeps until `next` more messages may be written under `max-rate`.
-    fn throttle(&self, next: usize) {
+    /// Sleeps until `next` more messages may be written under `max-rate`. Idle time
+    /// earns no credit: after a pause the rate holds from the pause's end, not from
+    /// the start (no burst after a slow start or a quiet topic).
+    fn throttle(&mut self, next: usize) {
         if self.settings.max_rate == 0 {
             return;
         }
-        let due = Duration::from_secs_f64(
-            (self.totals.messages + next as u64) as f64 / self.settings.max_rate as f64,
-        );
+        let rate = self.settings.max_rate as f64;
+        let sent = Duration::from_secs_f64(self.totals.messages as f64 / rate);
+        if self.started.elapsed() > sent + SLICE {
+            // Behind schedule (idle): restart the schedule now.
+            self.started = Instant::now()
+                .checked_sub(sent)
+                .unwrap_or_else(Instant::now);
+        }
+        let due = sent + Duration::from_secs_f64(next as f64 / rate);
         while !self.stopping() {
             let ahead = due.saturating_sub(self.started.elapsed());
             if ahead.is_zero() {

@@ -240,7 +240,15 @@ impl DataSource for KafkaSource {
     }
 
     fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
-        self.state.store()?.list(filter)
+        match self.state.store() {
+            Ok(store) => store.list(filter),
+            // Another live instance owns the file (e.g. `pseidon groups` while a consumer
+            // runs): a listing only reads, and WAL mode lets readers in.
+            Err(e) if crate::store::is_locked_error(&e) => {
+                crate::store::list_read_only(&self.state.config.settings.status_db, filter)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -12,8 +12,15 @@
 //!
 //! So no message is lost by the cheaper sync mode; it only bounds duplicates.
 //!
+//! Growth: done rows older than `pseidon-kafka.done-retention-ms` are pruned at open and
+//! every minute of use. (A done group pruned while the committed watermark is still
+//! behind it — an older group left unfinished for longer than the retention — is read
+//! and handed out again after a restart: a duplicate, never a loss.) `lost` rows stay:
+//! they are the record of a loss.
+//!
 //! One live process per file: `<db>.lock` is locked with `File::try_lock` for as long as
-//! the store is open; a second process gets an error naming both files. A file that is
+//! the store is open; a second process gets an error naming both files (only a
+//! listing, [`list_read_only`], may read a file another instance holds). A file that is
 //! not a SQLite database, has another schema, or cannot be written is an error at open
 //! naming the file — never a silent reset that would forget unfinished groups.
 
@@ -118,7 +125,7 @@ impl Store {
                 return Err(Error::StatusDb {
                     path: path.display().to_string(),
                     reason: format!(
-                        "in use by another live pseidon-kafka instance (its lock file {} is locked); \
+                        "{LOCKED} (its lock file {} is locked); \
                          give each instance its own pseidon-kafka.status-db",
                         lock_path.display()
                     ),
@@ -372,6 +379,40 @@ impl Store {
     }
 }
 
+/// The reason of the error for a database another live instance holds.
+const LOCKED: &str = "in use by another live pseidon-kafka instance";
+
+/// True if `e` is the error of a database locked by another live instance.
+pub fn is_locked_error(e: &Error) -> bool {
+    matches!(e, Error::StatusDb { reason, .. } if reason.starts_with(LOCKED))
+}
+
+/// Lists groups of the database at `path` through a read-only connection, without the
+/// instance lock (for listings while another instance runs).
+pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| db_err(path, "cannot open read-only", e))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| db_err(path, "cannot configure", e))?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, topic, partition, min_offset, max_offset, status, attempt, updated_ms
+             FROM groups WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2)
+             ORDER BY topic, partition, min_offset",
+        )
+        .map_err(|e| db_err(path, "not a usable status database", e))?;
+    let rows: rusqlite::Result<Vec<GroupInfo>> = stmt
+        .query_map(
+            params![filter.status.map(|s| s.as_str()), filter.topic.as_deref()],
+            row_to_info,
+        )
+        .and_then(|rows| rows.collect());
+    rows.map_err(|e| db_err(path, "query failed", e))
+}
+
 /// The lock file of the database at `db`: `<db>.lock`.
 pub fn lock_path(db: &Path) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
@@ -467,6 +508,10 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&path.display().to_string()), "{text}");
         assert!(text.contains(".lock"), "{text}");
+        assert!(is_locked_error(&err));
+        // A listing still works, read-only, while the owner runs.
+        let rows = list_read_only(&path, &GroupFilter::default()).unwrap();
+        assert_eq!(rows.len(), 1);
         drop(s);
         let s = Store::open(&path, 1000).unwrap();
         assert_eq!(s.unfinished(&["t".into()]).unwrap().len(), 1);

@@ -638,7 +638,7 @@ fn send_reports_deliveries_the_broker_refused_and_exits_non_zero() {
     // Line 2 is larger than the topic takes; lines 1 and 3 fit.
     let input = format!("small-1\n{}\nsmall-3\n", "x".repeat(1000));
     let out = s.pseidon_stdin(&["send", "--topic", &topic], Some(input.as_bytes()));
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1));
     let lines = message_lines(&out);
     let all = lines.join("\n");
     assert!(all.contains("sent 2, failed 1"), "{all}");

@@ -29,7 +29,8 @@ const SHOW_FAILURES: usize = 5;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Each line (bytes up to `\\n`, any encoding) is one message. \
-    Prints a summary (sent, failed) on stderr; exits 1 if any message was not delivered."
+    Prints a summary (sent, failed) on stderr; exits 1 if any message was not delivered, 2 on \
+    other errors."
 )]
 pub struct Args {
     /// The topic to write to.
@@ -170,13 +171,13 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     sent?;
     flushed?;
     if tally.failed > 0 {
+        // Exit code 1: the send ran, some deliveries failed (2 is for other errors).
         let first = tally.failures.first().map_or("", |(_, r)| r.as_str());
-        anyhow::bail!(
-            "{} of {} message(s) to topic `{}` were not delivered (first: {first})",
-            tally.failed,
-            tally.lines,
-            args.topic
+        eprintln!(
+            "pseidon: error: {} of {} message(s) to topic `{}` were not delivered (first: {first})",
+            tally.failed, tally.lines, args.topic
         );
+        return Ok(ExitCode::from(1));
     }
     if let Some(e) = shutdown_errors.first() {
         anyhow::bail!("{e}");

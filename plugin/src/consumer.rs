@@ -16,6 +16,9 @@
 //! Known ranges: a message inside a group the status database knows as done or lost,
 //! or inside an unfinished group this process holds (replayed, or handed out and not
 //! done), is skipped; the watermark still accounts for it.
+//!
+//! Users must call `next_group` at least every `max.poll.interval.ms` (librdkafka's
+//! default 300 s) or the member leaves the group; its partitions are revoked as above.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -691,5 +694,43 @@ impl Drop for KafkaReader {
         if !self.closed {
             let _ = self.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(known: Vec<(i64, i64)>) -> Part {
+        Part {
+            topic: "t".into(),
+            partition: 0,
+            known,
+            cursor: 0,
+            pending: Vec::new(),
+            first_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn known_ranges_are_found_with_a_forward_cursor() {
+        let mut p = part(vec![(10, 19), (30, 39)]);
+        let known: Vec<i64> = (0..50).filter(|o| p.is_known(*o)).collect();
+        let want: Vec<i64> = (10..20).chain(30..40).collect();
+        assert_eq!(known, want);
+        assert_eq!(p.cursor, 2);
+    }
+
+    #[test]
+    fn overlapping_known_ranges() {
+        // Sorted by first offset; a long range before a short one inside it.
+        let mut p = part(vec![(0, 99), (10, 20), (150, 160)]);
+        assert!(p.is_known(5));
+        assert!(p.is_known(50));
+        assert!(p.is_known(99));
+        assert!(!p.is_known(100));
+        assert!(!p.is_known(149));
+        assert!(p.is_known(150));
+        assert!(!p.is_known(161));
     }
 }

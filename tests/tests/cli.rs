@@ -657,3 +657,44 @@ fn send_reports_deliveries_the_broker_refused_and_exits_non_zero() {
         vec![b"small-1".to_vec(), b"small-3".to_vec()]
     );
 }
+
+#[test]
+fn consume_json_shows_headers_and_keys_written_by_kcat() {
+    let s = Setup::new("");
+    let topic = unique("cli-headers");
+    create_topic(&topic, 1);
+    let mut kcat = Command::new("kcat")
+        .args(["-b", &bootstrap(), "-P", "-t", &topic, "-K", ":"])
+        .args(["-H", "trace=abc", "-H", "n=42"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run kcat");
+    kcat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"key-1:value-1\n")
+        .unwrap();
+    assert!(kcat.wait().unwrap().success());
+    let out = s.pseidon(&[
+        "consume",
+        "--topic",
+        &topic,
+        "--group",
+        &unique("cli-headers-g"),
+        "--format",
+        "json",
+        "--max",
+        "1",
+        "--idle-exit-ms",
+        "20000",
+    ]);
+    ok(&out);
+    let o: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(o["key"], "key-1");
+    assert_eq!(o["value"], "value-1");
+    assert_eq!(
+        o["headers"],
+        serde_json::json!([{"key": "trace", "value": "abc"}, {"key": "n", "value": "42"}])
+    );
+    assert_eq!(o["group_id"], format!("{topic}:0:0:0"));
+}

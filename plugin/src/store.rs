@@ -295,18 +295,15 @@ impl Store {
         self.with(|conn| {
             let tx = conn.transaction()?;
             let prev: Option<String> = tx
-                .query_row(
-                    "SELECT status FROM groups WHERE id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT status FROM groups WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0))
                 .optional()?;
             let prev = prev.and_then(|s| GroupStatus::parse(&s));
             if matches!(prev, Some(GroupStatus::Ready | GroupStatus::Run)) {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE groups SET status = 'done', updated_ms = ?2 WHERE id = ?1",
-                    params![id, now],
-                )?;
+                )?
+                .execute(params![id, now])?;
             }
             tx.commit()?;
             Ok(prev)

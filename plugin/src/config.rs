@@ -199,7 +199,11 @@ impl Config {
         }
         for (property, value) in &chosen {
             validate_property(property, value)?;
-            cfg.set(property.as_str(), value.as_str());
+            // One conf serves both clients: a consumer-only property on the producer (or
+            // the reverse) would only make librdkafka warn that it ignores it.
+            if property_applies(role, property) {
+                cfg.set(property.as_str(), value.as_str());
+            }
         }
         match role {
             Role::Producer => {}
@@ -222,6 +226,76 @@ impl Config {
         }
         cfg.set_log_level(log_level());
         Ok(cfg)
+    }
+}
+
+/// librdkafka properties that only consumers use (scope `C` in librdkafka's CONFIGURATION.md).
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+    "group.protocol",
+    "group.remote.assignor",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.offset.reset",
+    "consume.callback.max.messages",
+];
+
+/// librdkafka properties that only producers use (scope `P`).
+const PRODUCER_ONLY: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "queue.buffering.backpressure.threshold",
+    "compression.codec",
+    "compression.type",
+    "compression.level",
+    "batch.num.messages",
+    "batch.size",
+    "delivery.report.only.error",
+    "sticky.partitioning.linger.ms",
+    "request.required.acks",
+    "acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "queuing.strategy",
+    "produce.offset.report",
+    "partitioner",
+];
+
+/// Whether a (validated) property is passed to a client of `role`.
+fn property_applies(role: Role, property: &str) -> bool {
+    match role {
+        Role::Producer => !CONSUMER_ONLY.contains(&property),
+        Role::Consumer | Role::Replay => !PRODUCER_ONLY.contains(&property),
     }
 }
 
@@ -402,6 +476,24 @@ mod tests {
         assert!(
             is_secret("kafka.sasl.password") && is_secret("ssl.key.password") && !is_secret("acks")
         );
+    }
+
+    #[test]
+    fn each_client_gets_only_the_properties_of_its_role() {
+        let c = Config::parse(&conf(&[
+            ("kafka.group.id", ConfKind::String, "g"),
+            ("kafka.linger.ms", ConfKind::Integer, "7"),
+            ("kafka.client.id", ConfKind::String, "me"),
+        ]))
+        .unwrap();
+        let p = c.client_config(Role::Producer, &[]).unwrap();
+        assert_eq!(p.get("group.id"), None);
+        assert_eq!(p.get("linger.ms"), Some("7"));
+        assert_eq!(p.get("client.id"), Some("me"));
+        let k = c.client_config(Role::Consumer, &[]).unwrap();
+        assert_eq!(k.get("group.id"), Some("g"));
+        assert_eq!(k.get("linger.ms"), None);
+        assert_eq!(k.get("client.id"), Some("me"));
     }
 
     #[test]

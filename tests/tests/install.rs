@@ -20,6 +20,15 @@ fn install(prefix: &Path) -> Output {
         .arg("--systemd-dir")
         .arg(prefix.join("systemd"))
         .arg("--debug")
+        // Install what `cargo build --workspace` built: a build here would rebuild the
+        // plugin with other features under the feet of tests running in parallel.
+        .arg("--no-build")
+        .env(
+            "CARGO_TARGET_DIR",
+            pseidon_tests::target_dir()
+                .parent()
+                .unwrap_or(Path::new("target")),
+        )
         .output()
         .expect("run scripts/install");
     assert!(

@@ -349,8 +349,8 @@ fn machine() -> Vec<(String, String)> {
     ]
 }
 
-/// `## ` sections of `old` whose heading mentions the registry and that this module
-/// did not write: kept in the new report.
+/// `## ` sections of `old` written by hand, kept in the new report: those whose heading
+/// mentions the registry (other than the one this module writes) and `## Analysis…`.
 fn kept_sections(old: &str) -> Vec<String> {
     let mut sections: Vec<String> = Vec::new();
     let mut current: Option<String> = None;
@@ -359,10 +359,9 @@ fn kept_sections(old: &str) -> Vec<String> {
             if let Some(s) = current.take() {
                 sections.push(s);
             }
-            if line.starts_with("## ")
-                && line.to_lowercase().contains("registry")
-                && line.trim() != REGISTRY_HEADING
-            {
+            let lower = line.to_lowercase();
+            let registry = lower.contains("registry") && line.trim() != REGISTRY_HEADING;
+            if line.starts_with("## ") && (registry || lower.starts_with("## analysis")) {
                 current = Some(String::new());
             }
         }
@@ -579,6 +578,11 @@ replay_1m\tplain-rdkafka\t1\tok\t100\t0\t
         assert_eq!(
             kept_sections(&old),
             vec!["## Registry (host)\nwake-up 20 µs\n".to_string()]
+        );
+        let old = "## Analysis of the misses\nwhy\n## RESULT lines of this run\nx\n";
+        assert_eq!(
+            kept_sections(old),
+            vec!["## Analysis of the misses\nwhy\n".to_string()]
         );
     }
 }

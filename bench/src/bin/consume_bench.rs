@@ -9,7 +9,9 @@
 //!   half after a restart on the same status database and consumer group.
 //! - `--mode plain`: a plain rdkafka `BaseConsumer` subscribed in a fresh consumer
 //!   group with the same librdkafka properties as the plugin's consumer
-//!   (`auto.offset.reset=earliest` plus `--prop`s), copying each payload out.
+//!   (`auto.offset.reset=earliest`, `enable.partition.eof=false`,
+//!   `fetch.queue.backoff.ms=10`, `auto.commit.interval.ms=200`, plus `--prop`s),
+//!   copying each payload out.
 //! - `--mode lines`: counts newline-delimited messages on stdin (`kcat -C -e | …`),
 //!   timed from the first byte to end of input.
 //!
@@ -305,6 +307,9 @@ fn consume_plain(args: &Args, seen: &mut Seen) -> Result<Timing> {
         ("group.id".to_string(), args.group.clone()),
         ("auto.offset.reset".to_string(), "earliest".to_string()),
         ("enable.partition.eof".to_string(), "false".to_string()),
+        // As the plugin's consumer (plugin/src/config.rs, Role::Consumer).
+        ("fetch.queue.backoff.ms".to_string(), "10".to_string()),
+        ("auto.commit.interval.ms".to_string(), "200".to_string()),
     ];
     props.extend(args.props.iter().cloned());
     let consumer: BaseConsumer = common::client_config(&args.bootstrap, &props)

@@ -119,6 +119,15 @@ pub enum ConfError {
         /// What the file has.
         found: String,
     },
+    /// Two entries of the file name the same dotted key (a quoted `"kafka.acks"` and
+    /// `acks` under `[kafka]`): which one wins would be a guess.
+    #[error("conf key `{key}` is set twice in {} (once as a dotted key, once in a table); keep one", path.display())]
+    DuplicateKey {
+        /// The conf file.
+        path: PathBuf,
+        /// The flattened key.
+        key: String,
+    },
     /// A host key has a value of the right type that cannot be used.
     #[error("conf key `{key}` in {}: {reason}", path.display())]
     InvalidValue {
@@ -250,11 +259,19 @@ impl Conf {
         }
         conf.unknown_top_level = table
             .iter()
-            .filter(|(k, v)| !v.is_table() && !HOST_KEYS.contains(&k.as_str()))
+            // Quoted dotted keys (`"kafka.acks"`) are plugin keys written flat.
+            .filter(|(k, v)| !v.is_table() && !k.contains('.') && !HOST_KEYS.contains(&k.as_str()))
             .map(|(k, _)| k.clone())
             .collect();
         let mut entries = Vec::new();
         flatten("", &table, &mut entries);
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = entries.iter().find(|e| !seen.insert(e.key.as_str())) {
+            return Err(ConfError::DuplicateKey {
+                path: path.to_path_buf(),
+                key: dup.key.clone(),
+            });
+        }
         conf.view = ConfView::new(entries);
         Ok(conf)
     }

@@ -36,6 +36,12 @@ pub struct Settings {
     /// `pseidon-kafka.done-retention-ms`: done groups older than this are pruned from the
     /// status database. Default 604800000 (7 days).
     pub done_retention_ms: u64,
+    /// `pseidon-kafka.connect-failure-timeout-ms`: how long a TLS or authentication
+    /// failure to connect to the brokers (a wrong CA, a wrong password) may persist
+    /// before the datasink fails its queued messages and refuses writes, and the
+    /// datasource's `next_group` returns the error. A broker that is merely down is not
+    /// such a failure. 0 disables it (librdkafka's `message.timeout.ms` applies). Default 10000.
+    pub connect_failure_timeout_ms: u64,
 }
 
 /// Default of `pseidon-kafka.queue-full-timeout-ms`.
@@ -58,6 +64,10 @@ pub fn default_group_max_wait_ms() -> u64 {
 pub fn default_done_retention_ms() -> u64 {
     7 * 24 * 3600 * 1000
 }
+/// Default of `pseidon-kafka.connect-failure-timeout-ms`.
+pub fn default_connect_failure_timeout_ms() -> u64 {
+    10_000
+}
 
 impl Default for Settings {
     fn default() -> Self {
@@ -67,6 +77,7 @@ impl Default for Settings {
             group_max_messages: default_group_max_messages(),
             group_max_wait_ms: default_group_max_wait_ms(),
             done_retention_ms: default_done_retention_ms(),
+            connect_failure_timeout_ms: default_connect_failure_timeout_ms(),
         }
     }
 }
@@ -382,10 +393,13 @@ fn apply_setting(
         }
         "group-max-wait-ms" => settings.group_max_wait_ms = parse_number(key, value)?,
         "done-retention-ms" => settings.done_retention_ms = parse_number(key, value)?,
+        "connect-failure-timeout-ms" => {
+            settings.connect_failure_timeout_ms = parse_number(key, value)?
+        }
         _ => {
             return Err(Error::config(
                 key,
-                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-wait-ms, done-retention-ms)",
+                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-wait-ms, done-retention-ms, connect-failure-timeout-ms)",
             ));
         }
     }
@@ -515,10 +529,20 @@ mod tests {
         let c = Config::parse(&conf(&[
             ("pseidon-kafka.status-db", ConfKind::String, "/tmp/s.db"),
             ("pseidon-kafka.group-max-messages", ConfKind::Integer, "10"),
+            (
+                "pseidon-kafka.connect-failure-timeout-ms",
+                ConfKind::Integer,
+                "2500",
+            ),
         ]))
         .unwrap();
         assert_eq!(c.settings.status_db, PathBuf::from("/tmp/s.db"));
         assert_eq!(c.settings.group_max_messages, 10);
+        assert_eq!(c.settings.connect_failure_timeout_ms, 2500);
+        assert_eq!(
+            Settings::default().connect_failure_timeout_ms,
+            default_connect_failure_timeout_ms()
+        );
         let err = Config::parse(&conf(&[(
             "pseidon-kafka.group-max-messages",
             ConfKind::Integer,

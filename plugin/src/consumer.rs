@@ -19,6 +19,12 @@
 //!
 //! Users must call `next_group` at least every `max.poll.interval.ms` (librdkafka's
 //! default 300 s) or the member leaves the group; its partitions are revoked as above.
+//!
+//! Connection failures: a broker that is down is waited for. A TLS or authentication
+//! failure (a wrong CA, a wrong password) that persisted
+//! `pseidon-kafka.connect-failure-timeout-ms` with no broker answering makes
+//! `next_group` return it ([`ConnectFailure`]); a received message, an assignment or
+//! a broker answering clears it.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -42,6 +48,10 @@ use rdkafka::{
 
 use crate::{
     config::Role,
+    producer::{
+        ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, is_persistent_connect_error,
+        scrub, secret_values,
+    },
     replay::Replayer,
     source::{GroupKey, SourceState},
     store::{NewGroup, Store},
@@ -89,6 +99,8 @@ pub struct ReaderShared {
     trackers: Mutex<Trackers>,
     revoked: Mutex<Vec<(String, i32)>>,
     has_revoked: AtomicBool,
+    /// A TLS or authentication failure to connect, and whether it persisted.
+    failure: ConnectFailure,
 }
 
 impl ReaderShared {
@@ -97,12 +109,22 @@ impl ReaderShared {
     }
 }
 
-/// The consumer context: commits watermarks on revoke.
+/// The consumer context: commits watermarks on revoke, records connection failures.
 pub struct Ctx {
     shared: Arc<ReaderShared>,
+    /// Secret conf values, blanked out of the errors logged.
+    secrets: Vec<String>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let text = format!("{error}: {}", scrub(&self.secrets, reason));
+        if is_persistent_connect_error(&error) {
+            self.shared.failure.record(&text);
+        }
+        log::error!(target: "librdkafka", "librdkafka: {text}");
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -151,6 +173,8 @@ impl ConsumerContext for Ctx {
                     .iter()
                     .map(|e| format!("{}/{}", e.topic(), e.partition()))
                     .collect();
+                // The group coordinator answered: the connection works.
+                self.shared.failure.clear();
                 log::info!("partitions assigned: {parts:?}");
             }
             Rebalance::Error(e) => log::error!("consumer group rebalance failed: {e}"),
@@ -515,12 +539,14 @@ impl KafkaReader {
             trackers: Mutex::new(HashMap::new()),
             revoked: Mutex::new(Vec::new()),
             has_revoked: AtomicBool::new(false),
+            failure: ConnectFailure::new(state.config.settings.connect_failure_timeout_ms),
         });
         let consumer: BaseConsumer<Ctx> = state
             .config
             .client_config(Role::Consumer, options.overrides())?
             .create_with_context(Ctx {
                 shared: Arc::clone(&shared),
+                secrets: secret_values(&state.config),
             })
             .map_err(|e| kafka_err("creating the consumer", &e))?;
         let id = NEXT_READER_ID.fetch_add(1, Ordering::Relaxed);
@@ -615,17 +641,39 @@ impl KafkaReader {
             if !batch.queue.is_empty() {
                 continue;
             }
+            // A TLS or authentication failure that persisted is the caller's error.
+            let failure_due = match env
+                .shared
+                .failure
+                .check(|| broker_answers(consumer.client().native_ptr(), PROBE_TIMEOUT))
+            {
+                ConnectCheck::Fine => None,
+                ConnectCheck::Pending(due) => Some(due),
+                ConnectCheck::Failed { reason, newly, .. } => {
+                    if newly {
+                        log::error!("the datasource cannot read {:?}: {reason}", self.topics);
+                    }
+                    self.live.store_dirty();
+                    return Err(Error::Kafka {
+                        operation: format!("reading {:?}", self.topics),
+                        reason,
+                    });
+                }
+            };
             if now >= deadline {
                 self.live.store_dirty();
                 return Ok(None);
             }
             let mut wait = deadline - now;
-            if let Some(due) = batch.next_due() {
+            for due in [batch.next_due(), failure_due].into_iter().flatten() {
                 wait = wait.min(due.saturating_duration_since(now));
             }
             match consumer.poll(wait) {
                 None => continue,
-                Some(Ok(m)) => batch.take(&m, &env)?,
+                Some(Ok(m)) => {
+                    env.shared.failure.clear();
+                    batch.take(&m, &env)?
+                }
                 Some(Err(e)) => {
                     log::warn!("consumer of {:?}: {e}", self.topics);
                     continue;

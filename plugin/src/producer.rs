@@ -16,6 +16,12 @@
 //!   queued with [`Error::MessageTooLarge`], naming both sizes.
 //! - librdkafka's log lines and errors go to the `log` crate with target `librdkafka`
 //!   (the plugin-api forwards them to the host), secret conf values blanked out.
+//! - A TLS or authentication failure to connect (a wrong CA, a wrong password) is
+//!   retried by librdkafka until `message.timeout.ms` (300 s by default), like a broker
+//!   that is down. [`ConnectFailure`] tells them apart: once such a failure has
+//!   persisted `pseidon-kafka.connect-failure-timeout-ms` with no broker answering,
+//!   the queued messages fail with that error as their reason and `write` refuses new
+//!   ones at once, until a broker answers again.
 
 use std::{
     collections::HashMap,
@@ -73,6 +79,229 @@ const SECRET_PROPERTIES: &[&str] = &[
     "sasl.oauthbearer.assertion.private.key.passphrase",
 ];
 
+/// The secret conf values of `config` (see [`SECRET_PROPERTIES`]), to blank out of logs.
+pub(crate) fn secret_values(config: &Config) -> Vec<String> {
+    SECRET_PROPERTIES
+        .iter()
+        .filter(|p| config::is_secret(p))
+        .filter_map(|p| config.kafka_prop(p))
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `text` with every value of `secrets` blanked out.
+pub(crate) fn scrub<'a>(secrets: &[String], text: &'a str) -> std::borrow::Cow<'a, str> {
+    if secrets.iter().any(|s| text.contains(s.as_str())) {
+        let mut t = text.to_string();
+        for s in secrets {
+            t = t.replace(s.as_str(), "<redacted>");
+        }
+        std::borrow::Cow::Owned(t)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// How long a check waits for a broker to answer before it gives up.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a tripped [`ConnectFailure`] checks whether a broker answers again.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// True for the errors that no retry cures: the TLS handshake or the authentication
+/// failed (a wrong CA or certificate, a wrong password). A broker that is down
+/// (connection refused, transport errors, all brokers down) is not one of them.
+pub(crate) fn is_persistent_connect_error(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::SSL
+                | RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+        )
+    )
+}
+
+/// What [`ConnectFailure::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ConnectCheck {
+    /// No TLS or authentication failure (or the check is disabled).
+    Fine,
+    /// A failure was recorded; it counts as persistent at this instant.
+    Pending(Instant),
+    /// The failure persisted and no broker answers: the reason to give.
+    Failed {
+        /// The failure, secrets blanked out.
+        reason: String,
+        /// True the first time (since the failure was recorded) it is found failed.
+        newly: bool,
+        /// True if this check asked a broker (and got no answer).
+        probed: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Recorded {
+    /// librdkafka's error text, secrets blanked out.
+    text: String,
+    since: Instant,
+    /// When a check last asked a broker and got no answer (the failure then counts).
+    failed_probe: Option<Instant>,
+}
+
+/// The first TLS or authentication failure to connect since the last sign of a
+/// working connection (a delivery, a received message, a broker answering a check),
+/// and whether it has persisted `pseidon-kafka.connect-failure-timeout-ms`.
+#[derive(Debug)]
+pub(crate) struct ConnectFailure {
+    /// `None`: never give up (the setting is 0).
+    timeout: Option<Duration>,
+    /// Fast path: a failure is recorded.
+    recorded: AtomicBool,
+    /// Fast path: the failure persisted (writes are refused).
+    tripped: AtomicBool,
+    state: Mutex<Option<Recorded>>,
+}
+
+impl ConnectFailure {
+    /// A tracker giving up after `timeout_ms` (0: never).
+    pub(crate) fn new(timeout_ms: u64) -> Self {
+        ConnectFailure {
+            timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
+            recorded: AtomicBool::new(false),
+            tripped: AtomicBool::new(false),
+            state: Mutex::new(None),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, Option<Recorded>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a TLS or authentication failure (`text`: secrets already blanked out);
+    /// the first one since the connection last worked is kept, with its time.
+    pub(crate) fn record(&self, text: &str) {
+        let mut state = self.state();
+        if state.is_none() {
+            *state = Some(Recorded {
+                text: text.to_string(),
+                since: Instant::now(),
+                failed_probe: None,
+            });
+            self.recorded.store(true, Ordering::Release);
+        }
+    }
+
+    /// The connection works (a delivery, a message, a broker answered): forgets the
+    /// failure. Cheap when none is recorded.
+    pub(crate) fn clear(&self) {
+        if !self.recorded.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self.state();
+        if let Some(r) = state.take()
+            && self.tripped.load(Ordering::Acquire)
+        {
+            log::info!(
+                "a broker answers again: the earlier connection failure is over ({})",
+                r.text
+            );
+        }
+        self.tripped.store(false, Ordering::Release);
+        self.recorded.store(false, Ordering::Release);
+    }
+
+    /// The recorded failure's text, if one is recorded.
+    pub(crate) fn recorded_text(&self) -> Option<String> {
+        if !self.recorded.load(Ordering::Acquire) {
+            return None;
+        }
+        self.state().as_ref().map(|r| r.text.clone())
+    }
+
+    /// The reason to give while the failure counts as persistent (writes refused).
+    pub(crate) fn tripped_reason(&self) -> Option<String> {
+        if !self.tripped.load(Ordering::Acquire) {
+            return None;
+        }
+        self.state().as_ref().map(|r| self.reason(r))
+    }
+
+    fn reason(&self, r: &Recorded) -> String {
+        format!(
+            "{} (no broker could be connected to for {} s; pseidon-kafka.connect-failure-timeout-ms = {})",
+            r.text,
+            r.since.elapsed().as_secs(),
+            self.timeout.map_or(0, |t| t.as_millis())
+        )
+    }
+
+    /// Whether a recorded failure has persisted. Once it is due, `probe` (which asks a
+    /// broker, waiting at most [`PROBE_TIMEOUT`]) decides: an answer clears it, no
+    /// answer makes it count; while it counts, `probe` is asked again every
+    /// [`PROBE_EVERY`], so a working connection is noticed even with nothing to send.
+    pub(crate) fn check(&self, probe: impl FnOnce() -> bool) -> ConnectCheck {
+        let Some(timeout) = self.timeout else {
+            return ConnectCheck::Fine;
+        };
+        if !self.recorded.load(Ordering::Acquire) {
+            return ConnectCheck::Fine;
+        }
+        {
+            let state = self.state();
+            let Some(r) = state.as_ref() else {
+                return ConnectCheck::Fine;
+            };
+            let due = r.since + timeout;
+            if Instant::now() < due {
+                return ConnectCheck::Pending(due);
+            }
+            if let Some(at) = r.failed_probe
+                && at.elapsed() < PROBE_EVERY
+            {
+                return ConnectCheck::Failed {
+                    reason: self.reason(r),
+                    newly: false,
+                    probed: false,
+                };
+            }
+        }
+        // Not under the lock: the probe waits, and the callbacks record meanwhile.
+        if probe() {
+            self.clear();
+            return ConnectCheck::Fine;
+        }
+        let mut state = self.state();
+        let Some(r) = state.as_mut() else {
+            // Cleared meanwhile (a delivery, a message): the connection works.
+            return ConnectCheck::Fine;
+        };
+        r.failed_probe = Some(Instant::now());
+        let newly = !self.tripped.swap(true, Ordering::AcqRel);
+        ConnectCheck::Failed {
+            reason: self.reason(r),
+            newly,
+            probed: true,
+        }
+    }
+}
+
+/// Asks the brokers for metadata (of the topics the client knows, or none): true if
+/// one answers within `timeout`, which takes a working connection (TLS handshake and
+/// authentication done).
+pub(crate) fn broker_answers(client: *mut rdsys::rd_kafka_t, timeout: Duration) -> bool {
+    let mut metadata: *const rdsys::rd_kafka_metadata_t = ptr::null();
+    let timeout_ms = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
+    // SAFETY: a live client; all_topics = 0 and no topic handle: the locally known
+    // topics only. On success `metadata` is ours to destroy.
+    let code = unsafe { rdsys::rd_kafka_metadata(client, 0, ptr::null_mut(), &mut metadata, timeout_ms) };
+    if !metadata.is_null() {
+        // SAFETY: returned by rd_kafka_metadata, destroyed once.
+        unsafe { rdsys::rd_kafka_metadata_destroy(metadata) };
+    }
+    code == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+}
+
 /// The producer's context: delivery reports, librdkafka's logs and errors.
 pub struct SinkContext {
     delivered: AtomicU64,
@@ -86,17 +315,13 @@ pub struct SinkContext {
     last_error: Mutex<Option<(String, Instant)>>,
     secrets: Vec<String>,
     message_timeout_ms: u64,
+    /// A TLS or authentication failure to connect, and whether it persisted.
+    failure: ConnectFailure,
 }
 
 impl SinkContext {
     fn new(config: &Config, message_timeout_ms: u64) -> Self {
-        let secrets = SECRET_PROPERTIES
-            .iter()
-            .filter(|p| config::is_secret(p))
-            .filter_map(|p| config.kafka_prop(p))
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .collect();
+        let secrets = secret_values(config);
         SinkContext {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -107,20 +332,13 @@ impl SinkContext {
             last_error: Mutex::new(None),
             secrets,
             message_timeout_ms,
+            failure: ConnectFailure::new(config.settings.connect_failure_timeout_ms),
         }
     }
 
     /// `text` with every secret conf value blanked out.
     fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        if self.secrets.iter().any(|s| text.contains(s.as_str())) {
-            let mut t = text.to_string();
-            for s in &self.secrets {
-                t = t.replace(s.as_str(), "<redacted>");
-            }
-            std::borrow::Cow::Owned(t)
-        } else {
-            std::borrow::Cow::Borrowed(text)
-        }
+        scrub(&self.secrets, text)
     }
 
     fn failures(&self) -> MutexGuard<'_, Vec<DeliveryFailure>> {
@@ -172,14 +390,27 @@ impl SinkContext {
     /// The reason given for a failed delivery.
     fn failure_reason(&self, err: &KafkaError) -> String {
         match err {
-            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => format!(
-                "{} (not delivered within message.timeout.ms = {} ms: is the broker reachable and the topic there?)",
-                RDKafkaErrorCode::MessageTimedOut,
-                self.message_timeout_ms
-            ),
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                match self.failure.recorded_text() {
+                    Some(text) => format!(
+                        "{} (not delivered within message.timeout.ms = {} ms; connecting to the brokers failed: {text})",
+                        RDKafkaErrorCode::MessageTimedOut,
+                        self.message_timeout_ms
+                    ),
+                    None => format!(
+                        "{} (not delivered within message.timeout.ms = {} ms: is the broker reachable and the topic there?)",
+                        RDKafkaErrorCode::MessageTimedOut,
+                        self.message_timeout_ms
+                    ),
+                }
+            }
             KafkaError::MessageProduction(code @ RDKafkaErrorCode::PurgeQueue)
             | KafkaError::MessageProduction(code @ RDKafkaErrorCode::PurgeInflight) => {
-                format!("{code} (still queued when the datasink was shut down)")
+                match self.failure.tripped_reason() {
+                    // Purged by the poll thread: the connection failure is the reason.
+                    Some(reason) => reason,
+                    None => format!("{code} (still queued when the datasink was shut down)"),
+                }
             }
             KafkaError::MessageProduction(code) => code.to_string(),
             other => other.to_string(),
@@ -206,6 +437,9 @@ impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let fatal = matches!(error, KafkaError::Global(RDKafkaErrorCode::Fatal));
         let text = format!("{error}: {}", self.scrub(reason));
+        if is_persistent_connect_error(&error) {
+            self.failure.record(&text);
+        }
         {
             // rdkafka hands the producer each error event twice: log it once.
             let mut last = self
@@ -235,6 +469,7 @@ impl ProducerContext for SinkContext {
         match result {
             Ok(_) => {
                 self.delivered.fetch_add(1, Ordering::Release);
+                self.failure.clear();
             }
             Err((err, msg)) => {
                 let failure = DeliveryFailure {
@@ -424,6 +659,7 @@ impl KafkaSink {
                 .spawn(move || {
                     while !stop.load(Ordering::Acquire) {
                         producer.poll(POLL_INTERVAL);
+                        check_connection(&producer);
                     }
                 })
                 .map_err(|e| {
@@ -676,6 +912,33 @@ impl KafkaSink {
     }
 }
 
+/// Run by the poll thread after each poll: once a TLS or authentication failure has
+/// persisted and no broker answers, fails every queued message (their delivery reports
+/// give the failure as the reason; `write` refuses new ones meanwhile).
+fn check_connection(producer: &KafkaProducer) {
+    let context = producer.context();
+    let check = context
+        .failure
+        .check(|| broker_answers(producer.client().native_ptr(), PROBE_TIMEOUT));
+    if let ConnectCheck::Failed {
+        reason,
+        newly,
+        probed,
+    } = check
+    {
+        if newly {
+            log::error!(
+                "the datasink {} fails its queued messages and refuses writes until a broker answers: {reason}",
+                crate::SINK_NAME
+            );
+        }
+        // Again after each unanswered probe: a write may have raced the first purge.
+        if probed {
+            producer.purge(PurgeConfig::default().queue().inflight());
+        }
+    }
+}
+
 /// Produces one message with headers (`rd_kafka_producev`); returns librdkafka's code.
 fn produce_with_headers(
     active: &Active,
@@ -786,6 +1049,18 @@ impl DataSink for KafkaSink {
         };
         if shared.closed.load(Ordering::Acquire) {
             return Err((0, closed_error()));
+        }
+        if let Some(reason) = shared.context.failure.tripped_reason()
+            && let Some(first) = records.first()
+        {
+            let topic = first.topic();
+            return Err((
+                0,
+                Error::Kafka {
+                    operation: format!("write to topic `{topic}`"),
+                    reason,
+                },
+            ));
         }
         let mut accepted = 0u64;
         let mut result = Ok(());

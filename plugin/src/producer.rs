@@ -294,7 +294,8 @@ pub(crate) fn broker_answers(client: *mut rdsys::rd_kafka_t, timeout: Duration) 
     let timeout_ms = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
     // SAFETY: a live client; all_topics = 0 and no topic handle: the locally known
     // topics only. On success `metadata` is ours to destroy.
-    let code = unsafe { rdsys::rd_kafka_metadata(client, 0, ptr::null_mut(), &mut metadata, timeout_ms) };
+    let code =
+        unsafe { rdsys::rd_kafka_metadata(client, 0, ptr::null_mut(), &mut metadata, timeout_ms) };
     if !metadata.is_null() {
         // SAFETY: returned by rd_kafka_metadata, destroyed once.
         unsafe { rdsys::rd_kafka_metadata_destroy(metadata) };
@@ -1212,6 +1213,174 @@ mod tests {
         assert!(sink.flush(Duration::ZERO).unwrap().failed.is_empty());
         // Reported already: shutdown has nothing left to complain about.
         sink.shutdown(Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn only_tls_and_authentication_errors_count_as_persistent() {
+        for code in [
+            RDKafkaErrorCode::SSL,
+            RDKafkaErrorCode::Authentication,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+        ] {
+            assert!(is_persistent_connect_error(&KafkaError::Global(code)));
+            assert!(is_persistent_connect_error(
+                &KafkaError::MessageConsumption(code)
+            ));
+        }
+        // A broker that is down: transient, waited for.
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::Resolve,
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::RequestTimedOut,
+        ] {
+            assert!(!is_persistent_connect_error(&KafkaError::Global(code)));
+        }
+    }
+
+    #[test]
+    fn connect_failure_trips_after_the_timeout_unless_a_broker_answers() {
+        let f = ConnectFailure::new(100);
+        assert_eq!(
+            f.check(|| panic!("no probe without a failure")),
+            ConnectCheck::Fine
+        );
+        f.record("SSL handshake failed: certificate verify failed");
+        f.record("a later error is not kept");
+        assert!(matches!(
+            f.check(|| panic!("not due")),
+            ConnectCheck::Pending(_)
+        ));
+        assert_eq!(f.tripped_reason(), None);
+        thread::sleep(Duration::from_millis(120));
+        // Due, but a broker answers: it was stale.
+        assert_eq!(f.check(|| true), ConnectCheck::Fine);
+        assert_eq!(f.recorded_text(), None);
+        f.record("SSL handshake failed: certificate verify failed");
+        thread::sleep(Duration::from_millis(120));
+        let ConnectCheck::Failed {
+            reason,
+            newly: true,
+            probed: true,
+        } = f.check(|| false)
+        else {
+            panic!("not failed");
+        };
+        assert!(reason.starts_with("SSL handshake failed: certificate verify failed"));
+        assert!(
+            reason.contains("connect-failure-timeout-ms = 100"),
+            "{reason}"
+        );
+        assert!(f.tripped_reason().is_some());
+        // Asked again only every PROBE_EVERY.
+        assert!(matches!(
+            f.check(|| panic!("probed too soon")),
+            ConnectCheck::Failed {
+                newly: false,
+                probed: false,
+                ..
+            }
+        ));
+        f.clear();
+        assert_eq!(f.tripped_reason(), None);
+        assert_eq!(f.check(|| panic!("cleared")), ConnectCheck::Fine);
+        // 0 disables it.
+        let off = ConnectFailure::new(0);
+        off.record("Authentication failed");
+        assert_eq!(off.check(|| panic!("disabled")), ConnectCheck::Fine);
+    }
+
+    #[test]
+    fn secrets_are_scrubbed() {
+        let secrets = vec!["hunter2".to_string()];
+        assert_eq!(scrub(&secrets, "pw hunter2 x"), "pw <redacted> x");
+        assert!(matches!(
+            scrub(&secrets, "nothing"),
+            std::borrow::Cow::Borrowed("nothing")
+        ));
+    }
+
+    #[test]
+    fn a_persistent_failure_fails_queued_messages_and_refuses_writes_until_a_broker_answers() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        let sink = sink(&[
+            ("kafka.bootstrap.servers", bootstrap.as_str()),
+            ("pseidon-kafka.connect-failure-timeout-ms", "300"),
+        ]);
+        sink.write_batch(&[Record::new("t", b"ok")], 0).unwrap();
+        assert_eq!(sink.flush(Duration::from_secs(30)).unwrap().delivered, 1);
+        // The brokers go away (down: never a reason to give up), and an
+        // authentication failure is reported meanwhile.
+        cluster.broker_down(1).unwrap();
+        sink.write_batch(&[Record::new("t", b"1"), Record::new("t", b"2")], 1)
+            .unwrap();
+        sink.shared.context.error(
+            KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "sasl_ssl://b:9093/1: SASL authentication error: Authentication failed",
+        );
+        let started = Instant::now();
+        let mut failed = Vec::new();
+        while failed.len() < 2 && started.elapsed() < Duration::from_secs(10) {
+            failed.extend(sink.flush(Duration::from_millis(100)).unwrap().failed);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let ids: Vec<u64> = failed.iter().map(|f| f.id).collect();
+        assert_eq!(ids.len(), 2, "{failed:?}");
+        assert!(
+            failed
+                .iter()
+                .all(|f| f.reason.contains("Authentication failed")),
+            "{failed:?}"
+        );
+        let (accepted, err) = sink.write_batch(&[Record::new("t", b"3")], 3).unwrap_err();
+        assert_eq!(accepted, 0);
+        let Error::Kafka { operation, reason } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(operation, "write to topic `t`");
+        assert!(reason.contains("SASL authentication error"), "{reason}");
+        // The broker is back: the next check (every 2 s) finds it answering.
+        cluster.broker_up(1).unwrap();
+        let started = Instant::now();
+        loop {
+            match sink.write_batch(&[Record::new("t", b"4")], 4) {
+                Ok(()) => break,
+                Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                    thread::sleep(Duration::from_millis(50))
+                }
+                Err((_, e)) => panic!("writes still refused: {e}"),
+            }
+        }
+        let report = sink.flush(Duration::from_secs(30)).unwrap();
+        assert_eq!(
+            (report.delivered, report.failed.len()),
+            (1, 0),
+            "{report:?}"
+        );
+        sink.shutdown(Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn a_broker_that_is_down_is_waited_for() {
+        let sink = unreachable(&[("pseidon-kafka.connect-failure-timeout-ms", "100")]);
+        sink.write_batch(&[Record::new("t", b"1")], 0).unwrap();
+        let report = sink.flush(Duration::from_millis(800)).unwrap();
+        assert_eq!((report.pending, report.failed.len()), (1, 0), "{report:?}");
+        sink.write_batch(&[Record::new("t", b"2")], 1).unwrap();
+        let err = sink.shutdown(Duration::from_millis(100)).unwrap_err();
+        assert!(err.to_string().contains("were not delivered"), "{err}");
+        let report = sink.flush(Duration::ZERO).unwrap();
+        assert!(
+            report.failed.iter().all(|f| f.reason.contains("shut down")),
+            "{report:?}"
+        );
     }
 
     #[test]

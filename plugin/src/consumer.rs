@@ -49,8 +49,8 @@ use rdkafka::{
 use crate::{
     config::Role,
     producer::{
-        ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, is_persistent_connect_error,
-        scrub, secret_values,
+        ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text, scrub,
+        secret_values,
     },
     replay::Replayer,
     source::{GroupKey, SourceState},
@@ -118,11 +118,11 @@ pub struct Ctx {
 
 impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
-        let text = format!("{error}: {}", scrub(&self.secrets, reason));
-        if is_persistent_connect_error(&error) {
-            self.shared.failure.record(&text);
+        let reason = scrub(&self.secrets, reason);
+        if let Some(failure) = connect_failure_text(&error, &reason) {
+            self.shared.failure.record(&failure);
         }
-        log::error!(target: "librdkafka", "librdkafka: {text}");
+        log::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
     }
 }
 

@@ -122,6 +122,19 @@ pub(crate) fn is_persistent_connect_error(error: &KafkaError) -> bool {
     )
 }
 
+/// For a TLS or authentication failure, the text to record and give as the reason
+/// (`reason`, librdkafka's own text, must have its secrets blanked out already).
+pub(crate) fn connect_failure_text(error: &KafkaError, reason: &str) -> Option<String> {
+    if !is_persistent_connect_error(error) {
+        return None;
+    }
+    let kind = match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::SSL) => "TLS failure",
+        _ => "authentication failure",
+    };
+    Some(format!("{kind} connecting to the brokers: {reason}"))
+}
+
 /// What [`ConnectFailure::check`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ConnectCheck {
@@ -437,10 +450,11 @@ impl ClientContext for SinkContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let fatal = matches!(error, KafkaError::Global(RDKafkaErrorCode::Fatal));
-        let text = format!("{error}: {}", self.scrub(reason));
-        if is_persistent_connect_error(&error) {
-            self.failure.record(&text);
+        let reason = self.scrub(reason);
+        if let Some(failure) = connect_failure_text(&error, &reason) {
+            self.failure.record(&failure);
         }
+        let text = format!("{error}: {reason}");
         {
             // rdkafka hands the producer each error event twice: log it once.
             let mut last = self
@@ -1236,7 +1250,31 @@ mod tests {
             RDKafkaErrorCode::RequestTimedOut,
         ] {
             assert!(!is_persistent_connect_error(&KafkaError::Global(code)));
+            assert_eq!(
+                connect_failure_text(&KafkaError::Global(code), "Connection refused"),
+                None
+            );
         }
+        assert_eq!(
+            connect_failure_text(
+                &KafkaError::Global(RDKafkaErrorCode::SSL),
+                "SSL handshake failed: certificate verify failed"
+            )
+            .as_deref(),
+            Some(
+                "TLS failure connecting to the brokers: SSL handshake failed: certificate verify failed"
+            )
+        );
+        assert_eq!(
+            connect_failure_text(
+                &KafkaError::Global(RDKafkaErrorCode::Authentication),
+                "SASL authentication error: Authentication failed"
+            )
+            .as_deref(),
+            Some(
+                "authentication failure connecting to the brokers: SASL authentication error: Authentication failed"
+            )
+        );
     }
 
     #[test]

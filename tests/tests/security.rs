@@ -483,12 +483,38 @@ fn sasl_wrong_password_fails_fast_with_an_authentication_error() {
     }
 }
 
-/// Known gap (docs/RELIABILITY.md): with librdkafka's default `message.timeout.ms`
-/// (300 s) a wrong CA makes `pseidon send` wait minutes, and its failure reason is
-/// "message timed out", not the certificate error; `pseidon consume` waits forever.
-/// This is what users should get: both fail within seconds naming the certificate error.
+/// The lines of `pseidon`'s own messages (summary and error lines, not log lines).
+fn summary(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("pseidon"))
+        .collect()
+}
+
+/// A run that must have failed within `limit` with `want` in one of pseidon's own
+/// summary or error lines (not only in librdkafka's log).
+fn assert_failed_naming(what: &str, run: &Run, limit: Duration, want: &[&str]) {
+    assert!(!run.ok, "{what} succeeded: {}", tail(&run.stderr, 3000));
+    assert!(
+        run.elapsed < limit,
+        "{what} took {:?} (limit {limit:?})",
+        run.elapsed
+    );
+    let lines = summary(&run.stderr);
+    eprintln!("{what}: {lines:#?}");
+    assert!(
+        lines.iter().any(|l| want.iter().any(|w| l.contains(w))),
+        "{what}: the failure does not name {want:?}: {lines:#?}\nstderr tail: {}",
+        tail(&run.stderr, 2000)
+    );
+}
+
+/// A CA that did not sign the broker's certificate, with librdkafka's default timeouts
+/// (`message.timeout.ms` 300 s) and no `--idle-exit-ms`: once the certificate error has
+/// persisted `pseidon-kafka.connect-failure-timeout-ms` (10 s) `pseidon send` fails
+/// every line with the certificate error as the reason, and `pseidon consume` ends with
+/// that error instead of waiting forever.
 #[test]
-#[ignore = "known gap: TLS/SASL failures are retried until message.timeout.ms (docs/RELIABILITY.md)"]
 fn wrong_ca_with_default_timeouts_fails_within_seconds_naming_the_certificate_error() {
     let broker = SecureBroker::start(19651, "ssl", "");
     let dir = temp_dir("sec-wrong-ca-default");
@@ -507,27 +533,134 @@ fn wrong_ca_with_default_timeouts_fails_within_seconds_naming_the_certificate_er
     let conf = conf.display().to_string();
     let send = pseidon(
         &["send", "--conf", &conf, "-t", &topic],
-        "a\n",
+        "a\nb\nc\n",
         "error",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
     );
-    assert!(!send.ok, "send with a wrong CA succeeded");
-    let summary: Vec<&str> = send
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("pseidon"))
-        .collect();
+    eprintln!(
+        "FIGURE wrong CA, default timeouts: send failed after {:?}",
+        send.elapsed
+    );
+    assert_failed_naming(
+        "send with a wrong CA",
+        &send,
+        Duration::from_secs(15),
+        &["certificate verify failed"],
+    );
     assert!(
-        summary
-            .iter()
-            .any(|l| l.contains("certificate verify failed")),
-        "the failure reason does not name the certificate error: {summary:?}"
+        send.stderr.contains("failed 3"),
+        "the 3 lines are reported failed: {}",
+        tail(&send.stderr, 2000)
     );
+    assert!(
+        !send.stderr.contains("Message timed out"),
+        "the reason is the certificate error, not a timeout: {}",
+        tail(&send.stderr, 2000)
+    );
+
     let consume = pseidon(
         &["consume", "--conf", &conf, "-t", &topic],
         "",
         "error",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
     );
-    assert!(!consume.ok, "consume with a wrong CA ended successfully");
+    eprintln!(
+        "FIGURE wrong CA, default timeouts: consume failed after {:?}",
+        consume.elapsed
+    );
+    assert!(consume.stdout.trim().is_empty(), "read: {}", consume.stdout);
+    assert_failed_naming(
+        "consume with a wrong CA",
+        &consume,
+        Duration::from_secs(15),
+        &["certificate verify failed"],
+    );
+    assert!(
+        kcat_strings(&broker.internal_bootstrap, &topic).is_empty(),
+        "nothing reached the topic"
+    );
+}
+
+/// A wrong SCRAM password with librdkafka's default timeouts and no `--idle-exit-ms`:
+/// `pseidon send` and `pseidon consume` fail within seconds naming the authentication
+/// failure; neither password appears in any output (logs at debug, librdkafka's
+/// `security` debug context on).
+#[test]
+fn sasl_wrong_password_with_default_timeouts_fails_within_seconds_naming_authentication() {
+    let right = password("Right-pw");
+    let wrong = password("Wrong-pw");
+    let broker = SecureBroker::start(19661, "sasl_ssl", &right);
+    let dir = temp_dir("sec-sasl-wrong-default");
+    let topic = unique("saslwrongdefault");
+    broker.create_topic(&topic, 1);
+    let ca = broker.ca.display().to_string();
+    let conf = conf(
+        &dir,
+        &[
+            ("bootstrap.servers", broker.bootstrap.as_str()),
+            ("security.protocol", "sasl_ssl"),
+            ("ssl.ca.location", ca.as_str()),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", broker.user()),
+            ("sasl.password", wrong.as_str()),
+            ("debug", "security"),
+            ("group.id", &unique("saslwrongdefault-group")),
+        ],
+    );
+    let conf = conf.display().to_string();
+    let auth = ["Authentication failed", "SASL authentication error"];
+    let send = pseidon(
+        &["send", "--conf", &conf, "-t", &topic],
+        "x\ny\n",
+        "debug",
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "FIGURE wrong password, default timeouts: send failed after {:?}",
+        send.elapsed
+    );
+    assert_failed_naming(
+        "send with a wrong password",
+        &send,
+        Duration::from_secs(15),
+        &auth,
+    );
+    assert!(
+        send.stderr.contains("failed 2"),
+        "both lines reported failed: {}",
+        tail(&send.stderr, 2000)
+    );
+
+    let consume = pseidon(
+        &["consume", "--conf", &conf, "-t", &topic],
+        "",
+        "debug",
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "FIGURE wrong password, default timeouts: consume failed after {:?}",
+        consume.elapsed
+    );
+    assert!(consume.stdout.trim().is_empty(), "read: {}", consume.stdout);
+    assert_failed_naming(
+        "consume with a wrong password",
+        &consume,
+        Duration::from_secs(15),
+        &auth,
+    );
+    assert!(
+        kcat_strings(&broker.internal_bootstrap, &topic).is_empty(),
+        "nothing reached the topic"
+    );
+    for (what, run) in [("send", &send), ("consume", &consume)] {
+        let all = run.all_output();
+        assert!(
+            !all.contains(&wrong),
+            "the wrong password appears in the output of pseidon {what}"
+        );
+        assert!(
+            !all.contains(&right),
+            "the right password appears in the output of pseidon {what}"
+        );
+    }
 }

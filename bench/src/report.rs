@@ -105,6 +105,8 @@ struct ToolStats {
     tool: String,
     rate: Option<f64>,
     rss_mb: Option<f64>,
+    /// Median CPU (user + sys) per message, µs.
+    cpu_us: Option<f64>,
     ok_runs: usize,
     runs: usize,
 }
@@ -145,6 +147,15 @@ fn summarise(samples: &[Sample]) -> Vec<Bench> {
                             .filter(|k| *k > 0)
                             .max()
                             .map(|k| k as f64 / 1024.0),
+                        cpu_us: median(
+                            ok.iter()
+                                .filter_map(|s| {
+                                    let cpu = detail_field(&s.detail, "cpu_s")?;
+                                    let n = detail_field(&s.detail, "n")?;
+                                    (n > 0.0).then(|| cpu / n * 1e6)
+                                })
+                                .collect(),
+                        ),
                         ok_runs: ok.len(),
                         runs: runs.len(),
                         tool,
@@ -209,6 +220,19 @@ fn result_lines(benches: &[Bench], samples: &[Sample]) -> Vec<String> {
             if let Some(mb) = t.rss_mb {
                 out.push(format!(
                     "RESULT peak_rss_{}_{} value={mb:.1} unit=MB",
+                    b.name, t.tool
+                ));
+            }
+        }
+    }
+    for b in benches
+        .iter()
+        .filter(|b| !b.name.starts_with("consumer_rss_"))
+    {
+        for t in &b.tools {
+            if let Some(us) = t.cpu_us {
+                out.push(format!(
+                    "RESULT cpu_per_msg_{}_{} value={us:.3} unit=us",
                     b.name, t.tool
                 ));
             }
@@ -406,7 +430,7 @@ fn markdown(
     let _ = writeln!(md, "\n## Medians\n");
     let _ = writeln!(
         md,
-        "| benchmark | tool | msgs/s | ours / tool | peak RSS (MB) | good runs |\n|---|---|---:|---:|---:|---:|"
+        "| benchmark | tool | msgs/s | ours / tool | peak RSS (MB) | CPU µs/msg | good runs |\n|---|---|---:|---:|---:|---:|---:|"
     );
     for b in benches {
         let ours = b
@@ -423,12 +447,13 @@ fn markdown(
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {}/{} |",
+                "| {} | {} | {} | {} | {} | {} | {}/{} |",
                 b.name,
                 t.tool,
                 t.rate.map_or("error".to_string(), fmt_rate),
                 r,
                 t.rss_mb.map_or(String::new(), |m| format!("{m:.1}")),
+                t.cpu_us.map_or(String::new(), |c| format!("{c:.2}")),
                 t.ok_runs,
                 t.runs
             );
@@ -533,7 +558,7 @@ mod tests {
     use super::*;
 
     const SAMPLES: &str = "\
-produce_100b\tours\t1\tok\t100\t10240\tmode=ours
+produce_100b\tours\t1\tok\t100\t10240\tmode=ours n=1000 cpu_s=0.002
 produce_100b\tplain-rdkafka\t1\tok\t200\t20480\t
 produce_100b\tours\t2\tok\t300\t10240\t
 produce_100b\tplain-rdkafka\t2\terror\t0\t0\tlost messages
@@ -561,6 +586,9 @@ replay_1m\tplain-rdkafka\t1\tok\t100\t0\t
         assert!(lines.contains(&"RESULT replay_1m_startup value=12 unit=ms".to_string()));
         assert!(
             lines.contains(&"RESULT peak_rss_produce_100b_ours value=10.0 unit=MB".to_string())
+        );
+        assert!(
+            lines.contains(&"RESULT cpu_per_msg_produce_100b_ours value=2.000 unit=us".to_string())
         );
         let v = verdicts(&benches, &lines);
         assert_eq!(v[0].met, Some(true));

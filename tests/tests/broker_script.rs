@@ -9,7 +9,10 @@ fn broker_script_round_trips_one_record_and_leaves_nothing_running() {
     let root = pseidon_tests::repo_root();
     let out = Command::new(root.join("scripts/kafka-selftest"))
         .env("SELFTEST_KAFKA_PORT", "19192")
-        .env("SELFTEST_KAFKA_DATA", std::env::temp_dir().join(pseidon_tests::unique("selftest")))
+        .env(
+            "SELFTEST_KAFKA_DATA",
+            std::env::temp_dir().join(pseidon_tests::unique("selftest")),
+        )
         .output()
         .expect("run scripts/kafka-selftest");
     let stdout = String::from_utf8_lossy(&out.stdout);

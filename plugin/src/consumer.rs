@@ -4,8 +4,10 @@
 //! Messages are copied out of librdkafka as soon as they are polled (a borrowed message
 //! pins fetch buffers, and a consumer dropped while one is alive hangs). They collect
 //! into one pending group per partition; a group is closed when it holds
-//! `group-max-messages` or its first message waited `group-max-wait-ms`, then recorded
-//! `ready` in the status database, queued, and marked `run` when `next_group` returns it.
+//! `group-max-messages` or its first message waited `group-max-wait-ms`, then queued.
+//! Before `next_group` returns, the groups it closed are recorded in the status database
+//! in one transaction: the one it hands out straight as `run`, the others `ready`
+//! (marked `run` when a later call hands them out). No group is handed out unrecorded.
 //!
 //! Offsets: `enable.auto.offset.store=false`; the only offsets ever stored are the
 //! per-partition done-watermarks ([`tracker`](crate::tracker)), which librdkafka
@@ -311,21 +313,52 @@ struct Env<'a> {
     shared: &'a ReaderShared,
 }
 
+/// A closed group, in the queue.
+enum Queued {
+    /// Recorded `ready` in the status database.
+    Recorded(MessageGroup),
+    /// Closed in the current `next_group` call and not recorded yet.
+    New {
+        group: NewGroup,
+        parts: Vec<MessageParts>,
+    },
+}
+
+impl Queued {
+    fn topic_partition(&self) -> (&str, i32) {
+        match self {
+            Queued::Recorded(g) => (g.topic(), g.partition()),
+            Queued::New { group, .. } => (&group.topic, group.partition),
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Queued::Recorded(g) => g.id(),
+            Queued::New { group, .. } => &group.id,
+        }
+    }
+}
+
 /// The group consumer's side of a reader: partitions being read and closed groups.
 struct Batch {
     reader_id: u64,
     parts: Vec<Part>,
     last_part: usize,
-    queue: VecDeque<MessageGroup>,
+    queue: VecDeque<Queued>,
     group_max: usize,
     group_wait: Duration,
 }
 
 impl Batch {
     /// Drops what was read from revoked partitions: pending groups and queued groups
-    /// (recorded `ready`, not handed out, not covered by the watermark: read again).
+    /// (`ready` or not recorded yet, not handed out, not covered by the watermark: read
+    /// again).
     fn apply_revokes(&mut self, env: &Env<'_>) {
-        if !env.shared.has_revoked.swap(false, Ordering::SeqCst) {
+        // A plain load first: this runs for every message, a revoke almost never.
+        if !env.shared.has_revoked.load(Ordering::Relaxed)
+            || !env.shared.has_revoked.swap(false, Ordering::SeqCst)
+        {
             return;
         }
         let revoked: Vec<(String, i32)> =
@@ -336,7 +369,8 @@ impl Batch {
         self.last_part = 0;
         let mut dropped = Vec::new();
         self.queue.retain(|g| {
-            let keep = !is_revoked(g.topic(), g.partition());
+            let (t, p) = g.topic_partition();
+            let keep = !is_revoked(t, p);
             if !keep {
                 dropped.push(g.id().to_string());
             }
@@ -344,7 +378,7 @@ impl Batch {
         });
         if !dropped.is_empty() {
             log::info!(
-                "dropped {} queued group(s) of revoked partitions (they stay `ready` and are read again): {dropped:?}",
+                "dropped {} queued group(s) of revoked partitions (not handed out: they are read again): {dropped:?}",
                 dropped.len()
             );
             env.state.release(dropped.iter().map(String::as_str));
@@ -435,8 +469,8 @@ impl Batch {
         Ok(())
     }
 
-    /// Closes partition `i`'s pending group: registers it with the watermark, records it
-    /// `ready`, queues it.
+    /// Closes partition `i`'s pending group: registers it with the watermark and queues it
+    /// (recorded by [`record_queued`](Self::record_queued) before the call returns).
     fn close(&mut self, i: usize, env: &Env<'_>) -> Result<(), Error> {
         let part = &mut self.parts[i];
         let (Some(first), Some(last)) = (part.pending.first(), part.pending.last()) else {
@@ -457,21 +491,57 @@ impl Batch {
             t.add_group(min, max);
         }
         let id = format!("{}:{}:{min}:{max}", part.topic, part.partition);
-        let attempt = env.store.insert_ready(&[NewGroup {
-            id: id.clone(),
-            topic: part.topic.clone(),
-            partition: part.partition,
-            min_offset: min,
-            max_offset: max,
-        }])?[0];
         env.state.claim(&id, self.reader_id);
-        self.queue.push_back(MessageGroup::new(
-            &part.topic,
-            part.partition,
-            attempt,
-            pending,
-        ));
+        self.queue.push_back(Queued::New {
+            group: NewGroup {
+                id,
+                topic: part.topic.clone(),
+                partition: part.partition,
+                min_offset: min,
+                max_offset: max,
+            },
+            parts: pending,
+        });
         Ok(())
+    }
+
+    /// Records the queued groups not recorded yet, in one transaction: the first of the
+    /// queue as `run` if `hand_out` (it is about to be handed out), the others `ready`.
+    /// Returns whether the first of the queue was recorded `run` here.
+    fn record_queued(&mut self, env: &Env<'_>, hand_out: bool) -> Result<bool, Error> {
+        let first_new = matches!(self.queue.front(), Some(Queued::New { .. }));
+        let attempts = {
+            let new = self.queue.iter().enumerate().filter_map(|(i, q)| match q {
+                Queued::New { group, .. } => Some((
+                    group,
+                    if i == 0 && hand_out {
+                        GroupStatus::Run
+                    } else {
+                        GroupStatus::Ready
+                    },
+                )),
+                Queued::Recorded(_) => None,
+            });
+            let mut new = new.peekable();
+            if new.peek().is_none() {
+                return Ok(false);
+            }
+            env.store.insert(new)?
+        };
+        let mut attempts = attempts.into_iter();
+        for q in self.queue.iter_mut() {
+            if let Queued::New { group, parts } = q {
+                let attempt = attempts.next().unwrap_or(1);
+                let g = MessageGroup::new(
+                    &group.topic,
+                    group.partition,
+                    attempt,
+                    std::mem::take(parts),
+                );
+                *q = Queued::Recorded(g);
+            }
+        }
+        Ok(first_new && hand_out)
     }
 
     /// Closes the pending groups whose wait is over.
@@ -622,6 +692,22 @@ impl KafkaReader {
 
     /// The next group of the group consumer.
     fn next_live(&mut self, deadline: Instant) -> Result<Option<MessageGroup>, Error> {
+        let r = self.poll_live(deadline);
+        if r.is_err() {
+            // Groups closed before the error stay queued: recorded `ready` as documented.
+            let env = Env {
+                store: &self.store,
+                state: &self.state,
+                shared: &self.live.shared,
+            };
+            if let Err(e) = self.batch.record_queued(&env, false) {
+                log::warn!("recording queued groups of {:?}: {e}", self.topics);
+            }
+        }
+        r
+    }
+
+    fn poll_live(&mut self, deadline: Instant) -> Result<Option<MessageGroup>, Error> {
         let env = Env {
             store: &self.store,
             state: &self.state,
@@ -631,8 +717,16 @@ impl KafkaReader {
         let consumer = &self.live.consumer;
         loop {
             batch.apply_revokes(&env);
-            if let Some(g) = batch.queue.pop_front() {
-                env.store.set_run(&[(g.id(), g.attempt())])?;
+            if !batch.queue.is_empty() {
+                // The groups closed in this call are recorded now, in one transaction:
+                // the one handed out as `run`, the others `ready`.
+                let recorded_run = batch.record_queued(&env, true)?;
+                let Some(Queued::Recorded(g)) = batch.queue.pop_front() else {
+                    unreachable!("record_queued records every queued group");
+                };
+                if !recorded_run {
+                    env.store.set_run(&[(g.id(), g.attempt())])?;
+                }
                 self.live.store_dirty();
                 return Ok(Some(g));
             }

@@ -246,20 +246,39 @@ impl Store {
     /// Records `groups` as `ready` in one transaction and returns the attempt each will be
     /// handed out with: 1 for a new group, one more than before for a group id seen before.
     pub fn insert_ready(&self, groups: &[NewGroup]) -> Result<Vec<u32>, Error> {
+        self.insert(groups.iter().map(|g| (g, GroupStatus::Ready)))
+    }
+
+    /// Records new groups in one transaction, each with its status: `run` for a group
+    /// handed out right now, `ready` for one only queued. Returns the attempt of each, as
+    /// [`insert_ready`](Self::insert_ready) does (`run` groups go in with that attempt,
+    /// as [`set_run`](Self::set_run) would record it).
+    pub fn insert<'a>(
+        &self,
+        groups: impl IntoIterator<Item = (&'a NewGroup, GroupStatus)>,
+    ) -> Result<Vec<u32>, Error> {
         let now = now_ms();
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let mut attempts = Vec::with_capacity(groups.len());
+            let mut attempts = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO groups (id, topic, partition, min_offset, max_offset, status, attempt, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'ready', 1, ?6)
-                     ON CONFLICT (id) DO UPDATE SET status = 'ready', attempt = attempt + 1, updated_ms = ?6
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?7, 1, ?6)
+                     ON CONFLICT (id) DO UPDATE SET status = ?7, attempt = attempt + 1, updated_ms = ?6
                      RETURNING attempt",
                 )?;
-                for g in groups {
+                for (g, status) in groups {
                     let a: u32 = stmt.query_row(
-                        params![g.id, g.topic, g.partition, g.min_offset, g.max_offset, now],
+                        params![
+                            g.id,
+                            g.topic,
+                            g.partition,
+                            g.min_offset,
+                            g.max_offset,
+                            now,
+                            status.as_str()
+                        ],
                         |r| r.get(0),
                     )?;
                     attempts.push(a);
@@ -492,6 +511,33 @@ mod tests {
             .unwrap();
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].attempt, 3);
+    }
+
+    #[test]
+    fn insert_records_run_and_ready_in_one_call() {
+        let s = Store::open(&tmp("insert"), 1000).unwrap();
+        let (a, b) = (g("t", 0, 0, 9), g("t", 0, 10, 19));
+        assert_eq!(
+            s.insert([(&a, GroupStatus::Run), (&b, GroupStatus::Ready)])
+                .unwrap(),
+            vec![1, 1]
+        );
+        let status = |id: &str| {
+            s.list(&GroupFilter {
+                status: None,
+                topic: None,
+            })
+            .unwrap()
+            .into_iter()
+            .find(|i| i.id == id)
+            .map(|i| (i.status, i.attempt))
+        };
+        assert_eq!(status("t:0:0:9"), Some((GroupStatus::Run, 1)));
+        assert_eq!(status("t:0:10:19"), Some((GroupStatus::Ready, 1)));
+        // Seen again (read again by the group consumer): attempt grows.
+        assert_eq!(s.insert([(&b, GroupStatus::Run)]).unwrap(), vec![2]);
+        assert_eq!(status("t:0:10:19"), Some((GroupStatus::Run, 2)));
+        assert_eq!(s.mark_done("t:0:0:9").unwrap(), Some(GroupStatus::Run));
     }
 
     #[test]

@@ -1,24 +1,19 @@
 //! The datasource's reader: first the replay of unfinished groups ([`replay`](crate::replay)),
 //! then librdkafka's high-level consumer, subscribed in the consumer group `kafka.group.id`.
 //!
-//! A poll thread, started at the subscription and owned by the reader, polls the
-//! consumer. Messages are copied out of librdkafka as soon as they are polled (a
-//! borrowed message pins fetch buffers, and a consumer dropped while one is alive
-//! hangs). They collect into one pending group per partition; a group is closed when it
-//! holds `group-max-messages` or its first message waited `group-max-wait-ms`, then
-//! queued in a bounded queue (a full queue stops the polling: backpressure). `next_group`
-//! takes the queued groups in order and records each in the status database as `run`
-//! before handing it out; no group is handed out unrecorded. Errors of the poll thread
-//! are queued too and returned by `next_group`. Closing the reader stops and joins the
-//! thread, then commits.
+//! Messages are copied out of librdkafka as soon as they are polled (a borrowed message
+//! pins fetch buffers, and a consumer dropped while one is alive hangs). They collect
+//! into one pending group per partition; a group is closed when it holds
+//! `group-max-messages` or its first message waited `group-max-wait-ms`, then queued.
+//! Before `next_group` returns, the groups it closed are recorded in the status database
+//! in one transaction: the one it hands out straight as `run`, the others `ready`
+//! (marked `run` when a later call hands them out). No group is handed out unrecorded.
 //!
 //! Offsets: `enable.auto.offset.store=false`; the only offsets ever stored are the
 //! per-partition done-watermarks ([`tracker`](crate::tracker)), which librdkafka
 //! auto-commits. On a revoke the watermarks of the revoked partitions are stored and
-//! committed synchronously, and their pending and queued groups are dropped (never
-//! recorded, not covered by the watermark: whoever reads the partition next reads them
-//! again). A group is recorded and handed out only while its partition's assignment it
-//! was read in is current (checked under the lock the revoke callback holds).
+//! committed synchronously, and their pending and queued groups are dropped (they are
+//! not covered by the watermark: whoever reads the partition next reads them again).
 //!
 //! Known ranges: a message inside a group the status database knows as done or lost,
 //! or inside an unfinished group this process holds (replayed, or handed out and not
@@ -36,10 +31,9 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        Arc, Condvar, Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -70,141 +64,6 @@ use crate::{
 type Trackers = HashMap<String, HashMap<i32, Tracker>>;
 
 static NEXT_READER_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Generations of partition assignments (the poll thread's per-partition state).
-static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
-
-/// The queue between the poll thread and `next_group` holds at most this many groups...
-const QUEUE_MAX_GROUPS: usize = 64;
-/// ...and this many messages (a single group larger than that is still queued alone).
-const QUEUE_MAX_MESSAGES: usize = 8192;
-/// The longest the poll thread waits in one poll (it checks for a stop in between).
-const POLL_MAX_WAIT: Duration = Duration::from_millis(100);
-
-/// What the poll thread queues for `next_group`.
-enum Item {
-    /// A closed group, claimed and registered with its partition's watermark, not
-    /// recorded yet; `generation` is its partition's assignment it was read in.
-    Group {
-        group: NewGroup,
-        parts: Vec<MessageParts>,
-        generation: u64,
-    },
-    /// An error of the poll thread.
-    Err(Error),
-}
-
-#[derive(Default)]
-struct PipeState {
-    items: VecDeque<Item>,
-    messages: usize,
-    groups: usize,
-    stop: bool,
-}
-
-/// The bounded queue between the poll thread and `next_group`.
-#[derive(Default)]
-struct Pipe {
-    state: Mutex<PipeState>,
-    not_empty: Condvar,
-    not_full: Condvar,
-}
-
-impl Pipe {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PipeState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues `item`, waiting while the queue is full; false (item dropped) if stopped.
-    fn push(&self, item: Item) -> bool {
-        let n = match &item {
-            Item::Group { parts, .. } => parts.len(),
-            Item::Err(_) => 0,
-        };
-        let mut st = self.lock();
-        while !st.stop
-            && !st.items.is_empty()
-            && (st.groups >= QUEUE_MAX_GROUPS || st.messages + n > QUEUE_MAX_MESSAGES)
-        {
-            st = self.not_full.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-        if st.stop {
-            return false;
-        }
-        st.push(item, false);
-        drop(st);
-        self.not_empty.notify_one();
-        true
-    }
-
-    /// Puts `item` back at the front (a recording failed: it is retried).
-    fn push_front(&self, item: Item) {
-        self.lock().push(item, true);
-    }
-
-    /// The first item, waiting at most `wait` for one.
-    fn pop(&self, wait: Duration) -> Option<Item> {
-        let mut st = self.lock();
-        if st.items.is_empty() && !wait.is_zero() && !st.stop {
-            st = self
-                .not_empty
-                .wait_timeout(st, wait)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
-        let item = st.items.pop_front()?;
-        st.took(&item);
-        drop(st);
-        self.not_full.notify_one();
-        Some(item)
-    }
-
-    /// Stops the queue: waiting pushes return, later pushes are dropped.
-    fn stop(&self) {
-        self.lock().stop = true;
-        self.not_full.notify_all();
-        self.not_empty.notify_all();
-    }
-
-    /// Removes every item; returns the ids of the groups.
-    fn drain(&self) -> Vec<String> {
-        let mut st = self.lock();
-        let ids = st
-            .items
-            .drain(..)
-            .filter_map(|i| match i {
-                Item::Group { group, .. } => Some(group.id),
-                Item::Err(_) => None,
-            })
-            .collect();
-        st.messages = 0;
-        st.groups = 0;
-        drop(st);
-        self.not_full.notify_all();
-        ids
-    }
-}
-
-impl PipeState {
-    fn push(&mut self, item: Item, front: bool) {
-        if let Item::Group { parts, .. } = &item {
-            self.messages += parts.len();
-            self.groups += 1;
-        }
-        if front {
-            self.items.push_front(item);
-        } else {
-            self.items.push_back(item);
-        }
-    }
-
-    fn took(&mut self, item: &Item) {
-        if let Item::Group { parts, .. } = item {
-            self.messages = self.messages.saturating_sub(parts.len());
-            self.groups = self.groups.saturating_sub(1);
-        }
-    }
-}
 
 /// Copies a message out of librdkafka.
 pub fn copy_message(m: &BorrowedMessage<'_>) -> MessageParts {
@@ -242,10 +101,6 @@ pub struct ReaderShared {
     trackers: Mutex<Trackers>,
     revoked: Mutex<Vec<(String, i32)>>,
     has_revoked: AtomicBool,
-    /// The current assignment generation of each partition the poll thread reads. The
-    /// revoke callback holds this lock throughout; `next_group` holds it while checking
-    /// and recording a group.
-    generations: Mutex<HashMap<(String, i32), u64>>,
     /// A TLS or authentication failure to connect, and whether it persisted.
     failure: ConnectFailure,
 }
@@ -253,10 +108,6 @@ pub struct ReaderShared {
 impl ReaderShared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Trackers> {
         self.trackers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn generations(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), u64>> {
-        self.generations.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -281,9 +132,6 @@ impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                // Held throughout: no group of these partitions is recorded meanwhile,
-                // and none of their current generation is afterwards.
-                let mut generations = self.shared.generations();
                 let mut revoked = Vec::new();
                 let mut commit = TopicPartitionList::new();
                 {
@@ -298,7 +146,6 @@ impl ConsumerContext for Ctx {
                             let _ =
                                 commit.add_partition_offset(&topic, partition, Offset::Offset(w));
                         }
-                        generations.remove(&(topic.clone(), partition));
                         revoked.push((topic, partition));
                     }
                 }
@@ -321,7 +168,6 @@ impl ConsumerContext for Ctx {
                     .unwrap_or_else(|p| p.into_inner())
                     .extend(revoked);
                 self.shared.has_revoked.store(true, Ordering::SeqCst);
-                drop(generations);
             }
             Rebalance::Assign(tpl) => {
                 let parts: Vec<_> = tpl
@@ -343,22 +189,9 @@ pub struct LiveReader {
     shared: Arc<ReaderShared>,
     consumer: BaseConsumer<Ctx>,
     closed: AtomicBool,
-    pipe: Pipe,
-    poller: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl LiveReader {
-    /// Stops the poll thread and waits for it (it polls at most `POLL_MAX_WAIT`).
-    fn stop_poller(&self) {
-        self.pipe.stop();
-        let handle = self.poller.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle
-            && h.join().is_err()
-        {
-            log::error!("the datasource's poll thread panicked");
-        }
-    }
-
     fn store_offsets(&self, tpl: &TopicPartitionList) {
         match self.consumer.store_offsets(tpl) {
             Ok(()) => {}
@@ -415,7 +248,6 @@ impl LiveReader {
     /// Stores and synchronously commits every watermark, and closes the reader.
     pub fn commit_watermarks(&self, timeout: Duration) -> Result<(), Error> {
         self.closed.store(true, Ordering::SeqCst);
-        self.stop_poller();
         let mut tpl = TopicPartitionList::new();
         {
             let mut trackers = self.shared.lock();
@@ -457,8 +289,6 @@ struct Part {
     /// The group being filled.
     pending: Vec<MessageParts>,
     first_at: Instant,
-    /// The assignment generation (see [`ReaderShared::generations`]).
-    generation: u64,
 }
 
 impl Part {
@@ -481,21 +311,49 @@ struct Env<'a> {
     store: &'a Store,
     state: &'a SourceState,
     shared: &'a ReaderShared,
-    pipe: &'a Pipe,
 }
 
-/// The poll thread's side of a reader: partitions being read.
+/// A closed group, in the queue.
+enum Queued {
+    /// Recorded `ready` in the status database.
+    Recorded(MessageGroup),
+    /// Closed in the current `next_group` call and not recorded yet.
+    New {
+        group: NewGroup,
+        parts: Vec<MessageParts>,
+    },
+}
+
+impl Queued {
+    fn topic_partition(&self) -> (&str, i32) {
+        match self {
+            Queued::Recorded(g) => (g.topic(), g.partition()),
+            Queued::New { group, .. } => (&group.topic, group.partition),
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Queued::Recorded(g) => g.id(),
+            Queued::New { group, .. } => &group.id,
+        }
+    }
+}
+
+/// The group consumer's side of a reader: partitions being read and closed groups.
 struct Batch {
     reader_id: u64,
     parts: Vec<Part>,
     last_part: usize,
+    queue: VecDeque<Queued>,
     group_max: usize,
     group_wait: Duration,
 }
 
 impl Batch {
     /// Drops what was read from revoked partitions: pending groups and queued groups
-    /// (not recorded, not handed out, not covered by the watermark: read again).
+    /// (`ready` or not recorded yet, not handed out, not covered by the watermark: read
+    /// again).
     fn apply_revokes(&mut self, env: &Env<'_>) {
         // A plain load first: this runs for every message, a revoke almost never.
         if !env.shared.has_revoked.load(Ordering::Relaxed)
@@ -510,22 +368,21 @@ impl Batch {
         self.parts.retain(|pt| !is_revoked(&pt.topic, pt.partition));
         self.last_part = 0;
         let mut dropped = Vec::new();
-        {
-            let mut st = env.pipe.lock();
-            let items = std::mem::take(&mut st.items);
-            st.messages = 0;
-            st.groups = 0;
-            for item in items {
-                match item {
-                    Item::Group { group, .. } if is_revoked(&group.topic, group.partition) => {
-                        dropped.push(group.id);
-                    }
-                    item => st.push(item, false),
-                }
+        self.queue.retain(|g| {
+            let (t, p) = g.topic_partition();
+            let keep = !is_revoked(t, p);
+            if !keep {
+                dropped.push(g.id().to_string());
             }
+            keep
+        });
+        if !dropped.is_empty() {
+            log::info!(
+                "dropped {} queued group(s) of revoked partitions (not handed out: they are read again): {dropped:?}",
+                dropped.len()
+            );
+            env.state.release(dropped.iter().map(String::as_str));
         }
-        env.pipe.not_full.notify_all();
-        log_dropped(&dropped, env.state);
     }
 
     /// The index of the partition's state, created (with its tracker) at the first
@@ -572,10 +429,6 @@ impl Batch {
             .entry(topic.to_string())
             .or_default()
             .insert(partition, tracker);
-        let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
-        env.shared
-            .generations()
-            .insert((topic.to_string(), partition), generation);
         self.parts.push(Part {
             topic: topic.to_string(),
             partition,
@@ -583,7 +436,6 @@ impl Batch {
             cursor: 0,
             pending: Vec::new(),
             first_at: Instant::now(),
-            generation,
         });
         self.last_part = self.parts.len() - 1;
         Ok(self.last_part)
@@ -618,7 +470,7 @@ impl Batch {
     }
 
     /// Closes partition `i`'s pending group: registers it with the watermark and queues it
-    /// (waiting while the queue is full); `next_group` records it.
+    /// (recorded by [`record_queued`](Self::record_queued) before the call returns).
     fn close(&mut self, i: usize, env: &Env<'_>) -> Result<(), Error> {
         let part = &mut self.parts[i];
         let (Some(first), Some(last)) = (part.pending.first(), part.pending.last()) else {
@@ -640,22 +492,56 @@ impl Batch {
         }
         let id = format!("{}:{}:{min}:{max}", part.topic, part.partition);
         env.state.claim(&id, self.reader_id);
-        let pushed = env.pipe.push(Item::Group {
+        self.queue.push_back(Queued::New {
             group: NewGroup {
-                id: id.clone(),
+                id,
                 topic: part.topic.clone(),
                 partition: part.partition,
                 min_offset: min,
                 max_offset: max,
             },
             parts: pending,
-            generation: part.generation,
         });
-        if !pushed {
-            // The reader is closing: released, read again.
-            env.state.release([id.as_str()]);
-        }
         Ok(())
+    }
+
+    /// Records the queued groups not recorded yet, in one transaction: the first of the
+    /// queue as `run` if `hand_out` (it is about to be handed out), the others `ready`.
+    /// Returns whether the first of the queue was recorded `run` here.
+    fn record_queued(&mut self, env: &Env<'_>, hand_out: bool) -> Result<bool, Error> {
+        let first_new = matches!(self.queue.front(), Some(Queued::New { .. }));
+        let attempts = {
+            let new = self.queue.iter().enumerate().filter_map(|(i, q)| match q {
+                Queued::New { group, .. } => Some((
+                    group,
+                    if i == 0 && hand_out {
+                        GroupStatus::Run
+                    } else {
+                        GroupStatus::Ready
+                    },
+                )),
+                Queued::Recorded(_) => None,
+            });
+            let mut new = new.peekable();
+            if new.peek().is_none() {
+                return Ok(false);
+            }
+            env.store.insert(new)?
+        };
+        let mut attempts = attempts.into_iter();
+        for q in self.queue.iter_mut() {
+            if let Queued::New { group, parts } = q {
+                let attempt = attempts.next().unwrap_or(1);
+                let g = MessageGroup::new(
+                    &group.topic,
+                    group.partition,
+                    attempt,
+                    std::mem::take(parts),
+                );
+                *q = Queued::Recorded(g);
+            }
+        }
+        Ok(first_new && hand_out)
     }
 
     /// Closes the pending groups whose wait is over.
@@ -679,71 +565,6 @@ impl Batch {
     }
 }
 
-/// Logs and releases the groups of revoked partitions dropped before being handed out.
-fn log_dropped(dropped: &[String], state: &SourceState) {
-    if !dropped.is_empty() {
-        log::info!(
-            "dropped {} queued group(s) of revoked partitions (not handed out: they are read again): {dropped:?}",
-            dropped.len()
-        );
-        state.release(dropped.iter().map(String::as_str));
-    }
-}
-
-/// The poll thread: polls the consumer, groups the messages, queues the closed groups
-/// and its errors, until the queue is stopped.
-fn poll_loop(
-    live: Arc<LiveReader>,
-    state: Arc<SourceState>,
-    store: Arc<Store>,
-    topics: Vec<String>,
-    mut batch: Batch,
-) {
-    let env = Env {
-        store: &store,
-        state: &state,
-        shared: &live.shared,
-        pipe: &live.pipe,
-    };
-    let consumer = &live.consumer;
-    while !live.pipe.lock().stop {
-        batch.apply_revokes(&env);
-        let now = Instant::now();
-        if let Err(e) = batch.close_due(now, &env) {
-            env.pipe.push(Item::Err(e));
-        }
-        let mut wait = POLL_MAX_WAIT;
-        if let Some(due) = batch.next_due() {
-            wait = wait.min(due.saturating_duration_since(now));
-        }
-        let mut result = match consumer.poll(wait) {
-            None => continue,
-            Some(Ok(m)) => {
-                env.shared.failure.clear();
-                batch.take(&m, &env)
-            }
-            Some(Err(e)) => {
-                log::warn!("consumer of {topics:?}: {e}");
-                continue;
-            }
-        };
-        // While messages are at hand, take them without the bookkeeping above; the wait
-        // of pending groups is checked now and then.
-        let mut n = 0u32;
-        while result.is_ok() && n < 4096 {
-            match consumer.poll(Duration::ZERO) {
-                Some(Ok(m)) => result = batch.take(&m, &env),
-                Some(Err(e)) => log::warn!("consumer of {topics:?}: {e}"),
-                None => break,
-            }
-            n += 1;
-        }
-        if let Err(e) = result {
-            env.pipe.push(Item::Err(e));
-        }
-    }
-}
-
 /// A reader of message groups.
 pub struct KafkaReader {
     live: Arc<LiveReader>,
@@ -752,9 +573,7 @@ pub struct KafkaReader {
     topics: Vec<String>,
     replay: Option<Replayer>,
     subscribed: bool,
-    /// Moved into the poll thread at the subscription.
-    batch: Option<Batch>,
-    reader_id: u64,
+    batch: Batch,
     closed: bool,
 }
 
@@ -790,7 +609,6 @@ impl KafkaReader {
             trackers: Mutex::new(HashMap::new()),
             revoked: Mutex::new(Vec::new()),
             has_revoked: AtomicBool::new(false),
-            generations: Mutex::new(HashMap::new()),
             failure: ConnectFailure::new(state.config.settings.connect_failure_timeout_ms),
         });
         let consumer: BaseConsumer<Ctx> = state
@@ -827,6 +645,7 @@ impl KafkaReader {
             reader_id: id,
             parts: Vec::new(),
             last_part: 0,
+            queue: VecDeque::new(),
             group_max: settings.group_max_messages,
             group_wait: Duration::from_millis(settings.group_max_wait_ms),
         };
@@ -835,16 +654,13 @@ impl KafkaReader {
                 shared,
                 consumer,
                 closed: AtomicBool::new(false),
-                pipe: Pipe::default(),
-                poller: Mutex::new(None),
             }),
             state,
             store,
             topics: topics.to_vec(),
             replay,
             subscribed: false,
-            batch: Some(batch),
-            reader_id: id,
+            batch,
             closed: false,
         };
         if reader.replay.is_none() {
@@ -865,19 +681,6 @@ impl KafkaReader {
             .subscribe(&topics)
             .map_err(|e| kafka_err(format!("subscribing to {topics:?}"), &e))?;
         self.subscribed = true;
-        if let Some(batch) = self.batch.take() {
-            let (live, state, store) = (
-                Arc::clone(&self.live),
-                Arc::clone(&self.state),
-                Arc::clone(&self.store),
-            );
-            let topics = self.topics.clone();
-            let handle = std::thread::Builder::new()
-                .name("pseidon-kafka-poll".into())
-                .spawn(move || poll_loop(live, state, store, topics, batch))
-                .map_err(|e| Error::other(format!("starting the datasource's poll thread: {e}")))?;
-            *self.live.poller.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
-        }
         Ok(())
     }
 
@@ -887,24 +690,53 @@ impl KafkaReader {
         }
     }
 
-    /// The next group of the group consumer: the next closed group of the poll thread,
-    /// recorded `run`, or its next error.
+    /// The next group of the group consumer.
     fn next_live(&mut self, deadline: Instant) -> Result<Option<MessageGroup>, Error> {
+        let r = self.poll_live(deadline);
+        if r.is_err() {
+            // Groups closed before the error stay queued: recorded `ready` as documented.
+            let env = Env {
+                store: &self.store,
+                state: &self.state,
+                shared: &self.live.shared,
+            };
+            if let Err(e) = self.batch.record_queued(&env, false) {
+                log::warn!("recording queued groups of {:?}: {e}", self.topics);
+            }
+        }
+        r
+    }
+
+    fn poll_live(&mut self, deadline: Instant) -> Result<Option<MessageGroup>, Error> {
+        let env = Env {
+            store: &self.store,
+            state: &self.state,
+            shared: &self.live.shared,
+        };
+        let batch = &mut self.batch;
+        let consumer = &self.live.consumer;
         loop {
-            // The source's shutdown stops the poll thread from another thread.
-            if self.live.closed.load(Ordering::SeqCst) {
-                return Err(Self::closed_error());
-            }
-            if let Some(item) = self.live.pipe.pop(Duration::ZERO) {
-                match self.hand_out(item)? {
-                    Some(g) => return Ok(Some(g)),
-                    None => continue,
+            batch.apply_revokes(&env);
+            if !batch.queue.is_empty() {
+                // The groups closed in this call are recorded now, in one transaction:
+                // the one handed out as `run`, the others `ready`.
+                let recorded_run = batch.record_queued(&env, true)?;
+                let Some(Queued::Recorded(g)) = batch.queue.pop_front() else {
+                    unreachable!("record_queued records every queued group");
+                };
+                if !recorded_run {
+                    env.store.set_run(&[(g.id(), g.attempt())])?;
                 }
+                self.live.store_dirty();
+                return Ok(Some(g));
             }
-            let consumer = &self.live.consumer;
+            let now = Instant::now();
+            batch.close_due(now, &env)?;
+            if !batch.queue.is_empty() {
+                continue;
+            }
             // A TLS or authentication failure that persisted is the caller's error.
-            let failure_due = match self
-                .live
+            let failure_due = match env
                 .shared
                 .failure
                 .check(|| broker_answers(consumer.client().native_ptr(), PROBE_TIMEOUT))
@@ -922,74 +754,35 @@ impl KafkaReader {
                     });
                 }
             };
-            let now = Instant::now();
             if now >= deadline {
                 self.live.store_dirty();
                 return Ok(None);
             }
-            let finished = self
-                .live
-                .poller
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .is_none_or(JoinHandle::is_finished);
-            if finished {
-                return Err(Error::other(format!(
-                    "the poll thread of the datasource reader of {:?} stopped",
-                    self.topics
-                )));
-            }
             let mut wait = deadline - now;
-            if let Some(due) = failure_due {
+            for due in [batch.next_due(), failure_due].into_iter().flatten() {
                 wait = wait.min(due.saturating_duration_since(now));
             }
-            if let Some(item) = self.live.pipe.pop(wait)
-                && let Some(g) = self.hand_out(item)?
-            {
-                return Ok(Some(g));
+            match consumer.poll(wait) {
+                None => continue,
+                Some(Ok(m)) => {
+                    env.shared.failure.clear();
+                    batch.take(&m, &env)?
+                }
+                Some(Err(e)) => {
+                    log::warn!("consumer of {:?}: {e}", self.topics);
+                    continue;
+                }
             }
-        }
-    }
-
-    /// Records a group of the poll thread `run` and returns it; returns an error of the
-    /// poll thread; `None` for a group of a partition revoked since (dropped).
-    fn hand_out(&mut self, item: Item) -> Result<Option<MessageGroup>, Error> {
-        let (group, parts, generation) = match item {
-            Item::Group {
-                group,
-                parts,
-                generation,
-            } => (group, parts, generation),
-            Item::Err(e) => {
-                self.live.store_dirty();
-                return Err(e);
-            }
-        };
-        let generations = self.live.shared.generations();
-        if generations.get(&(group.topic.clone(), group.partition)) != Some(&generation) {
-            drop(generations);
-            log_dropped(&[group.id], &self.state);
-            return Ok(None);
-        }
-        let recorded = self.store.insert([(&group, GroupStatus::Run)]);
-        drop(generations);
-        match recorded {
-            Ok(attempts) => {
-                let attempt = attempts.first().copied().unwrap_or(1);
-                let g = MessageGroup::new(&group.topic, group.partition, attempt, parts);
-                self.live.store_dirty();
-                Ok(Some(g))
-            }
-            Err(e) => {
-                // Queued again: the next call retries it.
-                self.live.pipe.push_front(Item::Group {
-                    group,
-                    parts,
-                    generation,
-                });
-                self.live.store_dirty();
-                Err(e)
+            // While messages are at hand and no group is complete, take them without
+            // the bookkeeping above; the wait of pending groups is checked now and then.
+            let mut n = 0u32;
+            while batch.queue.is_empty() && n < 4096 {
+                match consumer.poll(Duration::ZERO) {
+                    Some(Ok(m)) => batch.take(&m, &env)?,
+                    Some(Err(e)) => log::warn!("consumer of {:?}: {e}", self.topics),
+                    None => break,
+                }
+                n += 1;
             }
         }
     }
@@ -1023,12 +816,15 @@ impl Reader for KafkaReader {
         }
         self.closed = true;
         self.replay = None;
-        // Stopped and joined before the commit: nothing is polled or queued afterwards.
-        self.live.stop_poller();
-        let ids = self.live.pipe.drain();
+        let ids: Vec<String> = self
+            .batch
+            .queue
+            .drain(..)
+            .map(|g| g.id().to_string())
+            .collect();
         self.state.release(ids.iter().map(String::as_str));
-        self.batch = None;
-        self.state.release_owner(self.reader_id);
+        self.batch.parts.clear();
+        self.state.release_owner(self.batch.reader_id);
         let r = self.live.commit_watermarks(Duration::from_secs(10));
         self.live.consumer.unsubscribe();
         r
@@ -1055,7 +851,6 @@ mod tests {
             cursor: 0,
             pending: Vec::new(),
             first_at: Instant::now(),
-            generation: 0,
         }
     }
 

@@ -4,10 +4,11 @@
 #![deny(missing_docs)]
 
 use std::{
+    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
     sync::OnceLock,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 /// The repository root.
@@ -114,19 +115,79 @@ pub fn kafka_tool(args: &[&str]) -> String {
 
 /// Creates `topic` with `partitions` partitions (replication factor 1) with Kafka's own tool.
 pub fn create_topic(topic: &str, partitions: u32) {
-    let b = bootstrap();
+    create_topic_at(&bootstrap(), topic, partitions, 1);
+}
+
+/// Creates `topic` with `partitions` partitions and `replication` replicas on the broker
+/// (or cluster) at `bootstrap`, with Kafka's own tool.
+fn create_topic_at(bootstrap: &str, topic: &str, partitions: u32, replication: u32) {
     kafka_tool(&[
         "topics",
         "--bootstrap-server",
-        &b,
+        bootstrap,
         "--create",
         "--topic",
         topic,
         "--partitions",
         &partitions.to_string(),
         "--replication-factor",
-        "1",
+        &replication.to_string(),
     ]);
+}
+
+/// `scripts/<script> <args…>`, to be given its environment by the caller.
+fn script_command(script: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(repo_root().join("scripts").join(script));
+    cmd.args(args);
+    cmd
+}
+
+/// Runs `cmd` (a [`script_command`] of `scripts/<script>`), panics naming `what` with its
+/// stderr if it fails, and returns the last line of its stdout, trimmed.
+fn last_stdout_line(mut cmd: Command, script: &str, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e:?}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Stops the `scripts/kafka` broker on `port` with data dir `data` and removes the dir.
+fn stop_broker(port: u16, data: &Path) {
+    stop_and_remove(
+        "kafka",
+        "stop",
+        "KAFKA_PORT",
+        port,
+        "PSEIDON_KAFKA_DATA",
+        data,
+    );
+}
+
+/// Stops a broker of its own on drop: runs `scripts/<script> <verb>` with `port_var` and
+/// `data_var` set (its outcome ignored), then removes the data dir `data`.
+fn stop_and_remove(
+    script: &str,
+    verb: &str,
+    port_var: &str,
+    port: u16,
+    data_var: &str,
+    data: &Path,
+) {
+    let _ = script_command(script, &[verb])
+        .env(port_var, port.to_string())
+        .env(data_var, data)
+        .output();
+    let _ = std::fs::remove_dir_all(data);
 }
 
 /// Reads a whole topic with kcat (an independent client) and returns the values,
@@ -362,25 +423,12 @@ impl OwnBroker {
 
     /// Runs `scripts/kafka <args>` against this broker; returns the last stdout line.
     pub fn script(&self, args: &[&str]) -> String {
-        let out = Command::new(repo_root().join("scripts/kafka"))
-            .args(args)
-            .env("KAFKA_PORT", self.port.to_string())
+        let mut cmd = script_command("kafka", args);
+        cmd.env("KAFKA_PORT", self.port.to_string())
             .env("PSEIDON_KAFKA_DATA", &self.data)
-            .env("KAFKA_EXTRA_PROPS", &self.extra_props)
-            .output()
-            .expect("run scripts/kafka");
-        assert!(
-            out.status.success(),
-            "scripts/kafka {args:?} (port {}) failed:\n{}",
-            self.port,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+            .env("KAFKA_EXTRA_PROPS", &self.extra_props);
+        let what = format!("scripts/kafka {args:?} (port {})", self.port);
+        last_stdout_line(cmd, "kafka", &what)
     }
 
     /// SIGKILLs the broker (its data is kept).
@@ -395,29 +443,13 @@ impl OwnBroker {
 
     /// Creates `topic` with `partitions` partitions on this broker.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
-        kafka_tool(&[
-            "topics",
-            "--bootstrap-server",
-            &self.bootstrap,
-            "--create",
-            "--topic",
-            topic,
-            "--partitions",
-            &partitions.to_string(),
-            "--replication-factor",
-            "1",
-        ]);
+        create_topic_at(&self.bootstrap, topic, partitions, 1);
     }
 }
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/kafka"))
-            .arg("stop")
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("PSEIDON_KAFKA_DATA", &self.data)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.data);
+        stop_broker(self.port, &self.data);
     }
 }
 
@@ -434,6 +466,167 @@ pub fn kcat_formatted(bootstrap: &str, topic: &str, format: &str) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Writes `values` to `topic` of the broker at `bootstrap` with kcat, one message each,
+/// keyed `k<i>` so they spread over partitions; `props` are librdkafka properties for
+/// kcat (`-X`, e.g. `acks=all`).
+pub fn kcat_produce_keyed(bootstrap: &str, topic: &str, values: &[String], props: &[&str]) {
+    let mut args = vec!["-b", bootstrap, "-P", "-t", topic, "-K", "\t"];
+    for p in props {
+        args.extend(["-X", p]);
+    }
+    let mut child = Command::new("kcat")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kcat (apt-get install kcat)");
+    {
+        let mut stdin = child.stdin.take().expect("kcat stdin");
+        let text: String = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("k{i}\t{v}\n"))
+            .collect();
+        stdin.write_all(text.as_bytes()).expect("write to kcat");
+    }
+    let out = child.wait_with_output().expect("kcat");
+    assert!(
+        out.status.success(),
+        "kcat -P failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The arguments of a `consume_child` process (see its docs) reading `topic` of the
+/// broker at `bootstrap` as `group` with the status db `db`, then `extra`. A killed member
+/// leaves the group quickly (6 s session timeout) for the others to take over.
+pub fn consume_child_args(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    db: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--plugin".into(),
+        plugin_so("pseidon_kafka").display().to_string(),
+        "--bootstrap".into(),
+        bootstrap.into(),
+        "--topic".into(),
+        topic.into(),
+        "--group".into(),
+        group.into(),
+        "--db".into(),
+        db.display().to_string(),
+        "--set".into(),
+        "kafka.session.timeout.ms=6000".into(),
+        "--set".into(),
+        "kafka.heartbeat.interval.ms=1000".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// A `pseidon run` child and the lines of its stderr; killed (if still running) on drop.
+pub struct RunChild {
+    child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<String>,
+    /// The stderr lines read so far.
+    pub lines: Vec<String>,
+}
+
+impl RunChild {
+    /// Starts `pseidon --conf <conf> run` with `PSEIDON_LOG=<log>` (and no `RUST_LOG`);
+    /// a thread forwards its stderr lines.
+    pub fn spawn(conf: &Path, log: &str) -> RunChild {
+        let mut child = Command::new(pseidon_bin())
+            .args(["--conf", conf.to_str().unwrap(), "run"])
+            .env_remove("RUST_LOG")
+            .env("PSEIDON_LOG", log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        RunChild {
+            child,
+            rx,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Reads stderr until a line contains `needle` (20 s at most).
+    pub fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.lines.iter().any(|l| l.contains(needle)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => self.lines.push(l),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("no `{needle}` from pseidon run: {:#?}", self.lines);
+                }
+            }
+        }
+    }
+
+    /// Takes the stderr lines that have arrived, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(l) = self.rx.try_recv() {
+            self.lines.push(l);
+        }
+    }
+
+    /// Sends SIG`signal` (`TERM`, `INT`, `KILL`...) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (`limit` at most, polling every `poll`) and collects the rest
+    /// of stderr; returns the exit code.
+    pub fn finish(&mut self, limit: Duration, poll: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.lines.extend(self.rx.iter());
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("pseidon run did not exit: {:#?}", self.lines);
+            }
+            std::thread::sleep(poll);
+        }
+    }
+
+    /// The index of the first stderr line containing `needle` (panics if none does).
+    pub fn at(&self, needle: &str) -> usize {
+        self.lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {:#?}", self.lines))
+    }
+}
+
+impl Drop for RunChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// [`kcat_values`] for the broker at `bootstrap`.
@@ -492,56 +685,29 @@ impl SecureBroker {
 
     /// Runs `scripts/kafka <args>` against this broker; returns the last stdout line.
     pub fn script(&self, args: &[&str]) -> String {
-        let out = Command::new(repo_root().join("scripts/kafka"))
-            .args(args)
-            .env("KAFKA_PORT", self.port.to_string())
+        let mut cmd = script_command("kafka", args);
+        cmd.env("KAFKA_PORT", self.port.to_string())
             .env("PSEIDON_KAFKA_DATA", &self.data)
             .env("KAFKA_SECURITY", &self.security)
             .env("KAFKA_SASL_PASSWORD", &self.password)
             .env("KAFKA_HEAP_OPTS", "-Xms128m -Xmx512m")
-            .env_remove("KAFKA_EXTRA_PROPS")
-            .output()
-            .expect("run scripts/kafka");
-        assert!(
-            out.status.success(),
-            "scripts/kafka {args:?} (port {}, {}) failed:\n{}",
-            self.port,
-            self.security,
-            String::from_utf8_lossy(&out.stderr)
+            .env_remove("KAFKA_EXTRA_PROPS");
+        let what = format!(
+            "scripts/kafka {args:?} (port {}, {})",
+            self.port, self.security
         );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        last_stdout_line(cmd, "kafka", &what)
     }
 
     /// Creates `topic` through the PLAINTEXT inter-broker listener.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
-        kafka_tool(&[
-            "topics",
-            "--bootstrap-server",
-            &self.internal_bootstrap,
-            "--create",
-            "--topic",
-            topic,
-            "--partitions",
-            &partitions.to_string(),
-            "--replication-factor",
-            "1",
-        ]);
+        create_topic_at(&self.internal_bootstrap, topic, partitions, 1);
     }
 }
 
 impl Drop for SecureBroker {
     fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/kafka"))
-            .arg("stop")
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("PSEIDON_KAFKA_DATA", &self.data)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.data);
+        stop_broker(self.port, &self.data);
     }
 }
 
@@ -569,50 +735,28 @@ impl Cluster {
 
     /// Runs `scripts/kafka-cluster <args>`; returns the last stdout line.
     pub fn script(&self, args: &[&str]) -> String {
-        let out = Command::new(repo_root().join("scripts/kafka-cluster"))
-            .args(args)
-            .env("KAFKA_CLUSTER_PORT", self.base.to_string())
-            .env("PSEIDON_KAFKA_CLUSTER_DATA", &self.data)
-            .output()
-            .expect("run scripts/kafka-cluster");
-        assert!(
-            out.status.success(),
-            "scripts/kafka-cluster {args:?} (port {}) failed:\n{}",
-            self.base,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        let mut cmd = script_command("kafka-cluster", args);
+        cmd.env("KAFKA_CLUSTER_PORT", self.base.to_string())
+            .env("PSEIDON_KAFKA_CLUSTER_DATA", &self.data);
+        let what = format!("scripts/kafka-cluster {args:?} (port {})", self.base);
+        last_stdout_line(cmd, "kafka-cluster", &what)
     }
 
     /// Creates `topic` with `partitions` partitions, replication factor 3.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
-        kafka_tool(&[
-            "topics",
-            "--bootstrap-server",
-            &self.bootstrap,
-            "--create",
-            "--topic",
-            topic,
-            "--partitions",
-            &partitions.to_string(),
-            "--replication-factor",
-            "3",
-        ]);
+        create_topic_at(&self.bootstrap, topic, partitions, 3);
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/kafka-cluster"))
-            .arg("kill")
-            .env("KAFKA_CLUSTER_PORT", self.base.to_string())
-            .env("PSEIDON_KAFKA_CLUSTER_DATA", &self.data)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.data);
+        stop_and_remove(
+            "kafka-cluster",
+            "kill",
+            "KAFKA_CLUSTER_PORT",
+            self.base,
+            "PSEIDON_KAFKA_CLUSTER_DATA",
+            &self.data,
+        );
     }
 }

@@ -8,7 +8,7 @@
 
 use std::{path::Path, time::Duration};
 
-use pseidon_plugin_api::{Error, ReaderOptions, Record};
+use pseidon_plugin_api::{Error, ReaderOptions, Record, Source};
 use pseidon_tests::{
     bootstrap, create_topic, init_test_logging, kcat_values, plugin_lock, plugin_so, temp_dir,
     unique,
@@ -44,6 +44,43 @@ fn init_error(body: &str) -> String {
 fn status_db() -> String {
     let dir = temp_dir("bad-input-db");
     format!("{:?}", dir.join("status.db").display().to_string())
+}
+
+/// A new one-partition topic, named after `prefix`, on the test broker.
+fn new_topic(prefix: &str) -> String {
+    let topic = unique(prefix);
+    create_topic(&topic, 1);
+    topic
+}
+
+/// Loads the plugin (see [`host`]) with the status db `db` (a TOML string), the test
+/// broker, a new `group.id` named `<group>-group` and then the `[kafka]` lines `extra`;
+/// panics with `loads` if it fails. Returns the host and its datasource.
+fn host_with_source(
+    db: &str,
+    group: &str,
+    extra: &str,
+    loads: &str,
+) -> (pseidon_host::Host, Source) {
+    let h = host(&format!(
+        "\"pseidon-kafka.status-db\" = {db}\n[kafka]\nbootstrap.servers = \"{}\"\ngroup.id = \"{}\"\n{extra}",
+        bootstrap(),
+        unique(&format!("{group}-group"))
+    ))
+    .expect(loads);
+    let source = h
+        .registry()
+        .reg_get_wait_source(SOURCE, Duration::from_secs(5))
+        .expect("source");
+    (h, source)
+}
+
+/// Opening a reader of `topics` with `options` must fail (`why` names the case); returns
+/// the error, printed as a `CASE` line.
+fn reader_error(source: &Source, topics: &[&str], options: ReaderOptions, why: &str) -> Error {
+    let err = source.reader(topics, options).err().expect(why);
+    eprintln!("CASE {}: {}", module_path!(), err);
+    err
 }
 
 /// A conf file that is not UTF-8: an error naming the file (no plugin involved).
@@ -154,8 +191,7 @@ fn bad_plugin_settings_fail_init_naming_the_key() {
 #[test]
 fn batch_with_an_oversize_record_stops_there_naming_size_and_limit() {
     let _serial = plugin_lock();
-    let topic = unique("bad-batch");
-    create_topic(&topic, 1);
+    let topic = new_topic("bad-batch");
     let mut h = host(&format!(
         "\"pseidon-kafka.status-db\" = {}\n[kafka]\nbootstrap.servers = \"{}\"\nmessage.max.bytes = 10000\n",
         status_db(),
@@ -197,25 +233,20 @@ fn batch_with_an_oversize_record_stops_there_naming_size_and_limit() {
 #[test]
 fn contradicting_consumer_properties_are_a_clear_error_naming_both() {
     let _serial = plugin_lock();
-    let topic = unique("bad-fetch");
-    create_topic(&topic, 1);
-    let mut h = host(&format!(
-        "\"pseidon-kafka.status-db\" = {}\n[kafka]\nbootstrap.servers = \"{}\"\ngroup.id = \"{}\"\nfetch.max.bytes = 1024\nmessage.max.bytes = 8192\n",
-        status_db(),
-        bootstrap(),
-        unique("bad-fetch-group")
-    ))
-    .expect("each property alone is valid: init passes");
-    let source = h
-        .registry()
-        .reg_get_wait_source(SOURCE, Duration::from_secs(5))
-        .expect("source");
-    let err = source
-        .reader(&[topic.as_str()], ReaderOptions::default())
-        .err()
-        .expect("reader with fetch.max.bytes < message.max.bytes")
-        .to_string();
-    eprintln!("CASE {}: {}", module_path!(), err);
+    let topic = new_topic("bad-fetch");
+    let (mut h, source) = host_with_source(
+        &status_db(),
+        "bad-fetch",
+        "fetch.max.bytes = 1024\nmessage.max.bytes = 8192\n",
+        "each property alone is valid: init passes",
+    );
+    let err = reader_error(
+        &source,
+        &[topic.as_str()],
+        ReaderOptions::default(),
+        "reader with fetch.max.bytes < message.max.bytes",
+    )
+    .to_string();
     assert!(
         err.contains("fetch.max.bytes") && err.contains("message.max.bytes"),
         "{err}"
@@ -228,32 +259,23 @@ fn contradicting_consumer_properties_are_a_clear_error_naming_both() {
 #[test]
 fn reader_without_topics_or_with_an_empty_group_is_refused() {
     let _serial = plugin_lock();
-    let topic = unique("bad-reader");
-    create_topic(&topic, 1);
-    let mut h = host(&format!(
-        "\"pseidon-kafka.status-db\" = {}\n[kafka]\nbootstrap.servers = \"{}\"\ngroup.id = \"{}\"\n",
-        status_db(),
-        bootstrap(),
-        unique("bad-reader-group")
-    ))
-    .expect("host loads the plugin");
-    let source = h
-        .registry()
-        .reg_get_wait_source(SOURCE, Duration::from_secs(5))
-        .expect("source");
-    let err = source
-        .reader(&[], ReaderOptions::default())
-        .err()
-        .expect("reader without topics")
-        .to_string();
-    eprintln!("CASE {}: {}", module_path!(), err);
+    let topic = new_topic("bad-reader");
+    let (mut h, source) = host_with_source(&status_db(), "bad-reader", "", "host loads the plugin");
+    let err = reader_error(
+        &source,
+        &[],
+        ReaderOptions::default(),
+        "reader without topics",
+    )
+    .to_string();
     assert!(err.to_lowercase().contains("topic"), "{err}");
-    let err = source
-        .reader(&[topic.as_str()], ReaderOptions::default().group_id(""))
-        .err()
-        .expect("reader with an empty group id")
-        .to_string();
-    eprintln!("CASE {}: {}", module_path!(), err);
+    let err = reader_error(
+        &source,
+        &[topic.as_str()],
+        ReaderOptions::default().group_id(""),
+        "reader with an empty group id",
+    )
+    .to_string();
     assert!(err.contains("group"), "{err}");
     assert!(h.shutdown().is_empty());
 }
@@ -263,25 +285,20 @@ fn reader_without_topics_or_with_an_empty_group_is_refused() {
 #[test]
 fn status_db_path_that_is_a_directory_is_a_clear_error() {
     let _serial = plugin_lock();
-    let topic = unique("bad-dbdir");
-    create_topic(&topic, 1);
+    let topic = new_topic("bad-dbdir");
     let dir = temp_dir("bad-input-dbdir");
-    let mut h = host(&format!(
-        "\"pseidon-kafka.status-db\" = {:?}\n[kafka]\nbootstrap.servers = \"{}\"\ngroup.id = \"{}\"\n",
-        dir.display().to_string(),
-        bootstrap(),
-        unique("bad-dbdir-group")
-    ))
-    .expect("host loads the plugin (the database opens at first use)");
-    let source = h
-        .registry()
-        .reg_get_wait_source(SOURCE, Duration::from_secs(5))
-        .expect("source");
-    let err = source
-        .reader(&[topic.as_str()], ReaderOptions::default())
-        .err()
-        .expect("reader with a directory as status db");
-    eprintln!("CASE {}: {}", module_path!(), err);
+    let (mut h, source) = host_with_source(
+        &format!("{:?}", dir.display().to_string()),
+        "bad-dbdir",
+        "",
+        "host loads the plugin (the database opens at first use)",
+    );
+    let err = reader_error(
+        &source,
+        &[topic.as_str()],
+        ReaderOptions::default(),
+        "reader with a directory as status db",
+    );
     assert!(matches!(err, Error::StatusDb { .. }), "{err:?}");
     assert!(
         err.to_string().contains(&dir.display().to_string()),
@@ -295,22 +312,16 @@ fn status_db_path_that_is_a_directory_is_a_clear_error() {
 #[test]
 fn status_db_in_a_missing_directory_is_a_clear_error() {
     let _serial = plugin_lock();
-    let topic = unique("bad-dbmissing");
-    create_topic(&topic, 1);
+    let topic = new_topic("bad-dbmissing");
     let path = std::env::temp_dir()
         .join(unique("no-such-dir"))
         .join("status.db");
-    let mut h = host(&format!(
-        "\"pseidon-kafka.status-db\" = {:?}\n[kafka]\nbootstrap.servers = \"{}\"\ngroup.id = \"{}\"\n",
-        path.display().to_string(),
-        bootstrap(),
-        unique("bad-dbmissing-group")
-    ))
-    .expect("host loads the plugin");
-    let source = h
-        .registry()
-        .reg_get_wait_source(SOURCE, Duration::from_secs(5))
-        .expect("source");
+    let (mut h, source) = host_with_source(
+        &format!("{:?}", path.display().to_string()),
+        "bad-dbmissing",
+        "",
+        "host loads the plugin",
+    );
     match source.reader(&[topic.as_str()], ReaderOptions::default()) {
         Err(err) => {
             assert!(matches!(err, Error::StatusDb { .. }), "{err:?}");

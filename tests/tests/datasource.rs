@@ -12,42 +12,15 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use pseidon_tests::{bootstrap, create_topic, kafka_tool, plugin_so, unique};
+use pseidon_tests::{
+    bootstrap, consume_child_args, create_topic, kafka_tool, kcat_produce_keyed, unique,
+};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_consume_child");
 
 /// Writes `values` to `topic`, one message each, with kcat; keys spread them over partitions.
 fn produce(topic: &str, values: &[String]) {
-    let mut child = Command::new("kcat")
-        .args([
-            "-b",
-            &bootstrap(),
-            "-P",
-            "-t",
-            topic,
-            "-K",
-            "\t",
-            "-X",
-            "linger.ms=20",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kcat (apt-get install kcat)");
-    {
-        let mut stdin = child.stdin.take().expect("kcat stdin");
-        let mut buf = String::new();
-        for (i, v) in values.iter().enumerate() {
-            buf.push_str(&format!("k{i}\t{v}\n"));
-        }
-        stdin.write_all(buf.as_bytes()).expect("write to kcat");
-    }
-    let out = child.wait_with_output().expect("kcat");
-    assert!(
-        out.status.success(),
-        "kcat -P failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kcat_produce_keyed(&bootstrap(), topic, values, &["linger.ms=20"]);
 }
 
 fn values(prefix: &str, n: usize) -> Vec<String> {
@@ -62,25 +35,7 @@ fn tmp_dir(name: &str) -> PathBuf {
 
 /// The consumer process's arguments.
 fn child_args(topic: &str, group: &str, db: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        "--plugin".into(),
-        plugin_so("pseidon_kafka").display().to_string(),
-        "--bootstrap".into(),
-        bootstrap(),
-        "--topic".into(),
-        topic.into(),
-        "--group".into(),
-        group.into(),
-        "--db".into(),
-        db.display().to_string(),
-        // A killed member must leave the group quickly for the others to take over.
-        "--set".into(),
-        "kafka.session.timeout.ms=6000".into(),
-        "--set".into(),
-        "kafka.heartbeat.interval.ms=1000".into(),
-    ];
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
+    consume_child_args(&bootstrap(), topic, group, db, extra)
 }
 
 /// What a consumer process printed.

@@ -26,7 +26,8 @@ use std::{
 };
 
 use pseidon_tests::{
-    Cluster, OwnBroker, kafka_host, kcat_values_from, plugin_lock, plugin_so, unique,
+    Cluster, OwnBroker, consume_child_args, kafka_host, kcat_produce_keyed, kcat_values_from,
+    plugin_lock, unique,
 };
 
 const CHILD: &str = env!("CARGO_BIN_EXE_consume_child");
@@ -156,39 +157,7 @@ fn assert_exactly_once(bootstrap: &str, topic: &str, accepted: &[String], failed
 
 /// Writes `values` to `topic` with kcat (acks=all), spread over partitions by key.
 fn kcat_produce(bootstrap: &str, topic: &str, values: &[String]) {
-    let mut child = Command::new("kcat")
-        .args([
-            "-b",
-            bootstrap,
-            "-P",
-            "-t",
-            topic,
-            "-K",
-            "\t",
-            "-X",
-            "acks=all",
-            "-X",
-            "linger.ms=20",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kcat");
-    {
-        let mut stdin = child.stdin.take().expect("kcat stdin");
-        let text: String = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| format!("k{i}\t{v}\n"))
-            .collect();
-        stdin.write_all(text.as_bytes()).expect("write to kcat");
-    }
-    let out = child.wait_with_output().expect("kcat");
-    assert!(
-        out.status.success(),
-        "kcat -P failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kcat_produce_keyed(bootstrap, topic, values, &["acks=all", "linger.ms=20"]);
 }
 
 // ------------------------------------------------------------------ consuming
@@ -205,23 +174,7 @@ impl Consumer {
     fn spawn(bootstrap: &str, topic: &str, group: &str, db: &Path, extra: &[&str]) -> Consumer {
         let stderr_path = std::env::temp_dir().join(format!("{}.stderr", unique("consume-child")));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let mut args: Vec<String> = vec![
-            "--plugin".into(),
-            plugin_so("pseidon_kafka").display().to_string(),
-            "--bootstrap".into(),
-            bootstrap.into(),
-            "--topic".into(),
-            topic.into(),
-            "--group".into(),
-            group.into(),
-            "--db".into(),
-            db.display().to_string(),
-            "--set".into(),
-            "kafka.session.timeout.ms=6000".into(),
-            "--set".into(),
-            "kafka.heartbeat.interval.ms=1000".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args = consume_child_args(bootstrap, topic, group, db, extra);
         let mut child = Command::new(CHILD)
             .args(&args)
             .stdout(Stdio::piped())
@@ -381,6 +334,36 @@ const SMALL_FETCHES: [&str; 18] = [
     "kafka.fetch.wait.max.ms=100",
 ];
 
+/// Waits for the consumer to end (see [`Consumer::finish`]) and asserts it exited 0,
+/// `what` leading the failure message; returns its lines.
+fn finish_ok(c: Consumer, limit: Duration, what: &str) -> Vec<String> {
+    let (lines, code, stderr) = c.finish(limit);
+    assert_eq!(code, Some(0), "{what}: {:?}\n{stderr}", last(&lines));
+    lines
+}
+
+/// The values of `sent` in no group of `o` marked done.
+fn not_done_values<'a>(sent: &'a [String], o: &Outcome) -> Vec<&'a String> {
+    sent.iter()
+        .filter(|v| !o.done_values.contains(*v))
+        .collect()
+}
+
+/// How many values of `o` were delivered more than once.
+fn delivered_more_than_once(o: &Outcome) -> usize {
+    o.deliveries.values().filter(|c| **c > 1).count()
+}
+
+/// `missing` (of [`not_done_values`]) is empty.
+fn assert_all_done(missing: &[&String]) {
+    assert!(
+        missing.is_empty(),
+        "{} messages never delivered in a done group, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
 fn values(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -451,19 +434,10 @@ fn broker_sigkill_during_consume_consumer_resumes_and_loses_nothing() {
         "FIGURE {topic}: broker SIGKILLed after {at_kill} delivered, back after {:?}; {at_restart} delivered by then",
         down.elapsed()
     );
-    let (lines, code, stderr) = c.finish(Duration::from_secs(150));
-    assert_eq!(
-        code,
-        Some(0),
-        "consumer did not end cleanly: {:?}\n{stderr}",
-        last(&lines)
-    );
+    let lines = finish_ok(c, Duration::from_secs(150), "consumer did not end cleanly");
     let o = outcome(&lines);
-    let missing: Vec<&String> = sent
-        .iter()
-        .filter(|v| !o.done_values.contains(*v))
-        .collect();
-    let dups = o.deliveries.values().filter(|c| **c > 1).count();
+    let missing = not_done_values(&sent, &o);
+    let dups = delivered_more_than_once(&o);
     eprintln!(
         "FIGURE {topic}: {} distinct delivered, {} in done groups, {} delivered more than once, run {:?}",
         o.deliveries.len(),
@@ -471,12 +445,7 @@ fn broker_sigkill_during_consume_consumer_resumes_and_loses_nothing() {
         dups,
         t0.elapsed()
     );
-    assert!(
-        missing.is_empty(),
-        "{} messages never delivered in a done group, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_all_done(&missing);
     assert!(lines.iter().any(|l| l.starts_with("END ")), "no END line");
     assert!(
         count_tag(&lines, "M ") > at_restart,
@@ -530,19 +499,10 @@ fn cluster_leader_killed_during_produce_and_consume_loses_nothing() {
         "FIGURE {topic}: leader node {killed2} killed after {} delivered",
         count_tag(&c.seen, "M ")
     );
-    let (lines, code, stderr) = c.finish(Duration::from_secs(150));
-    assert_eq!(
-        code,
-        Some(0),
-        "consumer did not end cleanly: {:?}\n{stderr}",
-        last(&lines)
-    );
+    let lines = finish_ok(c, Duration::from_secs(150), "consumer did not end cleanly");
     let o = outcome(&lines);
-    let missing: Vec<&String> = accepted
-        .iter()
-        .filter(|v| !o.done_values.contains(*v))
-        .collect();
-    let dups = o.deliveries.values().filter(|c| **c > 1).count();
+    let missing = not_done_values(&accepted, &o);
+    let dups = delivered_more_than_once(&o);
     eprintln!(
         "FIGURE {topic}: consume with leader killed: {} distinct delivered, {} in done groups, {} more than once, {:?}",
         o.deliveries.len(),
@@ -550,12 +510,7 @@ fn cluster_leader_killed_during_produce_and_consume_loses_nothing() {
         dups,
         t2.elapsed()
     );
-    assert!(
-        missing.is_empty(),
-        "{} messages never delivered in a done group, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_all_done(&missing);
 }
 
 /// A tmpfs mounted for the status database; unmounted (lazily) on drop.
@@ -678,20 +633,11 @@ fn status_db_disk_full_stops_consumption_clearly_and_a_restart_loses_nothing() {
         "pseidon-kafka.group-max-messages=10",
     ];
     let c = Consumer::spawn(&broker.bootstrap, &topic, &group, &db, &again);
-    let (lines2, code, stderr) = c.finish(Duration::from_secs(150));
-    assert_eq!(
-        code,
-        Some(0),
-        "restarted consumer failed: {:?}\n{stderr}",
-        last(&lines2)
-    );
+    let lines2 = finish_ok(c, Duration::from_secs(150), "restarted consumer failed");
     let mut all = lines1.clone();
     all.extend(lines2.iter().cloned());
     let o = outcome(&all);
-    let missing: Vec<&String> = sent
-        .iter()
-        .filter(|v| !o.done_values.contains(*v))
-        .collect();
+    let missing = not_done_values(&sent, &o);
     eprintln!(
         "FIGURE {topic}: after restart: {} delivered by the first run, {} by the second, {} distinct in done groups",
         count_tag(&lines1, "M "),
@@ -798,13 +744,7 @@ fn consumer_sigkill_at_20_random_points_over_50000_messages_loses_nothing() {
     }
     let t_kills = t0.elapsed();
     let c = Consumer::spawn(&broker.bootstrap, &topic, &group, &db, &args);
-    let (lines, code, stderr) = c.finish(Duration::from_secs(150));
-    assert_eq!(
-        code,
-        Some(0),
-        "last run failed: {:?}\n{stderr}",
-        last(&lines)
-    );
+    let lines = finish_ok(c, Duration::from_secs(150), "last run failed");
     let status = lines
         .iter()
         .find(|l| l.starts_with("STATUS "))

@@ -4,17 +4,15 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
-    sync::mpsc,
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
 use pseidon_host::{Conf, Host, HostError, LoadError, ShutdownError};
-use pseidon_plugin_api::{EntryKind, Error};
-use pseidon_tests::{copy_plugins, pseidon_bin, temp_dir};
+use pseidon_plugin_api::{EntryKind, Error, Registration};
+use pseidon_tests::{RunChild, copy_plugins, pseidon_bin, temp_dir};
 
 const HELLO: &str = "pseidon_test_plugin_hello";
 const LATE: &str = "pseidon_test_plugin_late";
@@ -95,6 +93,15 @@ fn failure_messages(host: &Host) -> Vec<String> {
     host.failures().iter().map(|f| f.to_string()).collect()
 }
 
+/// The registration `name` of `host` (panics if there is none).
+fn registration(host: &Host, name: &str) -> Registration {
+    host.registry()
+        .reg_list()
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap()
+}
+
 fn names(host: &Host) -> Vec<String> {
     host.plugins().into_iter().map(|p| p.name).collect()
 }
@@ -156,13 +163,7 @@ fn late_registration_from_a_plugin_thread_wakes_reg_get_wait() {
         waited < Duration::from_secs(3),
         "woke far too late for a 300 ms registration: {waited:?}"
     );
-    let reg = host
-        .registry()
-        .reg_list()
-        .into_iter()
-        .find(|r| r.name == "test.late.sink")
-        .unwrap();
-    assert_eq!(reg.owner, "late");
+    assert_eq!(registration(&host, "test.late.sink").owner, "late");
 }
 
 #[test]
@@ -207,13 +208,7 @@ fn duplicate_name_fails_the_second_plugin_naming_both_owners_and_the_first_stays
         msg.contains("`test.hello.sink` is already registered by hello; dup tried"),
         "{msg}"
     );
-    let reg = host
-        .registry()
-        .reg_list()
-        .into_iter()
-        .find(|r| r.name == "test.hello.sink")
-        .unwrap();
-    assert_eq!(reg.owner, "hello");
+    assert_eq!(registration(&host, "test.hello.sink").owner, "hello");
 }
 
 #[test]
@@ -679,94 +674,14 @@ fn pseidon_run_stops_cleanly_on_sigint() {
     run_until_signal("INT");
 }
 
-/// A `pseidon run` child and the lines of its stderr.
-struct RunChild {
-    child: std::process::Child,
-    rx: mpsc::Receiver<String>,
-    lines: Vec<String>,
-}
-
-impl RunChild {
-    fn spawn(conf: &Path) -> RunChild {
-        let mut child = Command::new(pseidon_bin())
-            .args(["--conf", conf.to_str().unwrap(), "run"])
-            .env_remove("RUST_LOG")
-            .env("PSEIDON_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        RunChild {
-            child,
-            rx,
-            lines: Vec::new(),
-        }
-    }
-
-    /// Reads stderr until a line contains `needle` (20 s at most).
-    fn wait_for(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.lines.iter().any(|l| l.contains(needle)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(l) => self.lines.push(l),
-                Err(_) => {
-                    let _ = self.child.kill();
-                    panic!("no `{needle}` from pseidon run: {:#?}", self.lines);
-                }
-            }
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the exit (20 s at most) and collects the rest of stderr.
-    fn finish(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.lines.extend(self.rx.iter());
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("pseidon run did not exit: {:#?}", self.lines);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn at(&self, needle: &str) -> usize {
-        self.lines
-            .iter()
-            .position(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no `{needle}` in {:#?}", self.lines))
-    }
-}
-
 /// Runs `pseidon run` with hello and late, sends SIG`signal`, checks the order of
 /// start, stop and shutdown in its log and the exit code 0.
 fn run_until_signal(signal: &str) {
     let s = Setup::new(&[HELLO, LATE], "");
-    let mut run = RunChild::spawn(&s.conf);
+    let mut run = RunChild::spawn(&s.conf, "debug");
     run.wait_for("waiting for SIGINT or SIGTERM");
     run.signal(signal);
-    let code = run.finish();
+    let code = run.finish(Duration::from_secs(20), Duration::from_millis(20));
     assert_eq!(code, Some(0), "{:#?}", run.lines);
     assert!(run.at("test.hello.processor started") < run.at("waiting for SIGINT"));
     let got = run.at(&format!("signal=\"SIG{signal}\""));
@@ -782,14 +697,14 @@ fn run_until_signal(signal: &str) {
 #[test]
 fn a_second_signal_while_stopping_exits_at_once() {
     let s = Setup::new(&[SLOW_SHUTDOWN], "shutdown-timeout-ms = 60000\n");
-    let mut run = RunChild::spawn(&s.conf);
+    let mut run = RunChild::spawn(&s.conf, "debug");
     run.wait_for("waiting for SIGINT or SIGTERM");
     run.signal("TERM");
     run.wait_for("stopping processors and plugins");
     std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
     run.signal("INT");
-    let code = run.finish();
+    let code = run.finish(Duration::from_secs(20), Duration::from_millis(20));
     assert_eq!(code, Some(2), "{:#?}", run.lines);
     assert!(start.elapsed() < Duration::from_secs(10));
     run.at("second SIGINT while stopping");

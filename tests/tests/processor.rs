@@ -7,44 +7,21 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fs,
-    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
 use pseidon_tests::{
-    bootstrap, copy_plugins, create_topic, kcat_formatted, kcat_values, pseidon_bin, temp_dir,
-    unique,
+    RunChild, bootstrap, copy_plugins, create_topic, kcat_formatted, kcat_produce_keyed,
+    kcat_values, pseidon_bin, temp_dir, unique,
 };
 
 const N: usize = 20_000;
 
 /// Writes `values` to `topic` with kcat, keyed so they spread over the partitions.
 fn produce(topic: &str, values: &[String]) {
-    let mut child = Command::new("kcat")
-        .args(["-b", &bootstrap(), "-P", "-t", topic, "-K", "\t"])
-        .args(["-X", "linger.ms=20"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kcat (apt-get install kcat)");
-    {
-        let mut stdin = child.stdin.take().expect("kcat stdin");
-        let buf: String = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| format!("k{i}\t{v}\n"))
-            .collect();
-        stdin.write_all(buf.as_bytes()).expect("write to kcat");
-    }
-    let out = child.wait_with_output().expect("kcat");
-    assert!(
-        out.status.success(),
-        "kcat -P failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kcat_produce_keyed(&bootstrap(), topic, values, &["linger.ms=20"]);
 }
 
 /// Every message of `topic` as (partition, offset) -> value, read with kcat.
@@ -76,77 +53,6 @@ fn write_conf(conf: &Path, plugins: &Path, status_db: &Path, from: &str, to: &st
         ),
     )
     .unwrap();
-}
-
-/// A `pseidon run` child and the lines of its stderr.
-struct RunChild {
-    child: Child,
-    rx: mpsc::Receiver<String>,
-    lines: Vec<String>,
-}
-
-impl RunChild {
-    fn spawn(conf: &Path) -> RunChild {
-        let mut child = Command::new(pseidon_bin())
-            .args(["--conf", conf.to_str().unwrap(), "run"])
-            .env_remove("RUST_LOG")
-            .env("PSEIDON_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        RunChild {
-            child,
-            rx,
-            lines: Vec::new(),
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Ok(l) = self.rx.try_recv() {
-            self.lines.push(l);
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the exit (30 s at most) and collects the rest of stderr.
-    fn finish(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.lines.extend(self.rx.iter());
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("pseidon run did not exit: {:#?}", self.lines);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for RunChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `pseidon groups --topic from` through a conf with the Kafka plugin only: id -> status.
@@ -217,7 +123,7 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
     write_conf(&groups_conf, &kafka_only, &status_db, &from, &to, "");
     // First run: slowed down, so the SIGKILL lands in the middle of the copy.
     write_conf(&conf, &plugins, &status_db, &from, &to, "max-rate = 2500\n");
-    let mut run = RunChild::spawn(&conf);
+    let mut run = RunChild::spawn(&conf, "info");
     let deadline = Instant::now() + Duration::from_secs(60);
     let at_kill = loop {
         let n = kcat_values(&to).len();
@@ -233,7 +139,11 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
         std::thread::sleep(Duration::from_millis(200));
     };
     run.signal("KILL");
-    assert_eq!(run.finish(), None, "killed by SIGKILL");
+    assert_eq!(
+        run.finish(Duration::from_secs(30), Duration::from_millis(50)),
+        None,
+        "killed by SIGKILL"
+    );
     let copied_at_kill = kcat_values(&to).len();
     assert!(
         copied_at_kill < N,
@@ -261,7 +171,7 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let mut run = RunChild::spawn(&conf);
+        let mut run = RunChild::spawn(&conf, "info");
         // The log lines before the last check that found the target incomplete: the
         // last delivery came after them, so the `caught up` that follows it too.
         let mut seen = 0;
@@ -294,7 +204,12 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
             run.drain();
         }
         run.signal("TERM");
-        assert_eq!(run.finish(), Some(0), "{:#?}", run.lines);
+        assert_eq!(
+            run.finish(Duration::from_secs(30), Duration::from_millis(50)),
+            Some(0),
+            "{:#?}",
+            run.lines
+        );
         assert!(
             run.lines
                 .iter()

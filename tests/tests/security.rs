@@ -10,7 +10,7 @@
 
 use std::{
     io::{Read, Write},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -91,8 +91,8 @@ fn tail(s: &str, n: usize) -> String {
     s[start..].to_string()
 }
 
-/// Writes a conf: the plugin, a throw-away status db, and `[kafka]` keys.
-fn conf(dir: &Path, kafka: &[(&str, &str)]) -> PathBuf {
+/// Writes a conf: the plugin, a throw-away status db, and `[kafka]` keys; returns its path.
+fn conf(dir: &Path, kafka: &[(&str, &str)]) -> String {
     let mut text = format!(
         "plugin-dirs = [{:?}]\nstrict = true\nshutdown-timeout-ms = 10000\n\"pseidon-kafka.status-db\" = {:?}\n[kafka]\n",
         plugin_so("pseidon_kafka"),
@@ -103,7 +103,7 @@ fn conf(dir: &Path, kafka: &[(&str, &str)]) -> PathBuf {
     }
     let path = dir.join(format!("{}.toml", unique("conf")));
     std::fs::write(&path, text).expect("write conf");
-    path
+    path.display().to_string()
 }
 
 fn values(prefix: &str, n: usize) -> Vec<String> {
@@ -126,28 +126,110 @@ fn password(prefix: &str) -> String {
     unique(prefix).replace(['_', ' '], "-")
 }
 
+/// A broker of its own on `port` with `security` (for `sasl_ssl`, the SCRAM user has
+/// `password`) and a new topic, named after `topic`, of `partitions` partitions.
+fn start_broker(
+    port: u16,
+    security: &str,
+    password: &str,
+    topic: &str,
+    partitions: u32,
+) -> (SecureBroker, String) {
+    let broker = SecureBroker::start(port, security, password);
+    let topic = unique(topic);
+    broker.create_topic(&topic, partitions);
+    (broker, topic)
+}
+
+/// Writes a [`conf`] into a new temp dir named after `dir` for a client of `broker`
+/// trusting `ca`: TLS (`ssl`), or with `password` SASL/SCRAM-SHA-512 over TLS
+/// (`sasl_ssl`) as the broker's user; then the `extra` keys and a new `group.id` named
+/// `<group>-group`. Returns the conf's path.
+fn secured_conf(
+    dir: &str,
+    broker: &SecureBroker,
+    ca: &Path,
+    password: Option<&str>,
+    extra: &[(&str, &str)],
+    group: &str,
+) -> String {
+    let ca = ca.display().to_string();
+    let group = unique(&format!("{group}-group"));
+    let mut kafka = vec![("bootstrap.servers", broker.bootstrap.as_str())];
+    match password {
+        None => kafka.extend([("security.protocol", "ssl"), ("ssl.ca.location", &ca)]),
+        Some(password) => kafka.extend([
+            ("security.protocol", "sasl_ssl"),
+            ("ssl.ca.location", &ca),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", broker.user()),
+            ("sasl.password", password),
+        ]),
+    }
+    kafka.extend_from_slice(extra);
+    kafka.push(("group.id", &group));
+    conf(&temp_dir(dir), &kafka)
+}
+
+/// Runs `pseidon send --conf <conf> -t <topic>` with `stdin` (see [`pseidon`]).
+fn send(conf: &str, topic: &str, stdin: &str, log: &str, limit: Duration) -> Run {
+    pseidon(&["send", "--conf", conf, "-t", topic], stdin, log, limit)
+}
+
+/// Runs `pseidon consume --conf <conf> -t <topic> <extra…>` without input (see [`pseidon`]).
+fn consume(conf: &str, topic: &str, extra: &[&str], log: &str, limit: Duration) -> Run {
+    let mut args = vec!["consume", "--conf", conf, "-t", topic];
+    args.extend_from_slice(extra);
+    pseidon(&args, "", log, limit)
+}
+
+/// The lines `pseidon consume` wrote to stdout (one value each).
+fn stdout_lines(run: &Run) -> Vec<String> {
+    run.stdout.lines().map(str::to_string).collect()
+}
+
+/// The run ended within 30 s.
+fn assert_took_under_30s(run: &Run) {
+    assert!(
+        run.elapsed < Duration::from_secs(30),
+        "took {:?}",
+        run.elapsed
+    );
+}
+
+/// kcat finds `topic` of `broker` empty.
+fn assert_nothing_reached(broker: &SecureBroker, topic: &str) {
+    assert!(
+        kcat_strings(&broker.internal_bootstrap, topic).is_empty(),
+        "nothing reached the topic"
+    );
+}
+
+/// Neither the `wrong` nor the `right` password appears in the output of any of `runs`.
+fn assert_no_password(runs: &[(&str, &Run)], wrong: &str, right: &str) {
+    for (what, run) in runs {
+        let all = run.all_output();
+        assert!(
+            !all.contains(wrong),
+            "the wrong password appears in the output of pseidon {what}"
+        );
+        assert!(
+            !all.contains(right),
+            "the right password appears in the output of pseidon {what}"
+        );
+    }
+}
+
 /// Datasink and datasource over TLS (`security.protocol=ssl`, `ssl.ca.location`):
 /// everything written arrives once (checked with kcat), and reads back in order.
 #[test]
 fn datasink_and_datasource_work_over_tls() {
-    let broker = SecureBroker::start(19611, "ssl", "");
-    let dir = temp_dir("sec-tls");
-    let topic = unique("tls");
-    broker.create_topic(&topic, 1);
-    let ca = broker.ca.display().to_string();
-    let conf = conf(
-        &dir,
-        &[
-            ("bootstrap.servers", broker.bootstrap.as_str()),
-            ("security.protocol", "ssl"),
-            ("ssl.ca.location", ca.as_str()),
-            ("group.id", &unique("tls-group")),
-        ],
-    );
-    let conf = conf.display().to_string();
+    let (broker, topic) = start_broker(19611, "ssl", "", "tls", 1);
+    let conf = secured_conf("sec-tls", &broker, &broker.ca, None, &[], "tls");
     let sent = values("tls", 500);
-    let run = pseidon(
-        &["send", "--conf", &conf, "-t", &topic],
+    let run = send(
+        &conf,
+        &topic,
         &lines(&sent),
         "info",
         Duration::from_secs(90),
@@ -160,20 +242,10 @@ fn datasink_and_datasource_work_over_tls() {
         "kcat reads every value once, in order"
     );
 
-    let run = pseidon(
-        &[
-            "consume",
-            "--conf",
-            &conf,
-            "-t",
-            &topic,
-            "--max",
-            "500",
-            "--idle-exit-ms",
-            "20000",
-            "--mark-done",
-        ],
-        "",
+    let run = consume(
+        &conf,
+        &topic,
+        &["--max", "500", "--idle-exit-ms", "20000", "--mark-done"],
         "info",
         Duration::from_secs(90),
     );
@@ -183,7 +255,7 @@ fn datasink_and_datasource_work_over_tls() {
         tail(&run.stderr, 3000)
     );
     eprintln!("FIGURE tls: consumed 500 in {:?}", run.elapsed);
-    let got: Vec<String> = run.stdout.lines().map(str::to_string).collect();
+    let got = stdout_lines(&run);
     assert_eq!(got, sent, "the datasource reads back every value over TLS");
 }
 
@@ -192,35 +264,19 @@ fn datasink_and_datasource_work_over_tls() {
 /// reads nothing and logs the same error. Neither hangs.
 #[test]
 fn wrong_ca_fails_fast_with_a_certificate_error() {
-    let broker = SecureBroker::start(19621, "ssl", "");
-    let dir = temp_dir("sec-wrong-ca");
-    let topic = unique("wrongca");
-    broker.create_topic(&topic, 1);
-    let wrong = broker.wrong_ca.display().to_string();
-    let conf = conf(
-        &dir,
-        &[
-            ("bootstrap.servers", broker.bootstrap.as_str()),
-            ("security.protocol", "ssl"),
-            ("ssl.ca.location", wrong.as_str()),
-            ("message.timeout.ms", "8000"),
-            ("group.id", &unique("wrongca-group")),
-        ],
+    let (broker, topic) = start_broker(19621, "ssl", "", "wrongca", 1);
+    let conf = secured_conf(
+        "sec-wrong-ca",
+        &broker,
+        &broker.wrong_ca,
+        None,
+        &[("message.timeout.ms", "8000")],
+        "wrongca",
     );
-    let conf = conf.display().to_string();
-    let run = pseidon(
-        &["send", "--conf", &conf, "-t", &topic],
-        "a\nb\nc\n",
-        "warn",
-        Duration::from_secs(60),
-    );
+    let run = send(&conf, &topic, "a\nb\nc\n", "warn", Duration::from_secs(60));
     assert!(!run.ok, "send with a wrong CA succeeded: {run:?}");
     eprintln!("FIGURE wrong CA: send failed after {:?}", run.elapsed);
-    assert!(
-        run.elapsed < Duration::from_secs(30),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_took_under_30s(&run);
     assert!(
         run.stderr.contains("certificate verify failed"),
         "no certificate error in the output: {}",
@@ -231,22 +287,12 @@ fn wrong_ca_fails_fast_with_a_certificate_error() {
         "the 3 lines are reported failed: {}",
         tail(&run.stderr, 2000)
     );
-    assert!(
-        kcat_strings(&broker.internal_bootstrap, &topic).is_empty(),
-        "nothing reached the topic"
-    );
+    assert_nothing_reached(&broker, &topic);
 
-    let run = pseidon(
-        &[
-            "consume",
-            "--conf",
-            &conf,
-            "-t",
-            &topic,
-            "--idle-exit-ms",
-            "6000",
-        ],
-        "",
+    let run = consume(
+        &conf,
+        &topic,
+        &["--idle-exit-ms", "6000"],
         "warn",
         Duration::from_secs(60),
     );
@@ -264,11 +310,7 @@ fn wrong_ca_fails_fast_with_a_certificate_error() {
         "the datasource does not report the certificate error: {}",
         tail(&run.stderr, 3000)
     );
-    assert!(
-        run.elapsed < Duration::from_secs(30),
-        "took {:?}",
-        run.elapsed
-    );
+    assert_took_under_30s(&run);
 }
 
 /// SASL/SCRAM-SHA-512 over TLS with the right password: datasink and datasource work.
@@ -277,30 +319,21 @@ fn wrong_ca_fails_fast_with_a_certificate_error() {
 #[test]
 fn sasl_scram_over_tls_works_and_never_shows_the_password() {
     let secret = password("Scram-pw");
-    let broker = SecureBroker::start(19631, "sasl_ssl", &secret);
-    let dir = temp_dir("sec-sasl");
-    let topic = unique("sasl");
-    broker.create_topic(&topic, 2);
-    let ca = broker.ca.display().to_string();
-    let conf = conf(
-        &dir,
-        &[
-            ("bootstrap.servers", broker.bootstrap.as_str()),
-            ("security.protocol", "sasl_ssl"),
-            ("ssl.ca.location", ca.as_str()),
-            ("sasl.mechanisms", "SCRAM-SHA-512"),
-            ("sasl.username", broker.user()),
-            ("sasl.password", secret.as_str()),
-            ("debug", "security,broker,conf"),
-            ("group.id", &unique("sasl-group")),
-        ],
+    let (broker, topic) = start_broker(19631, "sasl_ssl", &secret, "sasl", 2);
+    let conf = secured_conf(
+        "sec-sasl",
+        &broker,
+        &broker.ca,
+        Some(&secret),
+        &[("debug", "security,broker,conf")],
+        "sasl",
     );
     let conf_text = std::fs::read_to_string(&conf).expect("conf");
     assert!(conf_text.contains(&secret), "the conf holds the password");
-    let conf = conf.display().to_string();
     let sent = values("sasl", 300);
-    let send = pseidon(
-        &["send", "--conf", &conf, "-t", &topic],
+    let send = send(
+        &conf,
+        &topic,
         &lines(&sent),
         "debug",
         Duration::from_secs(90),
@@ -325,20 +358,10 @@ fn sasl_scram_over_tls_works_and_never_shows_the_password() {
     want.sort();
     assert_eq!(got, want, "kcat reads every value once");
 
-    let consume = pseidon(
-        &[
-            "consume",
-            "--conf",
-            &conf,
-            "-t",
-            &topic,
-            "--max",
-            "300",
-            "--idle-exit-ms",
-            "20000",
-            "--mark-done",
-        ],
-        "",
+    let consume = consume(
+        &conf,
+        &topic,
+        &["--max", "300", "--idle-exit-ms", "20000", "--mark-done"],
         "debug",
         Duration::from_secs(90),
     );
@@ -352,7 +375,7 @@ fn sasl_scram_over_tls_works_and_never_shows_the_password() {
         consume.elapsed,
         consume.stderr.len()
     );
-    let mut read: Vec<String> = consume.stdout.lines().map(str::to_string).collect();
+    let mut read = stdout_lines(&consume);
     read.sort();
     assert_eq!(read, want, "the datasource reads back every value");
 
@@ -389,42 +412,22 @@ fn sasl_scram_over_tls_works_and_never_shows_the_password() {
 fn sasl_wrong_password_fails_fast_with_an_authentication_error() {
     let right = password("Right-pw");
     let wrong = password("Wrong-pw");
-    let broker = SecureBroker::start(19641, "sasl_ssl", &right);
-    let dir = temp_dir("sec-sasl-wrong");
-    let topic = unique("saslwrong");
-    broker.create_topic(&topic, 1);
-    let ca = broker.ca.display().to_string();
-    let conf = conf(
-        &dir,
-        &[
-            ("bootstrap.servers", broker.bootstrap.as_str()),
-            ("security.protocol", "sasl_ssl"),
-            ("ssl.ca.location", ca.as_str()),
-            ("sasl.mechanisms", "SCRAM-SHA-512"),
-            ("sasl.username", broker.user()),
-            ("sasl.password", wrong.as_str()),
-            ("message.timeout.ms", "8000"),
-            ("debug", "security"),
-            ("group.id", &unique("saslwrong-group")),
-        ],
+    let (broker, topic) = start_broker(19641, "sasl_ssl", &right, "saslwrong", 1);
+    let conf = secured_conf(
+        "sec-sasl-wrong",
+        &broker,
+        &broker.ca,
+        Some(&wrong),
+        &[("message.timeout.ms", "8000"), ("debug", "security")],
+        "saslwrong",
     );
-    let conf = conf.display().to_string();
-    let send = pseidon(
-        &["send", "--conf", &conf, "-t", &topic],
-        "x\ny\n",
-        "debug",
-        Duration::from_secs(60),
-    );
+    let send = send(&conf, &topic, "x\ny\n", "debug", Duration::from_secs(60));
     assert!(!send.ok, "send with a wrong password succeeded: {send:?}");
     eprintln!(
         "FIGURE wrong password: send failed after {:?}",
         send.elapsed
     );
-    assert!(
-        send.elapsed < Duration::from_secs(30),
-        "took {:?}",
-        send.elapsed
-    );
+    assert_took_under_30s(&send);
     assert!(
         send.stderr.contains("Authentication failed")
             || send.stderr.contains("SASL authentication error"),
@@ -436,22 +439,12 @@ fn sasl_wrong_password_fails_fast_with_an_authentication_error() {
         "both lines reported failed: {}",
         tail(&send.stderr, 2000)
     );
-    assert!(
-        kcat_strings(&broker.internal_bootstrap, &topic).is_empty(),
-        "nothing reached the topic"
-    );
+    assert_nothing_reached(&broker, &topic);
 
-    let consume = pseidon(
-        &[
-            "consume",
-            "--conf",
-            &conf,
-            "-t",
-            &topic,
-            "--idle-exit-ms",
-            "6000",
-        ],
-        "",
+    let consume = consume(
+        &conf,
+        &topic,
+        &["--idle-exit-ms", "6000"],
         "debug",
         Duration::from_secs(60),
     );
@@ -470,17 +463,7 @@ fn sasl_wrong_password_fails_fast_with_an_authentication_error() {
         "the datasource does not report the authentication error: {}",
         tail(&consume.stderr, 3000)
     );
-    for (what, run) in [("send", &send), ("consume", &consume)] {
-        let all = run.all_output();
-        assert!(
-            !all.contains(&wrong),
-            "the wrong password appears in the output of pseidon {what}"
-        );
-        assert!(
-            !all.contains(&right),
-            "the right password appears in the output of pseidon {what}"
-        );
-    }
+    assert_no_password(&[("send", &send), ("consume", &consume)], &wrong, &right);
 }
 
 /// The lines of `pseidon`'s own messages (summary and error lines, not log lines).
@@ -516,27 +499,16 @@ fn assert_failed_naming(what: &str, run: &Run, limit: Duration, want: &[&str]) {
 /// that error instead of waiting forever.
 #[test]
 fn wrong_ca_with_default_timeouts_fails_within_seconds_naming_the_certificate_error() {
-    let broker = SecureBroker::start(19651, "ssl", "");
-    let dir = temp_dir("sec-wrong-ca-default");
-    let topic = unique("wrongcadefault");
-    broker.create_topic(&topic, 1);
-    let wrong = broker.wrong_ca.display().to_string();
-    let conf = conf(
-        &dir,
-        &[
-            ("bootstrap.servers", broker.bootstrap.as_str()),
-            ("security.protocol", "ssl"),
-            ("ssl.ca.location", wrong.as_str()),
-            ("group.id", &unique("wrongcadefault-group")),
-        ],
+    let (broker, topic) = start_broker(19651, "ssl", "", "wrongcadefault", 1);
+    let conf = secured_conf(
+        "sec-wrong-ca-default",
+        &broker,
+        &broker.wrong_ca,
+        None,
+        &[],
+        "wrongcadefault",
     );
-    let conf = conf.display().to_string();
-    let send = pseidon(
-        &["send", "--conf", &conf, "-t", &topic],
-        "a\nb\nc\n",
-        "error",
-        Duration::from_secs(60),
-    );
+    let send = send(&conf, &topic, "a\nb\nc\n", "error", Duration::from_secs(60));
     eprintln!(
         "FIGURE wrong CA, default timeouts: send failed after {:?}",
         send.elapsed
@@ -558,12 +530,7 @@ fn wrong_ca_with_default_timeouts_fails_within_seconds_naming_the_certificate_er
         tail(&send.stderr, 2000)
     );
 
-    let consume = pseidon(
-        &["consume", "--conf", &conf, "-t", &topic],
-        "",
-        "error",
-        Duration::from_secs(60),
-    );
+    let consume = consume(&conf, &topic, &[], "error", Duration::from_secs(60));
     eprintln!(
         "FIGURE wrong CA, default timeouts: consume failed after {:?}",
         consume.elapsed
@@ -575,10 +542,7 @@ fn wrong_ca_with_default_timeouts_fails_within_seconds_naming_the_certificate_er
         Duration::from_secs(15),
         &["certificate verify failed"],
     );
-    assert!(
-        kcat_strings(&broker.internal_bootstrap, &topic).is_empty(),
-        "nothing reached the topic"
-    );
+    assert_nothing_reached(&broker, &topic);
 }
 
 /// A wrong SCRAM password with librdkafka's default timeouts and no `--idle-exit-ms`:
@@ -589,32 +553,17 @@ fn wrong_ca_with_default_timeouts_fails_within_seconds_naming_the_certificate_er
 fn sasl_wrong_password_with_default_timeouts_fails_within_seconds_naming_authentication() {
     let right = password("Right-pw");
     let wrong = password("Wrong-pw");
-    let broker = SecureBroker::start(19661, "sasl_ssl", &right);
-    let dir = temp_dir("sec-sasl-wrong-default");
-    let topic = unique("saslwrongdefault");
-    broker.create_topic(&topic, 1);
-    let ca = broker.ca.display().to_string();
-    let conf = conf(
-        &dir,
-        &[
-            ("bootstrap.servers", broker.bootstrap.as_str()),
-            ("security.protocol", "sasl_ssl"),
-            ("ssl.ca.location", ca.as_str()),
-            ("sasl.mechanisms", "SCRAM-SHA-512"),
-            ("sasl.username", broker.user()),
-            ("sasl.password", wrong.as_str()),
-            ("debug", "security"),
-            ("group.id", &unique("saslwrongdefault-group")),
-        ],
+    let (broker, topic) = start_broker(19661, "sasl_ssl", &right, "saslwrongdefault", 1);
+    let conf = secured_conf(
+        "sec-sasl-wrong-default",
+        &broker,
+        &broker.ca,
+        Some(&wrong),
+        &[("debug", "security")],
+        "saslwrongdefault",
     );
-    let conf = conf.display().to_string();
     let auth = ["Authentication failed", "SASL authentication error"];
-    let send = pseidon(
-        &["send", "--conf", &conf, "-t", &topic],
-        "x\ny\n",
-        "debug",
-        Duration::from_secs(60),
-    );
+    let send = send(&conf, &topic, "x\ny\n", "debug", Duration::from_secs(60));
     eprintln!(
         "FIGURE wrong password, default timeouts: send failed after {:?}",
         send.elapsed
@@ -631,12 +580,7 @@ fn sasl_wrong_password_with_default_timeouts_fails_within_seconds_naming_authent
         tail(&send.stderr, 2000)
     );
 
-    let consume = pseidon(
-        &["consume", "--conf", &conf, "-t", &topic],
-        "",
-        "debug",
-        Duration::from_secs(60),
-    );
+    let consume = consume(&conf, &topic, &[], "debug", Duration::from_secs(60));
     eprintln!(
         "FIGURE wrong password, default timeouts: consume failed after {:?}",
         consume.elapsed
@@ -648,19 +592,6 @@ fn sasl_wrong_password_with_default_timeouts_fails_within_seconds_naming_authent
         Duration::from_secs(15),
         &auth,
     );
-    assert!(
-        kcat_strings(&broker.internal_bootstrap, &topic).is_empty(),
-        "nothing reached the topic"
-    );
-    for (what, run) in [("send", &send), ("consume", &consume)] {
-        let all = run.all_output();
-        assert!(
-            !all.contains(&wrong),
-            "the wrong password appears in the output of pseidon {what}"
-        );
-        assert!(
-            !all.contains(&right),
-            "the right password appears in the output of pseidon {what}"
-        );
-    }
+    assert_nothing_reached(&broker, &topic);
+    assert_no_password(&[("send", &send), ("consume", &consume)], &wrong, &right);
 }

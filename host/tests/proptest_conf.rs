@@ -131,6 +131,12 @@ fn check_error(err: &ConfError, text: &str, ctx: &str) {
                 "{ctx}: error does not name the key: {msg}"
             );
         }
+        ConfError::DuplicateKey { key, .. } => {
+            assert!(
+                msg.contains(&format!("`{key}`")),
+                "{ctx}: duplicate-key error does not name the key: {msg}"
+            );
+        }
         other => panic!("{ctx}: unexpected error kind from parse: {other:?}"),
     }
 }

@@ -436,10 +436,25 @@ pub struct FfiOwnedHeader {
     pub value: ROption<RVec<u8>>,
 }
 
+/// What all messages of one group share; each message holds it (one reference count),
+/// so that a group crosses the boundary, and reaches the user, without being copied.
+#[repr(C)]
+#[derive(StableAbi, Debug, PartialEq, Eq)]
+pub struct FfiGroupMeta {
+    /// `topic:partition:min-offset:max-offset`.
+    pub id: RString,
+    /// Topic.
+    pub topic: RString,
+    /// Partition.
+    pub partition: i32,
+}
+
 /// A consumed message.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 pub struct FfiMessage {
+    /// The group the message belongs to.
+    pub group: RArc<FfiGroupMeta>,
     /// Offset in its partition.
     pub offset: i64,
     /// Timestamp in ms since the epoch, if the message has one.
@@ -456,12 +471,8 @@ pub struct FfiMessage {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 pub struct FfiMessageGroup {
-    /// `topic:partition:min-offset:max-offset`.
-    pub id: RString,
-    /// Topic.
-    pub topic: RString,
-    /// Partition.
-    pub partition: i32,
+    /// Id, topic and partition.
+    pub meta: RArc<FfiGroupMeta>,
     /// First offset of the group.
     pub min_offset: i64,
     /// Last offset of the group.

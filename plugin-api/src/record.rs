@@ -1,11 +1,10 @@
 //! Records written to a sink, and messages and message groups read from a source.
 
-use std::sync::Arc;
-
-use abi_stable::std_types::{ROption, RSlice, RStr, RVec};
+use abi_stable::std_types::{RArc, ROption, RSlice, RStr, RVec};
 
 use crate::ffi::{
-    FfiGroupInfo, FfiGroupStatus, FfiHeader, FfiMessage, FfiMessageGroup, FfiOwnedHeader, FfiRecord,
+    FfiGroupInfo, FfiGroupMeta, FfiGroupStatus, FfiHeader, FfiMessage, FfiMessageGroup,
+    FfiOwnedHeader, FfiRecord,
 };
 
 /// A header of an outgoing [`Record`].
@@ -212,64 +211,50 @@ impl MessageHeader {
     }
 }
 
-/// What all messages of one group share.
-#[derive(Debug, PartialEq, Eq)]
-struct GroupMeta {
-    id: String,
-    topic: String,
-    partition: i32,
-}
-
 /// A consumed message: its payload, its position, and the id of its message group.
+#[repr(transparent)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    group: Arc<GroupMeta>,
-    inner: FfiMessage,
-}
+pub struct Message(FfiMessage);
 
 impl Message {
     /// The message's topic.
     pub fn topic(&self) -> &str {
-        &self.group.topic
+        self.0.group.topic.as_str()
     }
 
     /// The message's partition.
     pub fn partition(&self) -> i32 {
-        self.group.partition
+        self.0.group.partition
     }
 
     /// The message's offset.
     pub fn offset(&self) -> i64 {
-        self.inner.offset
+        self.0.offset
     }
 
     /// The id of the message group the message belongs to: pass it to `mark_done`.
     pub fn group_id(&self) -> &str {
-        &self.group.id
+        self.0.group.id.as_str()
     }
 
     /// The key.
     pub fn key(&self) -> Option<&[u8]> {
-        self.inner.key.as_ref().into_option().map(|k| k.as_slice())
+        self.0.key.as_ref().into_option().map(|k| k.as_slice())
     }
 
     /// The value; `None` for a tombstone.
     pub fn value(&self) -> Option<&[u8]> {
-        self.inner
-            .value
-            .as_ref()
-            .into_option()
-            .map(|v| v.as_slice())
+        self.0.value.as_ref().into_option().map(|v| v.as_slice())
     }
 
     /// The timestamp in ms since the epoch, if the message has one.
     pub fn timestamp_ms(&self) -> Option<i64> {
-        self.inner.timestamp_ms.into_option()
+        self.0.timestamp_ms.into_option()
     }
 
     /// The headers.
     pub fn headers(&self) -> &[MessageHeader] {
-        let raw = self.inner.headers.as_slice();
+        let raw = self.0.headers.as_slice();
         // SAFETY: `MessageHeader` is `repr(transparent)` over `FfiOwnedHeader`.
         unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<MessageHeader>(), raw.len()) }
     }
@@ -304,14 +289,11 @@ pub mod message_group {
 }
 
 /// A message group: consecutive messages of one partition, marked done together.
+///
+/// It is the very value the plugin built: it crosses the plugin boundary without a copy.
+#[repr(transparent)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageGroup {
-    meta: Arc<GroupMeta>,
-    min_offset: i64,
-    max_offset: i64,
-    attempt: u32,
-    messages: Vec<Message>,
-}
+pub struct MessageGroup(FfiMessageGroup);
 
 impl MessageGroup {
     /// A group of `messages` (non-empty, in offset order) of `topic`/`partition`;
@@ -337,107 +319,79 @@ impl MessageGroup {
         attempt: u32,
         messages: Vec<message_group::MessageParts>,
     ) -> Self {
-        let meta = Arc::new(GroupMeta {
-            id: format!("{topic}:{partition}:{min_offset}:{max_offset}"),
-            topic: topic.to_string(),
+        let meta = RArc::new(FfiGroupMeta {
+            id: format!("{topic}:{partition}:{min_offset}:{max_offset}").into(),
+            topic: topic.into(),
             partition,
         });
-        let messages = messages
+        let messages: Vec<FfiMessage> = messages
             .into_iter()
-            .map(|p| Message {
-                group: Arc::clone(&meta),
-                inner: FfiMessage {
-                    offset: p.offset,
-                    timestamp_ms: p.timestamp_ms.into(),
-                    key: p.key.map(RVec::from).into(),
-                    value: p.value.map(RVec::from).into(),
-                    headers: p.headers.into_iter().map(|h| h.0).collect(),
-                },
+            .map(|p| FfiMessage {
+                group: RArc::clone(&meta),
+                offset: p.offset,
+                timestamp_ms: p.timestamp_ms.into(),
+                key: p.key.map(RVec::from).into(),
+                value: p.value.map(RVec::from).into(),
+                headers: p.headers.into_iter().map(|h| h.0).collect(),
             })
             .collect();
-        MessageGroup {
+        MessageGroup(FfiMessageGroup {
             meta,
             min_offset,
             max_offset,
             attempt,
-            messages,
-        }
+            messages: messages.into(),
+        })
     }
 
     /// `topic:partition:min-offset:max-offset`.
     pub fn id(&self) -> &str {
-        &self.meta.id
+        self.0.meta.id.as_str()
     }
 
     /// The topic.
     pub fn topic(&self) -> &str {
-        &self.meta.topic
+        self.0.meta.topic.as_str()
     }
 
     /// The partition.
     pub fn partition(&self) -> i32 {
-        self.meta.partition
+        self.0.meta.partition
     }
 
     /// First offset.
     pub fn min_offset(&self) -> i64 {
-        self.min_offset
+        self.0.min_offset
     }
 
     /// Last offset.
     pub fn max_offset(&self) -> i64 {
-        self.max_offset
+        self.0.max_offset
     }
 
     /// 1 the first time the group is handed out, one more for each replay.
     pub fn attempt(&self) -> u32 {
-        self.attempt
+        self.0.attempt
     }
 
     /// The messages, in offset order.
     pub fn messages(&self) -> &[Message] {
-        &self.messages
+        let raw = self.0.messages.as_slice();
+        // SAFETY: `Message` is `repr(transparent)` over `FfiMessage`.
+        unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<Message>(), raw.len()) }
     }
 
     /// The messages, by value.
     pub fn into_messages(self) -> Vec<Message> {
-        self.messages
+        self.0.messages.into_iter().map(Message).collect()
     }
 
     pub(crate) fn into_ffi(self) -> FfiMessageGroup {
-        let meta = self.meta;
-        FfiMessageGroup {
-            id: meta.id.as_str().into(),
-            topic: meta.topic.as_str().into(),
-            partition: meta.partition,
-            min_offset: self.min_offset,
-            max_offset: self.max_offset,
-            attempt: self.attempt,
-            messages: self.messages.into_iter().map(|m| m.inner).collect(),
-        }
+        self.0
     }
 
     pub(crate) fn from_ffi(group: FfiMessageGroup) -> Self {
-        let meta = Arc::new(GroupMeta {
-            id: group.id.into_string(),
-            topic: group.topic.into_string(),
-            partition: group.partition,
-        });
-        let messages = group
-            .messages
-            .into_iter()
-            .map(|inner| Message {
-                group: Arc::clone(&meta),
-                inner,
-            })
-            .collect();
-        MessageGroup {
-            meta,
-            min_offset: group.min_offset,
-            max_offset: group.max_offset,
-            attempt: group.attempt,
-            messages,
-        }
+        MessageGroup(group)
     }
 }
 

@@ -28,8 +28,14 @@ pub struct Settings {
     /// `pseidon-kafka.status-db`: the SQLite file that tracks message groups.
     /// Default `/var/lib/pseidon-kafka/status.db`.
     pub status_db: PathBuf,
-    /// `pseidon-kafka.group-max-messages`: the most messages in one message group. Default 1000.
+    /// `pseidon-kafka.group-max-messages`: the most messages in one message group.
+    /// Default 10000.
     pub group_max_messages: usize,
+    /// `pseidon-kafka.group-max-bytes`: the most bytes of keys, values and headers in
+    /// one message group (a single larger message is a group of its own), so a group's
+    /// memory is bounded whatever the message size.
+    /// Default 1048576 (1 MiB).
+    pub group_max_bytes: usize,
     /// `pseidon-kafka.group-max-wait-ms`: the longest a message group waits to fill up
     /// before it is handed out. Default 100.
     pub group_max_wait_ms: u64,
@@ -54,7 +60,11 @@ pub fn default_status_db() -> PathBuf {
 }
 /// Default of `pseidon-kafka.group-max-messages`.
 pub fn default_group_max_messages() -> usize {
-    1000
+    10_000
+}
+/// Default of `pseidon-kafka.group-max-bytes`.
+pub fn default_group_max_bytes() -> usize {
+    1 << 20
 }
 /// Default of `pseidon-kafka.group-max-wait-ms`.
 pub fn default_group_max_wait_ms() -> u64 {
@@ -75,6 +85,7 @@ impl Default for Settings {
             queue_full_timeout_ms: default_queue_full_timeout_ms(),
             status_db: default_status_db(),
             group_max_messages: default_group_max_messages(),
+            group_max_bytes: default_group_max_bytes(),
             group_max_wait_ms: default_group_max_wait_ms(),
             done_retention_ms: default_done_retention_ms(),
             connect_failure_timeout_ms: default_connect_failure_timeout_ms(),
@@ -391,6 +402,13 @@ fn apply_setting(
             }
             settings.group_max_messages = n;
         }
+        "group-max-bytes" => {
+            let n: usize = parse_number(key, value)?;
+            if n == 0 {
+                return Err(Error::config(key, "must be at least 1"));
+            }
+            settings.group_max_bytes = n;
+        }
         "group-max-wait-ms" => settings.group_max_wait_ms = parse_number(key, value)?,
         "done-retention-ms" => settings.done_retention_ms = parse_number(key, value)?,
         "connect-failure-timeout-ms" => {
@@ -399,7 +417,7 @@ fn apply_setting(
         _ => {
             return Err(Error::config(
                 key,
-                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-wait-ms, done-retention-ms, connect-failure-timeout-ms)",
+                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-bytes, group-max-wait-ms, done-retention-ms, connect-failure-timeout-ms)",
             ));
         }
     }
@@ -529,6 +547,7 @@ mod tests {
         let c = Config::parse(&conf(&[
             ("pseidon-kafka.status-db", ConfKind::String, "/tmp/s.db"),
             ("pseidon-kafka.group-max-messages", ConfKind::Integer, "10"),
+            ("pseidon-kafka.group-max-bytes", ConfKind::Integer, "4096"),
             (
                 "pseidon-kafka.connect-failure-timeout-ms",
                 ConfKind::Integer,
@@ -538,6 +557,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.settings.status_db, PathBuf::from("/tmp/s.db"));
         assert_eq!(c.settings.group_max_messages, 10);
+        assert_eq!(c.settings.group_max_bytes, 4096);
+        assert_eq!(Settings::default().group_max_bytes, 1 << 20);
         assert_eq!(c.settings.connect_failure_timeout_ms, 2500);
         assert_eq!(
             Settings::default().connect_failure_timeout_ms,
@@ -550,5 +571,16 @@ mod tests {
         )]))
         .unwrap_err();
         assert!(err.to_string().contains("at least 1"));
+        let err = Config::parse(&conf(&[(
+            "pseidon-kafka.group-max-bytes",
+            ConfKind::Integer,
+            "0",
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("pseidon-kafka.group-max-bytes")
+                && err.to_string().contains("at least 1"),
+            "{err}"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! Messages are copied out of librdkafka as soon as they are polled (a borrowed message
 //! pins fetch buffers, and a consumer dropped while one is alive hangs). They collect
 //! into one pending group per partition; a group is closed when it holds
-//! `group-max-messages` or its first message waited `group-max-wait-ms`, then queued.
+//! `group-max-messages` or `group-max-bytes` (keys, values, headers), or its first
+//! message waited `group-max-wait-ms`, then queued.
 //! Before `next_group` returns, the groups it closed are recorded in the status database
 //! in one transaction: the one it hands out straight as `run`, the others `ready`
 //! (marked `run` when a later call hands them out). No group is handed out unrecorded.
@@ -81,6 +82,16 @@ pub fn copy_message(m: &BorrowedMessage<'_>) -> MessageParts {
             })
             .unwrap_or_default(),
     }
+}
+
+/// Bytes of a message's key, value and headers (what `group-max-bytes` counts).
+pub fn parts_bytes(m: &MessageParts) -> usize {
+    m.key.as_ref().map_or(0, Vec::len)
+        + m.value.as_ref().map_or(0, Vec::len)
+        + m.headers
+            .iter()
+            .map(|h| h.key().len() + h.value().map_or(0, <[u8]>::len))
+            .sum::<usize>()
 }
 
 /// A Kafka error as the interface's error.
@@ -288,6 +299,8 @@ struct Part {
     cursor: usize,
     /// The group being filled.
     pending: Vec<MessageParts>,
+    /// Bytes of keys, values and headers in `pending`.
+    pending_bytes: usize,
     first_at: Instant,
 }
 
@@ -347,6 +360,7 @@ struct Batch {
     last_part: usize,
     queue: VecDeque<Queued>,
     group_max: usize,
+    group_max_bytes: usize,
     group_wait: Duration,
 }
 
@@ -435,6 +449,7 @@ impl Batch {
             known,
             cursor: 0,
             pending: Vec::new(),
+            pending_bytes: 0,
             first_at: Instant::now(),
         });
         self.last_part = self.parts.len() - 1;
@@ -457,13 +472,23 @@ impl Batch {
             }
             return Ok(());
         }
+        let message = copy_message(m);
+        let bytes = parts_bytes(&message);
+        // A group holds at most `group_max_bytes`, unless one message alone is larger.
+        if !self.parts[i].pending.is_empty()
+            && self.parts[i].pending_bytes + bytes > self.group_max_bytes
+        {
+            self.close(i, env)?;
+        }
         let part = &mut self.parts[i];
         if part.pending.is_empty() {
             part.first_at = Instant::now();
             part.pending.reserve(self.group_max.min(1024));
+            part.pending_bytes = 0;
         }
-        part.pending.push(copy_message(m));
-        if part.pending.len() >= self.group_max {
+        part.pending_bytes += bytes;
+        part.pending.push(message);
+        if part.pending.len() >= self.group_max || part.pending_bytes >= self.group_max_bytes {
             self.close(i, env)?;
         }
         Ok(())
@@ -478,6 +503,7 @@ impl Batch {
         };
         let (min, max) = (first.offset, last.offset);
         let pending = std::mem::take(&mut part.pending);
+        part.pending_bytes = 0;
         {
             let mut trackers = env.shared.lock();
             let Some(t) = trackers
@@ -647,6 +673,7 @@ impl KafkaReader {
             last_part: 0,
             queue: VecDeque::new(),
             group_max: settings.group_max_messages,
+            group_max_bytes: settings.group_max_bytes,
             group_wait: Duration::from_millis(settings.group_max_wait_ms),
         };
         let mut reader = KafkaReader {
@@ -850,6 +877,7 @@ mod tests {
             known,
             cursor: 0,
             pending: Vec::new(),
+            pending_bytes: 0,
             first_at: Instant::now(),
         }
     }
@@ -861,6 +889,28 @@ mod tests {
         let want: Vec<i64> = (10..20).chain(30..40).collect();
         assert_eq!(known, want);
         assert_eq!(p.cursor, 2);
+    }
+
+    #[test]
+    fn parts_bytes_counts_key_value_and_headers() {
+        let m = MessageParts {
+            offset: 0,
+            timestamp_ms: None,
+            key: Some(b"kk".to_vec()),
+            value: Some(vec![0; 100]),
+            headers: vec![
+                MessageHeader::new("h1", Some(b"vvv".to_vec())),
+                MessageHeader::new("h2", None),
+            ],
+        };
+        assert_eq!(parts_bytes(&m), 2 + 100 + (2 + 3) + 2);
+        let tombstone = MessageParts {
+            value: None,
+            key: None,
+            headers: vec![],
+            ..m
+        };
+        assert_eq!(parts_bytes(&tombstone), 0);
     }
 
     #[test]

@@ -14,6 +14,7 @@ const SETTINGS: &[&str] = &[
     "queue-full-timeout-ms",
     "status-db",
     "group-max-messages",
+    "group-max-bytes",
     "group-max-wait-ms",
     "done-retention-ms",
 ];
@@ -191,7 +192,7 @@ proptest! {
     /// and quoting the value.
     #[test]
     fn numeric_settings_parse_or_name_key_and_value(
-        setting in prop::sample::select(&["queue-full-timeout-ms", "group-max-wait-ms", "done-retention-ms", "group-max-messages"][..]),
+        setting in prop::sample::select(&["queue-full-timeout-ms", "group-max-wait-ms", "done-retention-ms", "group-max-messages", "group-max-bytes"][..]),
         kind in scalar_kind(),
         value in value(),
     ) {
@@ -204,6 +205,7 @@ proptest! {
                     "queue-full-timeout-ms" => c.settings.queue_full_timeout_ms,
                     "group-max-wait-ms" => c.settings.group_max_wait_ms,
                     "done-retention-ms" => c.settings.done_retention_ms,
+                    "group-max-bytes" => c.settings.group_max_bytes as u64,
                     _ => c.settings.group_max_messages as u64,
                 };
                 prop_assert_eq!(got, n);
@@ -212,7 +214,7 @@ proptest! {
                 assert_clear_error(&err, &entries)?;
                 let parsed: Option<u64> = value.trim().parse().ok();
                 prop_assert!(
-                    parsed.is_none() || (setting == "group-max-messages" && parsed == Some(0))
+                    parsed.is_none() || (setting.starts_with("group-max-") && setting != "group-max-wait-ms" && parsed == Some(0))
                         || parsed.is_some_and(|n| usize::try_from(n).is_err()),
                     "valid value `{}` refused: {}", value, err
                 );

@@ -325,6 +325,50 @@ fn seed_example_reads_1000_messages_and_marks_groups_done() {
     );
 }
 
+/// `group-max-bytes` bounds a group's bytes, whatever `group-max-messages` allows:
+/// 300 messages of 1000 bytes with a 4000-byte bound come in groups of at most 4.
+#[test]
+fn group_max_bytes_bounds_each_group() {
+    let topic = unique("ds-bytes");
+    create_topic(&topic, 1);
+    let sent: Vec<String> = (0..300)
+        .map(|i| format!("{i:06}-{}", "x".repeat(993)))
+        .collect();
+    assert!(sent.iter().all(|v| v.len() == 1000));
+    produce(&topic, &sent);
+    let dir = tmp_dir("ds-bytes");
+    let db = dir.join("status.db");
+    let group = unique("ds-bytes-g");
+    let r = run_child(&child_args(
+        &topic,
+        &group,
+        &db,
+        &[
+            "--expect",
+            "300",
+            "--idle-ms",
+            "1500",
+            "--set",
+            "pseidon-kafka.group-max-bytes=4000",
+        ],
+    ));
+    r.assert_clean_end();
+    assert_eq!(r.messages.len(), 300, "each message exactly once");
+    let got: BTreeSet<&str> = r.messages.iter().map(|m| m.3.as_str()).collect();
+    assert_eq!(got.len(), 300);
+    let mut per_group: HashMap<&str, usize> = HashMap::new();
+    for (g, _, _, _) in &r.messages {
+        *per_group.entry(g).or_default() += 1;
+    }
+    assert!(
+        per_group.values().all(|n| *n <= 4),
+        "a group over 4000 bytes: {per_group:?}"
+    );
+    // 300 messages in groups of at most 4: at least 75 groups, all done.
+    assert!(r.groups.len() >= 75, "{} groups", r.groups.len());
+    assert_eq!(r.done.len(), r.groups.len());
+}
+
 /// SIGKILL at random points while consuming 20 000 messages; a restarted consumer
 /// finishes. The groups done in SQLite cover every message exactly once, no gap.
 #[test]

@@ -6,7 +6,8 @@
 //!   `libpseidon_kafka.so` from a conf, `reg_get_wait_sink`, one `write` per message
 //!   (or `write_batch` with `--batch`), then `flush`.
 //! - `--mode plain`: a plain rdkafka `BaseProducer` loop with the same librdkafka
-//!   properties as the plugin's producer (`enable.idempotence=true` plus `--prop`s),
+//!   properties as the plugin's producer (`enable.idempotence=true`,
+//!   `queue.buffering.max.kbytes=65536`, plus `--prop`s),
 //!   polling inline for delivery reports and on a full queue.
 //!
 //! A run that does not get a successful delivery report for every message, or after
@@ -216,7 +217,14 @@ impl ProducerContext for Counting {
 
 /// The plain rdkafka loop: returns the seconds from the first send to the flush.
 fn produce_plain(args: &Args, payloads: &Payloads) -> Result<f64> {
-    let mut props = vec![("enable.idempotence".to_string(), "true".to_string())];
+    // As the plugin's producer (plugin/src/config.rs, Role::Producer).
+    let mut props = vec![
+        ("enable.idempotence".to_string(), "true".to_string()),
+        (
+            "queue.buffering.max.kbytes".to_string(),
+            "65536".to_string(),
+        ),
+    ];
     props.extend(args.props.iter().cloned());
     let producer: BaseProducer<Counting> = common::client_config(&args.bootstrap, &props)
         .create_with_context(Counting::default())

@@ -391,7 +391,11 @@ pub fn init_test_logging() {
         let _already = tracing_subscriber::registry()
             .with(filter)
             .with(CaptureLayer)
-            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_test_writer()
+                    .with_ansi(false),
+            )
             .try_init();
     });
 }

@@ -685,18 +685,34 @@ fn read_only_status_db_is_a_clear_error() {
     .unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-    let args = child_args(&topic, &unique("g"), &db, &["--idle-ms", "0"]);
+    let mut args = child_args(&topic, &unique("g"), &db, &["--idle-ms", "0"]);
     let is_root = Command::new("id")
         .arg("-u")
         .output()
         .map(|o| o.stdout.starts_with(b"0\n"))
         .unwrap_or(false);
     let out = if is_root {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", CHILD])
+        // `nobody` may not reach the build tree (a clone under /root is 0700): run a
+        // copy of the child and of the plugin from a directory it can read.
+        let bin = tmp_dir("ds-ro-bin");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let child = bin.join("consume_child");
+        std::fs::copy(CHILD, &child).unwrap();
+        let plugin_arg = args.iter().position(|a| a == "--plugin").unwrap() + 1;
+        let plugin = bin.join("libpseidon_kafka.so");
+        std::fs::copy(&args[plugin_arg], &plugin).unwrap();
+        for f in [&child, &plugin] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        args[plugin_arg] = plugin.display().to_string();
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&child)
             .args(&args)
             .output()
-            .expect("setpriv (util-linux)")
+            .expect("setpriv (util-linux)");
+        let _ = std::fs::remove_dir_all(&bin);
+        out
     } else {
         Command::new(CHILD).args(&args).output().unwrap()
     };

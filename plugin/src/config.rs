@@ -403,20 +403,8 @@ fn apply_setting(
             }
             settings.status_db = PathBuf::from(value);
         }
-        "group-max-messages" => {
-            let n: usize = parse_number(key, value)?;
-            if n == 0 {
-                return Err(Error::config(key, "must be at least 1"));
-            }
-            settings.group_max_messages = n;
-        }
-        "group-max-bytes" => {
-            let n: usize = parse_number(key, value)?;
-            if n == 0 {
-                return Err(Error::config(key, "must be at least 1"));
-            }
-            settings.group_max_bytes = n;
-        }
+        "group-max-messages" => settings.group_max_messages = parse_positive(key, value)?,
+        "group-max-bytes" => settings.group_max_bytes = parse_positive(key, value)?,
         "group-max-wait-ms" => settings.group_max_wait_ms = parse_number(key, value)?,
         "done-retention-ms" => settings.done_retention_ms = parse_number(key, value)?,
         "connect-failure-timeout-ms" => {
@@ -430,6 +418,14 @@ fn apply_setting(
         }
     }
     Ok(())
+}
+
+/// A number of at least 1.
+fn parse_positive(key: &str, value: &str) -> Result<usize, Error> {
+    match parse_number(key, value)? {
+        0 => Err(Error::config(key, "must be at least 1")),
+        n => Ok(n),
+    }
 }
 
 fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Error> {

@@ -284,7 +284,10 @@ impl Source {
         let status = filter.status.into();
         let topic = filter.topic.as_deref().map(RStr::from_str).into();
         let group = filter.consumer_group.as_deref().map(RStr::from_str).into();
-        let v = self.inner.groups_scoped(status, topic, group).into_result()?;
+        let v = self
+            .inner
+            .groups_scoped(status, topic, group)
+            .into_result()?;
         Ok(v.into_iter().map(GroupInfo::from).collect())
     }
 }

@@ -924,11 +924,9 @@ impl KafkaReader {
                 return Ok(false);
             }
         };
-        let mut unfinished = self
-            .store
-            .unfinished(&scope, &self.topics, |t| {
-                topic_ids.get(t).cloned().unwrap_or_default()
-            })?;
+        let mut unfinished = self.store.unfinished(&scope, &self.topics, |t| {
+            topic_ids.get(t).cloned().unwrap_or_default()
+        })?;
         let owner = self.batch.reader_id;
         unfinished.retain(|g| self.state.claim(&scope, &g.id, &g.topic_id, owner));
         if !unfinished.is_empty() {
@@ -1015,8 +1013,7 @@ impl KafkaReader {
                 // The groups closed in this call are recorded now, in one transaction:
                 // the one handed out as `run`, the others `ready`.
                 let recorded_run = batch.record_queued(&env, true)?;
-                let Some(Queued::Recorded { group: g, topic_id }) = batch.queue.pop_front()
-                else {
+                let Some(Queued::Recorded { group: g, topic_id }) = batch.queue.pop_front() else {
                     unreachable!("record_queued records every queued group");
                 };
                 if !recorded_run {

@@ -74,13 +74,16 @@ pub(crate) fn topic_ids(
         .filter_map(|t| CString::new(t.as_str()).ok())
         .collect();
     let mut ptrs: Vec<*const std::os::raw::c_char> = names.iter().map(|n| n.as_ptr()).collect();
-    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX).max(1);
+    let timeout_ms = i32::try_from(timeout.as_millis())
+        .unwrap_or(i32::MAX)
+        .max(1);
     // SAFETY: `client` is a live handle owned by the caller for the whole call; every
     // object created here is destroyed before returning; the result's strings are
     // copied before the event is destroyed.
     unsafe {
         let queue = rdsys::rd_kafka_queue_new(client);
-        let collection = rdsys::rd_kafka_TopicCollection_of_topic_names(ptrs.as_mut_ptr(), ptrs.len());
+        let collection =
+            rdsys::rd_kafka_TopicCollection_of_topic_names(ptrs.as_mut_ptr(), ptrs.len());
         let options = rdsys::rd_kafka_AdminOptions_new(
             client,
             rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,

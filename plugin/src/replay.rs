@@ -327,12 +327,7 @@ impl Replayer {
             state.release(&scope, [id.as_str()]);
             return Ok(None);
         } else {
-            store.set_run(
-                &Scope::of(&cur.info),
-                &cur.info.topic_id,
-                &id,
-                cur.attempt,
-            )?;
+            store.set_run(&Scope::of(&cur.info), &cur.info.topic_id, &id, cur.attempt)?;
         }
         if cur.parts.is_empty() {
             return Ok(None);

@@ -238,8 +238,19 @@ impl Store {
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| db_err(path, "cannot open", e))?;
-        let meta = lock.metadata().map_err(|e| db_err(path, "cannot stat", e))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    db_err(
+                        path,
+                        "not writable (the datasource must record group statuses)",
+                        e,
+                    )
+                }
+                _ => db_err(path, "cannot open", e),
+            })?;
+        let meta = lock
+            .metadata()
+            .map_err(|e| db_err(path, "cannot stat", e))?;
         if !meta.is_file() {
             return Err(db_err(path, "cannot use", "not a regular file"));
         }
@@ -292,11 +303,11 @@ impl Store {
         }
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
             .map_err(|e| db_err(path, "cannot configure", e))?;
-        let columns = table_columns(&conn).map_err(|e| db_err(path, "cannot read the schema", e))?;
+        let columns =
+            table_columns(&conn).map_err(|e| db_err(path, "cannot read the schema", e))?;
         let migrated = if is_v1(&columns) {
-            let n = migrate_v1(&conn).map_err(|e| {
-                db_err(path, "cannot migrate the status database of schema 1", e)
-            })?;
+            let n = migrate_v1(&conn)
+                .map_err(|e| db_err(path, "cannot migrate the status database of schema 1", e))?;
             Some(n)
         } else {
             None
@@ -413,7 +424,13 @@ impl Store {
     }
 
     /// Marks a group `run` (handed out), with its attempt count.
-    pub fn set_run(&self, scope: &Scope, topic_id: &str, id: &str, attempt: u32) -> Result<(), Error> {
+    pub fn set_run(
+        &self,
+        scope: &Scope,
+        topic_id: &str,
+        id: &str,
+        attempt: u32,
+    ) -> Result<(), Error> {
         let now = now_ms();
         self.with(|conn| {
             conn.prepare_cached(
@@ -472,7 +489,13 @@ impl Store {
     }
 
     /// Marks a group `lost` (its offsets are gone from Kafka).
-    pub fn set_lost(&self, scope: &Scope, topic_id: &str, id: &str, attempt: u32) -> Result<(), Error> {
+    pub fn set_lost(
+        &self,
+        scope: &Scope,
+        topic_id: &str,
+        id: &str,
+        attempt: u32,
+    ) -> Result<(), Error> {
         let now = now_ms();
         self.with(|conn| {
             conn.execute(
@@ -729,9 +752,14 @@ pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo
     .map_err(|e| db_err(path, "cannot open read-only", e))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| db_err(path, "cannot configure", e))?;
-    let columns = table_columns(&conn).map_err(|e| db_err(path, "not a usable status database", e))?;
+    let columns =
+        table_columns(&conn).map_err(|e| db_err(path, "not a usable status database", e))?;
     if is_v1(&columns) {
-        if filter.consumer_group.as_deref().is_some_and(|g| !g.is_empty()) {
+        if filter
+            .consumer_group
+            .as_deref()
+            .is_some_and(|g| !g.is_empty())
+        {
             return Ok(Vec::new());
         }
         let mut stmt = conn
@@ -826,10 +854,19 @@ mod tests {
         let path = tmp("life");
         let s = Store::open(&path, 1000).unwrap();
         let a = scope("gA");
-        assert_eq!(ready(&s, &a, &[g("t", 0, 0, 9), g("t", 0, 10, 19)]), vec![1, 1]);
+        assert_eq!(
+            ready(&s, &a, &[g("t", 0, 0, 9), g("t", 0, 10, 19)]),
+            vec![1, 1]
+        );
         s.set_run(&a, "T1", "t:0:0:9", 1).unwrap();
-        assert_eq!(s.mark_done(&a, "T1", "t:0:0:9").unwrap(), Some(GroupStatus::Run));
-        assert_eq!(s.mark_done(&a, "T1", "t:0:0:9").unwrap(), Some(GroupStatus::Done));
+        assert_eq!(
+            s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
+            Some(GroupStatus::Run)
+        );
+        assert_eq!(
+            s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
+            Some(GroupStatus::Done)
+        );
         assert_eq!(s.mark_done(&a, "T1", "t:0:5:9").unwrap(), None);
         let unfinished = s.unfinished(&a, &["t".into()], tid).unwrap();
         assert_eq!(unfinished.len(), 1);
@@ -869,7 +906,10 @@ mod tests {
         s.mark_done(&a, "T1", "t:0:0:99").unwrap();
         ready(&s, &a, &[g("t", 0, 100, 199)]);
         for sc in [&b, &other_cluster] {
-            assert!(s.ranges_from(sc, "t", "T1", 0, 0).unwrap().is_empty(), "{sc}");
+            assert!(
+                s.ranges_from(sc, "t", "T1", 0, 0).unwrap().is_empty(),
+                "{sc}"
+            );
             assert!(s.unfinished(sc, &["t".into()], tid).unwrap().is_empty());
             assert_eq!(s.mark_done(sc, "T1", "t:0:100:199").unwrap(), None);
         }
@@ -910,7 +950,10 @@ mod tests {
         let mut n = g("t", 0, 0, 99);
         n.topic_id = "T2".into();
         assert_eq!(s.insert(&a, [(&n, GroupStatus::Run)]).unwrap(), vec![1]);
-        assert_eq!(s.mark_done(&a, "T2", "t:0:0:99").unwrap(), Some(GroupStatus::Run));
+        assert_eq!(
+            s.mark_done(&a, "T2", "t:0:0:99").unwrap(),
+            Some(GroupStatus::Run)
+        );
         assert_eq!(all(&s).len(), 3);
     }
 
@@ -935,7 +978,10 @@ mod tests {
         // Seen again (read again by the group consumer): attempt grows.
         assert_eq!(s.insert(&a, [(&y, GroupStatus::Run)]).unwrap(), vec![2]);
         assert_eq!(status("t:0:10:19"), Some((GroupStatus::Run, 2)));
-        assert_eq!(s.mark_done(&a, "T1", "t:0:0:9").unwrap(), Some(GroupStatus::Run));
+        assert_eq!(
+            s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
+            Some(GroupStatus::Run)
+        );
     }
 
     #[test]
@@ -996,11 +1042,19 @@ mod tests {
             .unwrap();
         }
         // A listing of the old schema, read-only, before anything migrates it.
-        assert_eq!(list_read_only(&path, &GroupFilter::default()).unwrap().len(), 3);
+        assert_eq!(
+            list_read_only(&path, &GroupFilter::default())
+                .unwrap()
+                .len(),
+            3
+        );
         let s = Store::open(&path, 1000).unwrap();
         let rows = all(&s);
         assert_eq!(rows.len(), 3);
-        assert!(rows.iter().all(|r| r.consumer_group.is_empty() && r.cluster_id.is_empty()));
+        assert!(
+            rows.iter()
+                .all(|r| r.consumer_group.is_empty() && r.cluster_id.is_empty())
+        );
         let a = scope("gA");
         // Old done rows hide nothing from any scope.
         assert!(s.ranges_from(&a, "t", "T1", 0, 0).unwrap().is_empty());
@@ -1017,7 +1071,8 @@ mod tests {
         assert_eq!(all(&s).len(), 3, "migrated once");
         let user_version: i64 = {
             let c = Connection::open(&path).unwrap();
-            c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+            c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap()
         };
         assert_eq!(user_version, SCHEMA_VERSION);
     }

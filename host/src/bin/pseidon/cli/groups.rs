@@ -210,13 +210,19 @@ mod tests {
         let t = table(&[g, old]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4, "{t}");
-        assert!(lines[0].starts_with("ID") && lines[0].contains("GROUP"), "{t}");
+        assert!(
+            lines[0].starts_with("ID") && lines[0].contains("GROUP"),
+            "{t}"
+        );
         assert!(
             lines[1].starts_with("t:0:0:9  done")
                 && lines[1].contains(" 2  1970-01-01 00:00:00.000  gA     C1"),
             "{t}"
         );
-        assert!(lines[2].ends_with("1970-01-01 00:00:00.000  -      -"), "{t}");
+        assert!(
+            lines[2].ends_with("1970-01-01 00:00:00.000  -      -"),
+            "{t}"
+        );
         assert_eq!(lines[3], "2 group(s)");
     }
 }

@@ -1087,6 +1087,7 @@ impl Reader for KafkaReader {
             return Err(Self::closed_error());
         }
         let deadline = Instant::now() + timeout;
+        self.store.prune_if_due();
         if !self.started && !self.begin(deadline)? {
             return Ok(None);
         }

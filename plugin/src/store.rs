@@ -13,7 +13,8 @@
 //! So no message is lost by the cheaper sync mode; it only bounds duplicates.
 //!
 //! Growth: done rows older than `pseidon-kafka.done-retention-ms` are pruned at open and
-//! every minute of use. (A done group pruned while the committed watermark is still
+//! then at most every minute, by the readers between groups ([`Store::prune_if_due`]),
+//! never inside a query. (A done group pruned while the committed watermark is still
 //! behind it — an older group left unfinished for longer than the retention — is read
 //! and handed out again after a restart: a duplicate, never a loss.) `lost` rows stay:
 //! they are the record of a loss.
@@ -358,17 +359,29 @@ impl Store {
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
         let mut inner = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let r = f(&mut inner.conn).map_err(|e| self.err("query failed", e))?;
-        if inner.last_prune.elapsed() >= PRUNE_EVERY {
-            inner.last_prune = Instant::now();
-            if let Err(e) = prune_done(&inner.conn, self.retention_ms) {
-                log::warn!(
-                    "status database {}: pruning failed: {e}",
-                    self.path.display()
-                );
-            }
+        f(&mut inner.conn).map_err(|e| self.err("query failed", e))
+    }
+
+    /// Prunes done rows if the last pruning is [`PRUNE_EVERY`] ago (called by the
+    /// readers between groups, never inside a query); a failure is logged, not returned.
+    pub fn prune_if_due(&self) {
+        let mut inner = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.last_prune.elapsed() < PRUNE_EVERY {
+            return;
         }
-        Ok(r)
+        inner.last_prune = Instant::now();
+        match prune_done(&inner.conn, self.retention_ms) {
+            Ok(0) => {}
+            Ok(n) => log::debug!(
+                "status database {}: pruned {n} done groups older than {} ms",
+                self.path.display(),
+                self.retention_ms
+            ),
+            Err(e) => log::warn!(
+                "status database {}: pruning failed: {e}",
+                self.path.display()
+            ),
+        }
     }
 
     /// Deletes done rows older than the retention; returns how many.

@@ -885,14 +885,21 @@ impl KafkaReader {
     /// scope's unfinished groups; false if the cluster did not answer before `deadline`.
     fn begin(&mut self, deadline: Instant) -> Result<bool, Error> {
         while self.cluster_id.is_none() {
-            // Serves the error callbacks (connection failures) before subscribing.
-            if let Some(Err(e)) = self.live.consumer.poll(Duration::ZERO) {
+            // Waits on the consumer's queue (it serves the events: logs, connection
+            // failures) while librdkafka connects and fetches the metadata, whose
+            // cluster id is then cached.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = left.clamp(Duration::from_millis(1), Duration::from_millis(100));
+            if let Some(Err(e)) = self.live.consumer.poll(wait) {
                 log::debug!("consumer of {:?} before subscribing: {e}", self.topics);
             }
             self.connect_failure()?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let wait = left.clamp(Duration::from_millis(1), Duration::from_millis(500));
-            match self.live.consumer.client().fetch_cluster_id(wait) {
+            match self
+                .live
+                .consumer
+                .client()
+                .fetch_cluster_id(Duration::from_millis(1))
+            {
                 Some(id) if !id.is_empty() => self.cluster_id = Some(id),
                 _ if Instant::now() >= deadline => return Ok(false),
                 _ => {}

@@ -58,6 +58,16 @@ pub enum ProcessorError {
         /// The processor's error.
         error: Box<pseidon_plugin_api::Error>,
     },
+    /// The processor reported (through `status`) that its work died while running.
+    #[error("processor `{name}` (of {owner}) stopped with an error while running: {error}")]
+    Died {
+        /// The registry name.
+        name: String,
+        /// The plugin that registered it.
+        owner: String,
+        /// The processor's error.
+        error: Box<pseidon_plugin_api::Error>,
+    },
     /// `stop` returned an error.
     #[error("processor `{name}` (of {owner}) failed to stop: {error}")]
     Stop {
@@ -96,6 +106,14 @@ pub struct RunningProcessor {
     /// The plugin that registered it.
     pub owner: String,
     handle: ProcessorHandle,
+}
+
+impl RunningProcessor {
+    /// What the processor says of its work (see `Processor::status`); a processor
+    /// built before `status` existed always says running.
+    pub fn status(&self) -> pseidon_plugin_api::ProcessorStatus {
+        self.handle.status()
+    }
 }
 
 /// The host: the conf, the shared registry, the loaded plugins and the failures.

@@ -612,6 +612,24 @@ pub trait FfiProcessor: Send + Sync {
     /// Stops the work, waiting up to `timeout_ms`.
     #[sabi(last_prefix_field)]
     fn stop(&self, timeout_ms: u64) -> FfiResult<()>;
+    /// Whether the work still runs, ended by itself, or died with an error; `pseidon
+    /// run` polls it. Added after the prefix: a plugin built before it has no entry
+    /// for it, and the host then sees this default (always running).
+    fn status(&self) -> FfiProcessorStatus {
+        FfiProcessorStatus::Running
+    }
+}
+
+/// What [`FfiProcessor::status`] says.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub enum FfiProcessorStatus {
+    /// Started and still working (also: not started yet, or stopped by `stop`).
+    Running,
+    /// The work ended by itself without an error.
+    Finished,
+    /// The work ended with this error.
+    Failed(FfiError),
 }
 
 /// A shared processor object.

@@ -37,7 +37,7 @@ pub mod source;
 pub use conf::{ConfEntry, ConfKind, ConfView};
 pub use error::Error;
 pub use module::{INTERFACE_VERSION, InitContext, Plugin, PluginMod, PluginModRef, PluginSlot};
-pub use processor::{Processor, ProcessorHandle};
+pub use processor::{Processor, ProcessorHandle, ProcessorStatus};
 pub use record::message_group;
 pub use record::{GroupInfo, GroupStatus, Header, Message, MessageGroup, MessageHeader, Record};
 pub use registry::{Entry, EntryKind, Registration, Registry};

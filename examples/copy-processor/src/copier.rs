@@ -38,12 +38,25 @@ pub struct Totals {
 /// Looks up the source and the sink, opens the reader and copies until `stop`; the
 /// reader is closed (committing what is done) however the loop ends.
 pub fn run(registry: &Registry, settings: &Settings, stop: &AtomicBool) -> Result<Totals, Error> {
+    run_notify(registry, settings, stop, || {})
+}
+
+/// [`run`], calling `opened` once the source and the sink were found and the reader
+/// is open (the processor's `start` waits for that, so that a setup error such as a
+/// locked status database fails `start`).
+pub fn run_notify(
+    registry: &Registry,
+    settings: &Settings,
+    stop: &AtomicBool,
+    opened: impl FnOnce(),
+) -> Result<Totals, Error> {
     let source = registry.reg_get_wait_source(&settings.source, settings.wait)?;
     let sink = registry.reg_get_wait_sink(&settings.sink, settings.wait)?;
     let mut reader = source.reader(
         &[settings.from.as_str()],
         ReaderOptions::default().group_id(&settings.group),
     )?;
+    opened();
     log::info!(
         "copying topic `{}` to `{}` (consumer group `{}`)",
         settings.from,

@@ -1,36 +1,73 @@
 //! `pseidon send`: each line of stdin (or of `--file`) becomes one message through the
 //! datasink, like `kcat -P`.
 //!
-//! Lines are bytes (any encoding; the `\n` is removed, nothing else). Lines that are
-//! already buffered are written as one batch (at most [`BATCH_LINES`]), so a pipe
-//! sends at full speed and a line typed on a terminal goes out at once. At the end
-//! the datasink is flushed until every message is delivered or reported failed, and a
-//! summary goes to stderr; the exit status is non-zero if any message failed.
+//! Lines are bytes (any encoding; the `\n` is removed, nothing else). A reader thread
+//! reads the input and hands lines that are already buffered over as one batch (at
+//! most [`BATCH_LINES`] lines or [`BATCH_BYTES`] bytes; two batches in flight), so a
+//! pipe sends at full speed, a line typed on a terminal goes out at once, and memory
+//! stays bounded. A line longer than the limit (`--max-line-bytes`, by default the
+//! conf's `kafka.message.max.bytes`) is not kept: it is reported with its number and
+//! size and skipped; a line still going after [`SKIP_MAX_BYTES`] (input that is not
+//! line-oriented, e.g. `/dev/zero`) ends the reading.
+//!
+//! At the end the datasink is flushed until every message is delivered or reported
+//! failed, and a summary goes to stderr: counts, and every failed line number as
+//! ranges; `--failed-out FILE` writes the failed lines verbatim, in input order (the
+//! input is spooled to an unlinked file next to FILE for that). The exit status is
+//! non-zero if any line was not delivered.
+//!
+//! SIGINT/SIGTERM: the first stops the reading (the main loop waits on the reader's
+//! batches with a timeout, so a blocked read does not delay it), flushes what was
+//! accepted within the conf's `shutdown-timeout-ms` (the plugins' shutdown; the
+//! Kafka datasink purges what is still undelivered then, each purged message
+//! becoming a failed line), prints the summary and exits 130 (SIGINT) or 143
+//! (SIGTERM). A second signal exits at once, saying how many accepted messages were
+//! not yet reported delivered.
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader, IsTerminal as _, Read, Write as _},
-    path::PathBuf,
+    io::{BufRead, BufReader, BufWriter, IsTerminal as _, Read, Seek as _, Write as _},
+    path::{Path, PathBuf},
     process::ExitCode,
+    sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
+use pseidon_host::{Termination, signals};
 use pseidon_plugin_api::{DeliveryFailure, Error, Record, Sink};
 
 use super::{DEFAULT_SINK, Global, check_topic, wait_sink};
 
 /// The most lines written in one batch.
 pub const BATCH_LINES: usize = 1000;
-/// How many failures are listed one by one on stderr.
+/// A batch is handed over once it holds this many bytes.
+pub const BATCH_BYTES: usize = 4 << 20;
+/// A line longer than the limit is skipped up to its end, but at most this far: a
+/// longer one ends the reading.
+pub const SKIP_MAX_BYTES: u64 = 1 << 30;
+/// librdkafka's default `message.max.bytes`, the line limit when the conf has none.
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 1_000_000;
+/// How many failures are listed one by one (with their reasons) on stderr.
 const SHOW_FAILURES: usize = 5;
+/// How long the main loop waits for a batch before it looks at the signals again.
+const POLL: Duration = Duration::from_millis(100);
 
 /// Arguments of `pseidon send`.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Each line (bytes up to `\\n`, any encoding) is one message. \
-    Prints a summary (sent, failed) on stderr; exits 1 if any message was not delivered, 2 on \
-    other errors."
+    Prints a summary on stderr: sent, failed, and every failed line number as ranges \
+    (`failed lines of stdin: 3-7, 12`); --failed-out FILE also writes the failed lines \
+    themselves, so that `pseidon send -f FILE` resends exactly those.\n\n\
+    A line longer than --max-line-bytes is reported (line number, size) and skipped (it \
+    is not written to --failed-out); a line longer than 1 GiB ends the reading.\n\n\
+    SIGINT/SIGTERM stops reading, flushes what was accepted within the conf's \
+    shutdown-timeout-ms (what is still undelivered then counts as failed), prints the \
+    summary, and exits 130 (SIGINT) or 143 (SIGTERM); the rest of the input is not read. \
+    A second signal exits at once, saying how many messages were not yet delivered.\n\n\
+    Exit status: 0 if every line was delivered; 1 if some line was not (failed or \
+    skipped); 2 on other errors; 130/143 after a signal."
 )]
 pub struct Args {
     /// The topic to write to.
@@ -42,6 +79,14 @@ pub struct Args {
     /// Read the lines from this file instead of stdin.
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// Write the lines that were not delivered to FILE, verbatim and in input order
+    /// (created or truncated at the start; empty if none failed).
+    #[arg(long, value_name = "FILE")]
+    pub failed_out: Option<PathBuf>,
+    /// The longest line sent, in bytes; a longer one is reported and skipped
+    /// [default: the conf's kafka.message.max.bytes, else 1000000].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_line_bytes: Option<u64>,
     /// The registry name of the datasink.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_SINK)]
     pub sink: String,
@@ -64,11 +109,15 @@ struct Tally {
     lines: u64,
     accepted: u64,
     delivered: u64,
-    /// (line, reason) of records refused by `write` or not delivered.
+    /// (line, reason) of the first records refused by `write` or not delivered.
     failures: Vec<(Option<u64>, String)>,
     failed: u64,
     /// Of `failed`: the accepted records whose delivery failed.
     delivery_failed: u64,
+    /// Every failed line number that is known (unsorted).
+    failed_lines: Vec<u64>,
+    /// Of `failed_lines`: the lines skipped as too long (not in `--failed-out`).
+    skipped_lines: Vec<u64>,
     spans: Vec<Span>,
     start: Instant,
     progress: Option<Instant>,
@@ -83,6 +132,9 @@ impl Tally {
 
     fn fail(&mut self, line: Option<u64>, reason: String) {
         self.failed += 1;
+        if let Some(l) = line {
+            self.failed_lines.push(l);
+        }
         if self.failures.len() < SHOW_FAILURES {
             self.failures.push((line, reason));
         }
@@ -95,6 +147,12 @@ impl Tally {
             let line = self.line_of(f.id);
             self.fail(line, f.reason.clone());
         }
+    }
+
+    /// Accepted messages with no delivery report yet.
+    fn outstanding(&self) -> u64 {
+        self.accepted
+            .saturating_sub(self.delivered + self.delivery_failed)
     }
 
     /// The progress line, at most twice a second, once the send took a second.
@@ -121,10 +179,23 @@ impl Tally {
     }
 }
 
+/// What the reader thread hands over.
+enum Input {
+    /// The next lines, in order.
+    Lines(Vec<Vec<u8>>),
+    /// The next line is longer than the limit and was skipped; `size_bytes` read of
+    /// it; `ended`: false if the reading stopped inside it (past [`SKIP_MAX_BYTES`]).
+    TooLong { size_bytes: u64, ended: bool },
+    /// Reading failed; nothing follows.
+    Error(std::io::Error),
+}
+
 /// Sends the lines; exit code 0 if every message was delivered.
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     check_topic(&args.topic)?;
-    let input: Box<dyn Read> = match &args.file {
+    // Installed first, so that a signal during loading is not lost.
+    let mut termination = Termination::install()?;
+    let input: Box<dyn Read + Send> = match &args.file {
         Some(path) => Box::new(
             File::open(path).with_context(|| format!("cannot open --file {}", path.display()))?,
         ),
@@ -134,7 +205,17 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         .file
         .as_ref()
         .map_or_else(|| "stdin".to_string(), |p| p.display().to_string());
+    let mut failed_out = args
+        .failed_out
+        .as_deref()
+        .map(FailedOut::create)
+        .transpose()?;
     let mut host = global.load_host_with_plugins()?;
+    let max_line = match args.max_line_bytes {
+        Some(n) => n,
+        None => conf_max_message_bytes(&host)?,
+    };
+    let shutdown_timeout = host.conf().shutdown_timeout;
     let sink = wait_sink(&host, &args.sink, args.wait_ms)?;
     let mut tally = Tally {
         topic: args.topic.clone(),
@@ -144,12 +225,76 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         failures: Vec::new(),
         failed: 0,
         delivery_failed: 0,
+        failed_lines: Vec::new(),
+        skipped_lines: Vec::new(),
         spans: Vec::new(),
         start: Instant::now(),
         progress: std::io::stderr().is_terminal().then(Instant::now),
     };
-    let sent = send_lines(&sink, &args, input, &input_name, &mut tally);
-    let flushed = flush_all(&sink, &mut tally);
+    let (tx, rx) = mpsc::sync_channel(2);
+    std::thread::Builder::new()
+        .name("send-reader".into())
+        .spawn(move || read_lines(input, max_line, &tx))
+        .context("cannot start the reader thread")?;
+
+    // Reading: until the end of the input, an error, or a signal.
+    let mut signal = None;
+    let mut stopped: Option<String> = None;
+    let sent = send_lines(
+        &sink,
+        &args,
+        &rx,
+        max_line,
+        &mut tally,
+        &mut failed_out,
+        &mut termination,
+        &mut signal,
+        &mut stopped,
+    );
+    // The reader stops at its next hand-over (or with the process, if it is blocked).
+    drop(rx);
+
+    // Flushing: until everything is reported, unless a signal bounds it.
+    let mut flushed = Ok(());
+    if signal.is_none() {
+        flushed = flush_all(&sink, &mut tally, &mut termination, &mut signal);
+    }
+    if let Some(sig) = signal {
+        if let Ok(report) = sink.flush(Duration::ZERO) {
+            tally.add_report(report.delivered, &report.failed);
+        }
+        eprintln!(
+            "pseidon send: {sig}: stopped reading {input_name} after line {}; flushing {} undelivered message(s) for at most {} ms (a second signal exits at once)",
+            tally.lines,
+            tally.outstanding(),
+            shutdown_timeout.as_millis()
+        );
+        let outstanding = tally.outstanding();
+        let topic = args.topic.clone();
+        std::thread::spawn(move || {
+            let again = termination.wait();
+            eprintln!(
+                "pseidon send: second {again}: exiting at once; {} message(s) to topic `{topic}` were accepted but not reported delivered (they may or may not arrive)",
+                outstanding
+            );
+            std::process::exit(i32::from(signals::exit_code(again)));
+        });
+    }
+    // The plugins' shutdown flushes within `shutdown-timeout-ms`; the Kafka datasink
+    // then purges what is left, each purged message reported failed by a later flush.
+    let shutdown_errors = host.shutdown();
+    match sink.flush(Duration::ZERO) {
+        Ok(report) => tally.add_report(report.delivered, &report.failed),
+        Err(e) => tracing::debug!("flush after shutdown: {e}"),
+    }
+    let unreported = tally.outstanding();
+    if unreported > 0 {
+        tally.fail(
+            None,
+            format!("{unreported} message(s) have no delivery report (their lines are unknown)"),
+        );
+        tally.failed += unreported - 1;
+    }
     tally.show_progress(true);
     let elapsed = tally.start.elapsed().as_secs_f64();
     eprintln!(
@@ -167,9 +312,47 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             None => eprintln!("pseidon send: {reason}"),
         }
     }
-    let shutdown_errors = host.shutdown();
+    tally.failed_lines.sort_unstable();
+    tally.failed_lines.dedup();
+    if !tally.failed_lines.is_empty() {
+        eprintln!(
+            "pseidon send: failed lines of {input_name}: {}",
+            ranges(&tally.failed_lines)
+        );
+    }
+    if let Some(out) = failed_out {
+        tally.skipped_lines.sort_unstable();
+        let written = out
+            .finish(&tally.failed_lines, &tally.skipped_lines)
+            .context("cannot write --failed-out")?;
+        let skipped = if tally.skipped_lines.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (not the {} line(s) skipped as too long)",
+                tally.skipped_lines.len()
+            )
+        };
+        eprintln!(
+            "pseidon send: wrote {written} failed line(s) to {}{skipped}",
+            args.failed_out
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
+        );
+    }
+    if let Some(why) = &stopped {
+        eprintln!("pseidon send: {why}");
+    }
     sent?;
     flushed?;
+    if let Some(sig) = signal {
+        eprintln!(
+            "pseidon: {sig}: stopped after line {} of {input_name}; {} of {} line(s) read were delivered",
+            tally.lines, tally.delivered, tally.lines
+        );
+        return Ok(ExitCode::from(signals::exit_code(sig)));
+    }
     if tally.failed > 0 {
         // Exit code 1: the send ran, some deliveries failed (2 is for other errors).
         let first = tally.failures.first().map_or("", |(_, r)| r.as_str());
@@ -185,39 +368,220 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the lines and writes them in batches; an error stops the reading.
+/// `kafka.message.max.bytes` of the conf, or librdkafka's default.
+fn conf_max_message_bytes(host: &pseidon_host::Host) -> anyhow::Result<u64> {
+    let key = "kafka.message.max.bytes";
+    match host.conf().view.get(key) {
+        None => Ok(DEFAULT_MAX_LINE_BYTES),
+        Some(e) => e.value.trim().parse::<u64>().map_err(|_| {
+            anyhow::anyhow!(
+                "conf key `{key}` in {} is `{}`, not a number of bytes",
+                host.conf().path.display(),
+                e.value
+            )
+        }),
+    }
+}
+
+/// Formats sorted, distinct line numbers as ranges: `3-7, 12`.
+fn ranges(lines: &[u64]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let start = lines[i];
+        let mut end = start;
+        while i + 1 < lines.len() && lines[i + 1] == end + 1 {
+            i += 1;
+            end = lines[i];
+        }
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The reader thread: reads lines of at most `max_line` bytes and hands them over in
+/// batches; ends at the end of the input, on an error, or when the receiver is gone.
+fn read_lines(input: Box<dyn Read + Send>, max_line: u64, tx: &SyncSender<Input>) {
+    let mut reader = BufReader::with_capacity(256 * 1024, input);
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let hand_over = |batch: &mut Vec<Vec<u8>>, batch_bytes: &mut usize| {
+        *batch_bytes = 0;
+        batch.is_empty() || tx.send(Input::Lines(std::mem::take(batch))).is_ok()
+    };
+    loop {
+        let mut line = Vec::new();
+        match read_line_bounded(&mut reader, &mut line, max_line) {
+            Err(e) => {
+                if hand_over(&mut batch, &mut batch_bytes) {
+                    let _ = tx.send(Input::Error(e));
+                }
+                return;
+            }
+            Ok(Line::Eof) => {
+                hand_over(&mut batch, &mut batch_bytes);
+                return;
+            }
+            Ok(Line::Complete) => {
+                batch_bytes += line.len();
+                batch.push(line);
+            }
+            Ok(Line::TooLong { size_bytes, ended }) => {
+                if !hand_over(&mut batch, &mut batch_bytes)
+                    || tx.send(Input::TooLong { size_bytes, ended }).is_err()
+                    || !ended
+                {
+                    return;
+                }
+            }
+        }
+        // Hand over what is buffered before a read that may block.
+        if (batch.len() >= BATCH_LINES
+            || batch_bytes >= BATCH_BYTES
+            || (!batch.is_empty() && reader.buffer().is_empty()))
+            && !hand_over(&mut batch, &mut batch_bytes)
+        {
+            return;
+        }
+    }
+}
+
+/// What [`read_line_bounded`] read.
+enum Line {
+    /// A line (in the buffer, without its `\n`).
+    Complete,
+    /// A line over the limit, skipped (see [`Input::TooLong`]).
+    TooLong { size_bytes: u64, ended: bool },
+    /// The end of the input.
+    Eof,
+}
+
+/// Reads one line into `line` (empty on entry), keeping at most `max` bytes of it.
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: u64,
+) -> std::io::Result<Line> {
+    let n = reader.take(max.saturating_add(1)).read_until(b'\n', line)? as u64;
+    if n == 0 {
+        return Ok(Line::Eof);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        return Ok(Line::Complete);
+    }
+    if n <= max {
+        // The last line, without a `\n`.
+        return Ok(Line::Complete);
+    }
+    // Too long: skip to its end in bounded slices.
+    let mut size = n;
+    loop {
+        line.clear();
+        let k = reader.take(1 << 20).read_until(b'\n', line)? as u64;
+        if k == 0 {
+            return Ok(Line::TooLong {
+                size_bytes: size,
+                ended: true,
+            });
+        }
+        if line.last() == Some(&b'\n') {
+            return Ok(Line::TooLong {
+                size_bytes: size + k - 1,
+                ended: true,
+            });
+        }
+        size += k;
+        if size > SKIP_MAX_BYTES {
+            return Ok(Line::TooLong {
+                size_bytes: size,
+                ended: false,
+            });
+        }
+    }
+}
+
+/// Takes the reader's batches and writes them, until the input ends, an error stops
+/// the send, or a signal arrives (`signal`). `stopped` says why reading ended early.
+#[allow(clippy::too_many_arguments)]
 fn send_lines(
     sink: &Sink,
     args: &Args,
-    input: Box<dyn Read>,
-    input_name: &str,
+    rx: &Receiver<Input>,
+    max_line: u64,
     tally: &mut Tally,
+    failed_out: &mut Option<FailedOut>,
+    termination: &mut Termination,
+    signal: &mut Option<&'static str>,
+    stopped: &mut Option<String>,
 ) -> anyhow::Result<()> {
-    let mut reader = BufReader::with_capacity(256 * 1024, input);
-    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH_LINES);
     loop {
-        let mut line = Vec::new();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .with_context(|| format!("cannot read {input_name}"))?;
-        if n > 0 {
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            batch.push(line);
-        }
-        // Write what is buffered before a read that may block (or at the end).
-        if batch.len() >= BATCH_LINES
-            || (!batch.is_empty() && (n == 0 || reader.buffer().is_empty()))
-        {
-            write_batch(sink, args, &batch, tally)?;
-            batch.clear();
-            tally.show_progress(false);
-        }
-        if n == 0 {
+        if let Some(sig) = termination.wait_timeout(Duration::ZERO) {
+            *signal = Some(sig);
             return Ok(());
         }
+        match rx.recv_timeout(POLL) {
+            Ok(Input::Lines(batch)) => {
+                if let Some(out) = failed_out {
+                    out.spool(&batch)
+                        .context("cannot spool the input for --failed-out")?;
+                }
+                write_batch(sink, args, &batch, tally)?;
+                tracing::debug!("{} line(s) accepted so far", tally.accepted);
+                tally.show_progress(false);
+            }
+            Ok(Input::TooLong { size_bytes, ended }) => {
+                if let Some(out) = failed_out {
+                    out.spool(&[Vec::new()])
+                        .context("cannot spool the input for --failed-out")?;
+                }
+                tally.lines += 1;
+                let line = tally.lines;
+                tally.skipped_lines.push(line);
+                let size = if ended {
+                    format!("{size_bytes} bytes")
+                } else {
+                    format!("more than {size_bytes} bytes")
+                };
+                tally.fail(
+                    Some(line),
+                    format!(
+                        "line is {size}, over the limit of {max_line} bytes (--max-line-bytes, by default kafka.message.max.bytes); skipped"
+                    ),
+                );
+                if !ended {
+                    *stopped = Some(format!(
+                        "stopped reading at line {line}: it is longer than {SKIP_MAX_BYTES} bytes (is the input line-oriented?); the rest of the input was not read"
+                    ));
+                }
+            }
+            Ok(Input::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot read {}", input_label(args)));
+            }
+            Err(RecvTimeoutError::Timeout) if tally.progress.is_some() => {
+                // For the progress line: collect delivery reports as they come.
+                let report = sink.flush(Duration::ZERO)?;
+                tally.add_report(report.delivered, &report.failed);
+                tally.show_progress(false);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
     }
+}
+
+fn input_label(args: &Args) -> String {
+    args.file
+        .as_ref()
+        .map_or_else(|| "stdin".to_string(), |p| p.display().to_string())
 }
 
 /// Writes one batch; a record the datasink refuses as too large counts as failed and
@@ -264,13 +628,13 @@ fn write_batch(
             }
             Some(e) => {
                 // The lines not written count as failed.
-                let not_written = (records.len() - from) as u64;
-                tally.failed += not_written.saturating_sub(1);
-                tally.fail(Some(first_line + from as u64), e.to_string());
-                anyhow::bail!(
-                    "stopped at line {} of the input: {e}",
-                    first_line + from as u64
-                );
+                let at = first_line + from as u64;
+                tally.fail(Some(at), e.to_string());
+                for line in at + 1..first_line + records.len() as u64 {
+                    tally.failed += 1;
+                    tally.failed_lines.push(line);
+                }
+                anyhow::bail!("stopped at line {at} of the input: {e}");
             }
         }
     }
@@ -280,25 +644,135 @@ fn write_batch(
     Ok(())
 }
 
-/// Flushes until every accepted message is delivered or reported failed.
-fn flush_all(sink: &Sink, tally: &mut Tally) -> anyhow::Result<()> {
+/// Flushes until every accepted message is delivered or reported failed, or a
+/// signal arrives (`signal`).
+fn flush_all(
+    sink: &Sink,
+    tally: &mut Tally,
+    termination: &mut Termination,
+    signal: &mut Option<&'static str>,
+) -> anyhow::Result<()> {
     loop {
-        let report = sink.flush(Duration::from_millis(500))?;
+        let report = sink.flush(Duration::from_millis(200))?;
         tally.add_report(report.delivered, &report.failed);
         tally.show_progress(false);
         if report.pending == 0 {
-            break;
+            return Ok(());
+        }
+        if let Some(sig) = termination.wait_timeout(Duration::ZERO) {
+            *signal = Some(sig);
+            return Ok(());
         }
     }
-    let unreported = tally
-        .accepted
-        .saturating_sub(tally.delivered + tally.delivery_failed);
-    if unreported > 0 {
-        tally.fail(
-            None,
-            format!("{unreported} message(s) have no delivery report"),
-        );
-        tally.failed += unreported - 1;
+}
+
+/// `--failed-out`: the output file, created at the start, and the spool of the
+/// input (an unlinked file in the same directory: one line per input line, an
+/// empty one for a skipped line), from which the failed lines are copied at the end.
+struct FailedOut {
+    out: File,
+    spool: BufWriter<File>,
+}
+
+impl FailedOut {
+    fn create(path: &Path) -> anyhow::Result<FailedOut> {
+        let out = File::create(path)
+            .with_context(|| format!("cannot create --failed-out {}", path.display()))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let spool_path = dir.join(format!(".{name}.spool-{}", std::process::id()));
+        let spool = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&spool_path)
+            .with_context(|| {
+                format!(
+                    "cannot create the spool file {} for --failed-out",
+                    spool_path.display()
+                )
+            })?;
+        // Unlinked at once: it goes with the process, however it ends.
+        std::fs::remove_file(&spool_path)
+            .with_context(|| format!("cannot remove the spool file {}", spool_path.display()))?;
+        Ok(FailedOut {
+            out,
+            spool: BufWriter::with_capacity(256 * 1024, spool),
+        })
     }
-    Ok(())
+
+    fn spool(&mut self, lines: &[Vec<u8>]) -> std::io::Result<()> {
+        for l in lines {
+            self.spool.write_all(l)?;
+            self.spool.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// Copies the lines `failed` (sorted, 1-based) except `skip` (sorted) from the
+    /// spool to the output; returns how many were written.
+    fn finish(self, failed: &[u64], skip: &[u64]) -> anyhow::Result<u64> {
+        let mut spool = self.spool.into_inner().map_err(|e| e.into_error())?;
+        spool.rewind()?;
+        let mut reader = BufReader::with_capacity(256 * 1024, spool);
+        let mut out = BufWriter::new(self.out);
+        let mut wanted = failed
+            .iter()
+            .copied()
+            .filter(|l| skip.binary_search(l).is_err())
+            .peekable();
+        let mut line_no = 0u64;
+        let mut line = Vec::new();
+        let mut written = 0u64;
+        while let Some(&next) = wanted.peek() {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            line_no += 1;
+            if line_no == next {
+                out.write_all(&line)?;
+                written += 1;
+                wanted.next();
+            }
+        }
+        out.flush()?;
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_join_consecutive_lines() {
+        assert_eq!(ranges(&[3, 4, 5, 6, 7, 12]), "3-7, 12");
+        assert_eq!(ranges(&[1]), "1");
+        assert_eq!(ranges(&[1, 3, 4]), "1, 3-4");
+        assert_eq!(ranges(&[]), "");
+    }
+
+    #[test]
+    fn a_long_line_is_skipped_to_its_end_and_the_next_one_is_read() {
+        let mut r = BufReader::with_capacity(4, &b"abc\nxxxxxxxxxx\nde\nfgh"[..]);
+        let mut got = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match read_line_bounded(&mut r, &mut line, 3).unwrap() {
+                Line::Eof => break,
+                Line::Complete => got.push(String::from_utf8(line).unwrap()),
+                Line::TooLong { size_bytes, ended } => {
+                    got.push(format!("long {size_bytes} {ended}"))
+                }
+            }
+        }
+        assert_eq!(got, ["abc", "long 10 true", "de", "fgh"]);
+    }
 }

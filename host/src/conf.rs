@@ -277,35 +277,18 @@ impl Conf {
     }
 }
 
-/// True for conf keys whose values are secrets (passwords, client secrets, private
-/// keys, SASL/OAuth configs carrying credentials): `pseidon config` prints them as
-/// `<redacted>`. The same rule as the Kafka plugin's `is_secret`, on whole dotted keys
-/// (the host does not know the plugins' prefixes), and a little wider.
+/// True for conf keys whose values are secrets: `pseidon config` prints them as
+/// `<redacted>`, and no conf error quotes them. The one rule of the whole project,
+/// [`pseidon_plugin_api::secret::is_secret_key`], that the plugins use too.
 ///
 /// ```
 /// use pseidon_host::conf::is_secret_key;
 /// assert!(is_secret_key("kafka.sasl.password"));
 /// assert!(is_secret_key("kafka.ssl.key.pem"));
-/// assert!(is_secret_key("kafka.sasl.oauthbearer.client.secret"));
-/// assert!(is_secret_key("kafka.sasl.oauthbearer.config"));
-/// assert!(!is_secret_key("kafka.bootstrap.servers"));
+/// assert!(is_secret_key("kafka.sasl.oauthbearer.assertion.private.key.pem"));
 /// assert!(!is_secret_key("kafka.sasl.username"));
 /// ```
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    const PARTS: [&str; 4] = ["password", "secret", "passphrase", "credential"];
-    const SUFFIXES: [&str; 5] = [
-        "ssl.key.pem",
-        "ssl_key",
-        "sasl.oauthbearer.config",
-        "sasl.jaas.config",
-        "private.key",
-    ];
-    PARTS.iter().any(|p| k.contains(p))
-        || SUFFIXES
-            .iter()
-            .any(|s| k == *s || k.ends_with(&format!(".{s}")))
-}
+pub use pseidon_plugin_api::secret::is_secret_key;
 
 fn wrong_type(path: &Path, key: &str, expected: &'static str, found: &toml::Value) -> ConfError {
     ConfError::WrongType {

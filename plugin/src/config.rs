@@ -11,7 +11,7 @@
 
 use std::{fmt, path::PathBuf};
 
-use pseidon_plugin_api::{ConfKind, ConfView, Error};
+use pseidon_plugin_api::{ConfKind, ConfView, Error, secret::Scrubber};
 use rdkafka::{ClientConfig, config::RDKafkaLogLevel};
 
 /// Prefix of the keys passed to librdkafka.
@@ -119,7 +119,7 @@ impl fmt::Debug for KafkaProps {
         let mut map = f.debug_map();
         for (k, v) in &self.props {
             if is_secret(k) {
-                map.entry(k, &"<redacted>");
+                map.entry(k, &pseidon_plugin_api::secret::REDACTED);
             } else {
                 map.entry(k, v);
             }
@@ -129,13 +129,10 @@ impl fmt::Debug for KafkaProps {
 }
 
 /// True for properties whose values are secrets: never logged, never in an error.
+/// The project's one rule, [`pseidon_plugin_api::secret::is_secret_key`] (with or
+/// without the `kafka.` prefix).
 pub fn is_secret(property: &str) -> bool {
-    let p = property.strip_prefix(KAFKA_PREFIX).unwrap_or(property);
-    p.contains("password")
-        || p.contains("secret")
-        || p == "ssl.key.pem"
-        || p == "sasl.oauthbearer.config"
-        || p == "ssl_key"
+    pseidon_plugin_api::secret::is_secret_key(property)
 }
 
 /// The parsed configuration of the plugin.
@@ -167,6 +164,12 @@ impl Config {
             kafka: KafkaProps { props },
             settings,
         })
+    }
+
+    /// A scrubber of the secret values of the `kafka.*` properties (see [`is_secret`]),
+    /// for librdkafka's log lines and error texts.
+    pub fn scrubber(&self) -> Scrubber {
+        Scrubber::from_pairs(self.kafka.props.iter().map(|(k, v)| (k, v)))
     }
 
     /// The configured value of librdkafka property `property`, if set in the conf.
@@ -361,11 +364,9 @@ fn validate_property(property: &str, value: &str) -> Result<(), Error> {
 
 /// `text` with the value of a secret property blanked out.
 fn redact(property: &str, value: &str, text: &str) -> String {
-    if is_secret(property) && !value.is_empty() {
-        text.replace(value, "<redacted>")
-    } else {
-        text.to_string()
-    }
+    Scrubber::from_pairs([(property, value)])
+        .scrub(text)
+        .into_owned()
 }
 
 /// The string form of a scalar conf value; arrays, tables and datetimes are errors.

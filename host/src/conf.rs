@@ -210,7 +210,7 @@ impl fmt::Display for Typo {
         if self.key == self.name {
             write!(
                 f,
-                "conf key `{}` in {} looks like a typo of `{}`",
+                "conf key `{}` in {} is not a host key; it looks like a typo of `{}`",
                 self.key,
                 self.path.display(),
                 self.intended

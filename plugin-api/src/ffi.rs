@@ -505,6 +505,21 @@ pub struct FfiGroupInfo {
     pub updated_ms: i64,
 }
 
+/// A row of the status database with what it tracks: the cluster, the consumer group
+/// and the incarnation of the topic (empty strings where unknown).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiScopedGroupInfo {
+    /// The row.
+    pub info: FfiGroupInfo,
+    /// Kafka cluster id.
+    pub cluster_id: RString,
+    /// Consumer group (`group.id`).
+    pub consumer_group: RString,
+    /// Kafka topic id (base64).
+    pub topic_id: RString,
+}
+
 /// A key/value pair of strings.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
@@ -542,6 +557,46 @@ pub trait FfiDataSource: Send + Sync {
         status: ROption<FfiGroupStatus>,
         topic: ROption<RStr<'_>>,
     ) -> FfiResult<RVec<FfiGroupInfo>>;
+    /// The tracked groups with their cluster, consumer group and topic id, optionally
+    /// only of one status, one topic and one consumer group. (Added in 0.2.1; a plugin
+    /// without it lists its rows unscoped, and cannot filter by consumer group.)
+    fn groups_scoped(
+        &self,
+        status: ROption<FfiGroupStatus>,
+        topic: ROption<RStr<'_>>,
+        consumer_group: ROption<RStr<'_>>,
+    ) -> FfiResult<RVec<FfiScopedGroupInfo>> {
+        if consumer_group.is_some() {
+            return RResult::RErr(FfiError::Other {
+                message: "this datasource plugin predates consumer-group scoping \
+                          (pseidon-plugin-api 0.2.1): it cannot list one consumer group"
+                    .into(),
+            });
+        }
+        match self.groups(status, topic) {
+            RResult::ROk(v) => RResult::ROk(
+                v.into_iter()
+                    .map(|info| FfiScopedGroupInfo {
+                        info,
+                        cluster_id: RString::new(),
+                        consumer_group: RString::new(),
+                        topic_id: RString::new(),
+                    })
+                    .collect(),
+            ),
+            RResult::RErr(e) => RResult::RErr(e),
+        }
+    }
+    /// Marks a group of consumer group `consumer_group` done. (Added in 0.2.1.)
+    fn mark_done_in(&self, group_id: RStr<'_>, consumer_group: RStr<'_>) -> FfiResult<()> {
+        let _ = (group_id, consumer_group);
+        RResult::RErr(FfiError::Other {
+            message: "this datasource plugin predates consumer-group scoping \
+                      (pseidon-plugin-api 0.2.1): it cannot mark a group done in one \
+                      consumer group"
+                .into(),
+        })
+    }
 }
 
 /// A shared data source object.

@@ -4,7 +4,7 @@ use abi_stable::std_types::{RArc, ROption, RSlice, RStr, RVec};
 
 use crate::ffi::{
     FfiGroupInfo, FfiGroupMeta, FfiGroupStatus, FfiHeader, FfiMessage, FfiMessageGroup,
-    FfiOwnedHeader, FfiRecord,
+    FfiOwnedHeader, FfiRecord, FfiScopedGroupInfo,
 };
 
 /// A header of an outgoing [`Record`].
@@ -414,6 +414,13 @@ pub struct GroupInfo {
     pub attempt: u32,
     /// Last status change, ms since the epoch.
     pub updated_ms: i64,
+    /// The Kafka cluster the group was read from (its cluster id); empty when unknown
+    /// (rows from before tracking was scoped, or from an older plugin).
+    pub cluster_id: String,
+    /// The consumer group (`group.id`) that read it; empty when unknown.
+    pub consumer_group: String,
+    /// The incarnation of the topic (Kafka's topic id, base64); empty when unknown.
+    pub topic_id: String,
 }
 
 impl From<FfiGroupInfo> for GroupInfo {
@@ -427,6 +434,31 @@ impl From<FfiGroupInfo> for GroupInfo {
             status: g.status,
             attempt: g.attempt,
             updated_ms: g.updated_ms,
+            cluster_id: String::new(),
+            consumer_group: String::new(),
+            topic_id: String::new(),
+        }
+    }
+}
+
+impl From<FfiScopedGroupInfo> for GroupInfo {
+    fn from(g: FfiScopedGroupInfo) -> Self {
+        GroupInfo {
+            cluster_id: g.cluster_id.into_string(),
+            consumer_group: g.consumer_group.into_string(),
+            topic_id: g.topic_id.into_string(),
+            ..GroupInfo::from(g.info)
+        }
+    }
+}
+
+impl From<GroupInfo> for FfiScopedGroupInfo {
+    fn from(mut g: GroupInfo) -> Self {
+        FfiScopedGroupInfo {
+            cluster_id: std::mem::take(&mut g.cluster_id).into(),
+            consumer_group: std::mem::take(&mut g.consumer_group).into(),
+            topic_id: std::mem::take(&mut g.topic_id).into(),
+            info: g.into(),
         }
     }
 }

@@ -15,7 +15,8 @@ use crate::{
     error::Error,
     ffi::{
         FfiDataSource, FfiDataSource_TO, FfiGroupInfo, FfiGroupStatus, FfiKeyValue,
-        FfiMessageGroup, FfiReader, FfiReader_TO, FfiReaderBox, FfiResult, FfiSourceArc,
+        FfiMessageGroup, FfiReader, FfiReader_TO, FfiReaderBox, FfiResult, FfiScopedGroupInfo,
+        FfiSourceArc,
     },
     module::catch_panic,
     record::{GroupInfo, GroupStatus, Message, MessageGroup},
@@ -58,6 +59,8 @@ pub struct GroupFilter {
     pub status: Option<GroupStatus>,
     /// Only groups of this topic.
     pub topic: Option<String>,
+    /// Only groups of this consumer group (`group.id`).
+    pub consumer_group: Option<String>,
 }
 
 /// What a plugin implements to read message groups.
@@ -75,9 +78,16 @@ pub trait DataSource: Send + Sync + 'static {
     /// Opens a reader subscribed to `topics`, with `options` applied.
     fn open(&self, topics: &[String], options: &ReaderOptions) -> Result<Self::Reader, Error>;
     /// Marks a group done: unknown ids are an error, a done group again is harmless.
+    /// An id that more than one consumer group holds unfinished is an error asking
+    /// for [`mark_done_in`](Self::mark_done_in).
     fn mark_done(&self, group_id: &str) -> Result<(), Error>;
     /// The tracked groups matching `filter`.
     fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error>;
+    /// Marks a group of consumer group `consumer_group` done.
+    fn mark_done_in(&self, group_id: &str, consumer_group: &str) -> Result<(), Error> {
+        let _ = consumer_group;
+        self.mark_done(group_id)
+    }
 }
 
 struct ReaderAdapter<R> {
@@ -146,11 +156,38 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
         let filter = GroupFilter {
             status: status.into_option(),
             topic: topic.into_option().map(|t| t.to_string()),
+            consumer_group: None,
         };
         catch_panic(&self.owner, "groups", || self.inner.groups(&filter))
             .map(|v| v.into_iter().map(FfiGroupInfo::from).collect())
             .map_err(Into::into)
             .into()
+    }
+
+    fn groups_scoped(
+        &self,
+        status: ROption<FfiGroupStatus>,
+        topic: ROption<RStr<'_>>,
+        consumer_group: ROption<RStr<'_>>,
+    ) -> FfiResult<RVec<FfiScopedGroupInfo>> {
+        let filter = GroupFilter {
+            status: status.into_option(),
+            topic: topic.into_option().map(|t| t.to_string()),
+            consumer_group: consumer_group.into_option().map(|g| g.to_string()),
+        };
+        catch_panic(&self.owner, "groups", || self.inner.groups(&filter))
+            .map(|v| v.into_iter().map(FfiScopedGroupInfo::from).collect())
+            .map_err(Into::into)
+            .into()
+    }
+
+    fn mark_done_in(&self, group_id: RStr<'_>, consumer_group: RStr<'_>) -> FfiResult<()> {
+        catch_panic(&self.owner, "mark_done_in", || {
+            self.inner
+                .mark_done_in(group_id.as_str(), consumer_group.as_str())
+        })
+        .map_err(Into::into)
+        .into()
     }
 }
 
@@ -232,11 +269,25 @@ impl Source {
             .map_err(Error::from)
     }
 
-    /// The tracked groups matching `filter`.
+    /// Marks a message group of consumer group `consumer_group` done (for an id that
+    /// more than one consumer group tracks).
+    pub fn mark_done_in(&self, group_id: &str, consumer_group: &str) -> Result<(), Error> {
+        self.inner
+            .mark_done_in(RStr::from_str(group_id), RStr::from_str(consumer_group))
+            .into_result()
+            .map_err(Error::from)
+    }
+
+    /// The tracked groups matching `filter`, with the cluster, consumer group and topic
+    /// incarnation each belongs to.
     pub fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
         let status = filter.status.into();
         let topic = filter.topic.as_deref().map(RStr::from_str).into();
-        let v = self.inner.groups(status, topic).into_result()?;
+        let group = filter.consumer_group.as_deref().map(RStr::from_str).into();
+        let v = self
+            .inner
+            .groups_scoped(status, topic, group)
+            .into_result()?;
         Ok(v.into_iter().map(GroupInfo::from).collect())
     }
 }

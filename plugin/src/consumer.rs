@@ -16,9 +16,20 @@
 //! committed synchronously, and their pending and queued groups are dropped (they are
 //! not covered by the watermark: whoever reads the partition next reads them again).
 //!
-//! Known ranges: a message inside a group the status database knows as done or lost,
-//! or inside an unfinished group this process holds (replayed, or handed out and not
-//! done), is skipped; the watermark still accounts for it.
+//! Identity: at the first `next_group` the reader learns the Kafka cluster id and the
+//! topic id of each of its topics ([`identity`](crate::identity)); its
+//! [`Scope`] (cluster and `group.id`) and the topic ids select the rows it sees in the
+//! status database. Unfinished rows of an earlier incarnation of a topic (deleted and
+//! recreated) are recorded `lost` with an error naming the topic; its done rows no
+//! longer hide anything. Until the cluster answers, `next_group` returns no group (a
+//! broker that is down is waited for, as below).
+//!
+//! Known ranges: a message inside a group the status database knows as done or lost
+//! for this scope and incarnation, or inside an unfinished group this process holds
+//! (replayed, or handed out and not done), is skipped; the watermark still accounts for
+//! it. A partition whose position lies in or before done groups with no unfinished
+//! group before them (offsets reset by an admin, or a commit that lagged a crash) is
+//! logged as a warning naming the partition and the offsets skipped.
 //!
 //! Users must call `next_group` at least every `max.poll.interval.ms` (librdkafka's
 //! default 300 s) or the member leaves the group; its partitions are revoked as above.
@@ -32,7 +43,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -51,13 +62,14 @@ use rdkafka::{
 
 use crate::{
     config::Role,
+    identity::{self, TopicId},
     producer::{
         ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text, scrub,
         secret_values,
     },
     replay::Replayer,
     source::{GroupKey, SourceState},
-    store::{NewGroup, Store},
+    store::{NewGroup, Scope, Store},
     tracker::Tracker,
 };
 
@@ -204,9 +216,16 @@ pub struct LiveReader {
     shared: Arc<ReaderShared>,
     consumer: BaseConsumer<Ctx>,
     closed: AtomicBool,
+    /// The reader's scope, once the cluster answered.
+    scope: OnceLock<Scope>,
 }
 
 impl LiveReader {
+    /// The cluster and consumer group the reader reads, once known.
+    pub fn scope(&self) -> Option<Scope> {
+        self.scope.get().cloned()
+    }
+
     fn store_offsets(&self, tpl: &TopicPartitionList) {
         match self.consumer.store_offsets(tpl) {
             Ok(()) => {}
@@ -293,6 +312,8 @@ impl LiveReader {
 /// One partition as the group consumer reads it, since its assignment.
 struct Part {
     topic: String,
+    /// The topic's incarnation (Kafka topic id), empty if unknown.
+    topic_id: String,
     partition: i32,
     /// The ranges of the groups the status database knew when the partition was first
     /// read (done, lost, or unfinished and held by this process), by first offset;
@@ -328,12 +349,16 @@ struct Env<'a> {
     store: &'a Store,
     state: &'a SourceState,
     shared: &'a ReaderShared,
+    consumer: &'a BaseConsumer<Ctx>,
 }
 
 /// A closed group, in the queue.
 enum Queued {
-    /// Recorded `ready` in the status database.
-    Recorded(MessageGroup),
+    /// Recorded `ready` in the status database (of the topic incarnation `topic_id`).
+    Recorded {
+        group: MessageGroup,
+        topic_id: String,
+    },
     /// Closed in the current `next_group` call and not recorded yet.
     New {
         group: NewGroup,
@@ -344,14 +369,14 @@ enum Queued {
 impl Queued {
     fn topic_partition(&self) -> (&str, i32) {
         match self {
-            Queued::Recorded(g) => (g.topic(), g.partition()),
+            Queued::Recorded { group, .. } => (group.topic(), group.partition()),
             Queued::New { group, .. } => (&group.topic, group.partition),
         }
     }
 
     fn id(&self) -> &str {
         match self {
-            Queued::Recorded(g) => g.id(),
+            Queued::Recorded { group, .. } => group.id(),
             Queued::New { group, .. } => &group.id,
         }
     }
@@ -360,6 +385,10 @@ impl Queued {
 /// The group consumer's side of a reader: partitions being read and closed groups.
 struct Batch {
     reader_id: u64,
+    /// What the reader's rows belong to (set before the first poll).
+    scope: Scope,
+    /// Topic → topic id, for the topics whose id is known (or was asked for: empty).
+    topic_ids: HashMap<String, String>,
     parts: Vec<Part>,
     last_part: usize,
     queue: VecDeque<Queued>,
@@ -399,8 +428,28 @@ impl Batch {
                 "dropped {} queued group(s) of revoked partitions (not handed out: they are read again): {dropped:?}",
                 dropped.len()
             );
-            env.state.release(dropped.iter().map(String::as_str));
+            env.state
+                .release(&self.scope, dropped.iter().map(String::as_str));
         }
+    }
+
+    /// The id of `topic`'s incarnation; asked of the cluster the first time a topic
+    /// without a known id is read (it may not have existed when the reader started),
+    /// retiring the rows of an earlier incarnation then.
+    fn topic_id(&mut self, topic: &str, env: &Env<'_>) -> Result<String, Error> {
+        if let Some(id) = self.topic_ids.get(topic) {
+            return Ok(id.clone());
+        }
+        let ids = resolve_topic_ids(
+            env.consumer,
+            env.store,
+            env.state,
+            &self.scope,
+            &[topic.to_string()],
+        )?;
+        let id = ids.get(topic).cloned().unwrap_or_default();
+        self.topic_ids.insert(topic.to_string(), id.clone());
+        Ok(id)
     }
 
     /// The index of the partition's state, created (with its tracker) at the first
@@ -426,17 +475,49 @@ impl Batch {
             self.last_part = i;
             return Ok(i);
         }
+        let topic_id = self.topic_id(topic, env)?;
         let mut tracker = Tracker::new(start);
         let mut known = Vec::new();
-        for g in env.store.ranges_from(topic, partition, start)? {
+        // Done groups reachable from the position before any unfinished one: offsets
+        // reset by an admin (or a commit that lagged a crash) — skipped, and said so.
+        let mut done_ahead: Option<(i64, i64, usize)> = None;
+        let mut blocked = false;
+        for g in env
+            .store
+            .ranges_from(&self.scope, topic, &topic_id, partition, start)?
+        {
             let done = match g.status {
                 GroupStatus::Done | GroupStatus::Lost => true,
-                GroupStatus::Ready | GroupStatus::Run if env.state.is_claimed(&g.id) => false,
+                GroupStatus::Ready | GroupStatus::Run
+                    if env.state.is_claimed(&self.scope, &g.id) =>
+                {
+                    false
+                }
                 // Unfinished and held by nobody: read and handed out again.
                 GroupStatus::Ready | GroupStatus::Run => continue,
             };
+            if done && !blocked {
+                let d = done_ahead.get_or_insert((g.min_offset, g.max_offset, 0));
+                d.1 = d.1.max(g.max_offset);
+                d.2 += 1;
+            } else if !done {
+                blocked = true;
+            }
             tracker.add_known(g.min_offset, g.max_offset, done);
             known.push((g.min_offset, g.max_offset));
+        }
+        if let Some((min, max, n)) = done_ahead {
+            log::warn!(
+                "{topic}/{partition}: the consumer group `{}` starts at offset {start}, but the \
+                 status database has {n} done group(s) in offsets {}..={max} from there: they are \
+                 skipped, not read again (offsets reset by an admin, or committed offsets that \
+                 lagged a crash). To read them again on purpose, use a new consumer group, or \
+                 stop the readers and delete their rows: sqlite3 STATUS_DB \"DELETE FROM groups \
+                 WHERE consumer_group = '{}' AND topic = '{topic}' AND status = 'done'\"",
+                self.scope.consumer_group,
+                min.max(start),
+                self.scope.consumer_group,
+            );
         }
         log::debug!(
             "tracking {topic}/{partition} from offset {start} ({} known groups ahead)",
@@ -449,6 +530,7 @@ impl Batch {
             .insert(partition, tracker);
         self.parts.push(Part {
             topic: topic.to_string(),
+            topic_id,
             partition,
             known,
             cursor: 0,
@@ -521,11 +603,13 @@ impl Batch {
             t.add_group(min, max);
         }
         let id = format!("{}:{}:{min}:{max}", part.topic, part.partition);
-        env.state.claim(&id, self.reader_id);
+        env.state
+            .claim(&self.scope, &id, &part.topic_id, self.reader_id);
         self.queue.push_back(Queued::New {
             group: NewGroup {
                 id,
                 topic: part.topic.clone(),
+                topic_id: part.topic_id.clone(),
                 partition: part.partition,
                 min_offset: min,
                 max_offset: max,
@@ -550,13 +634,13 @@ impl Batch {
                         GroupStatus::Ready
                     },
                 )),
-                Queued::Recorded(_) => None,
+                Queued::Recorded { .. } => None,
             });
             let mut new = new.peekable();
             if new.peek().is_none() {
                 return Ok(false);
             }
-            env.store.insert(new)?
+            env.store.insert(&self.scope, new)?
         };
         let mut attempts = attempts.into_iter();
         for q in self.queue.iter_mut() {
@@ -568,7 +652,10 @@ impl Batch {
                     attempt,
                     std::mem::take(parts),
                 );
-                *q = Queued::Recorded(g);
+                *q = Queued::Recorded {
+                    group: g,
+                    topic_id: std::mem::take(&mut group.topic_id),
+                };
             }
         }
         Ok(first_new && hand_out)
@@ -595,12 +682,94 @@ impl Batch {
     }
 }
 
+/// How long the topic ids may take at the start of a reader (the admin request).
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the cluster for the ids of `topics`, and retires the rows of `scope` of earlier
+/// incarnations of each (logged: lost unfinished groups as errors, hidden done ones as
+/// a warning). Returns topic → id ("" where unknown: the topic does not exist yet, or
+/// the broker has no topic ids).
+fn resolve_topic_ids(
+    consumer: &BaseConsumer<Ctx>,
+    store: &Store,
+    state: &SourceState,
+    scope: &Scope,
+    topics: &[String],
+) -> Result<HashMap<String, String>, Error> {
+    let answer = identity::topic_ids(consumer.client().native_ptr(), topics, DESCRIBE_TIMEOUT);
+    let mut ids = HashMap::new();
+    match answer {
+        Ok(found) => {
+            for t in topics {
+                match found.get(t) {
+                    Some(TopicId::Known(id)) => {
+                        ids.insert(t.clone(), id.clone());
+                    }
+                    Some(TopicId::NoSuchTopic) | None => {}
+                    Some(TopicId::Failed { code, reason }) => log::warn!(
+                        "topic `{t}`: no topic id ({code:?}: {reason}); a deleted and recreated \
+                         topic of this name cannot be told from the old one"
+                    ),
+                }
+            }
+        }
+        Err(e) if e.is_transient() => {
+            return Err(Error::Kafka {
+                operation: format!("describing topics {topics:?} (their topic ids)"),
+                reason: format!("{:?}: {}", e.code, e.reason),
+            });
+        }
+        Err(e) => log::warn!(
+            "topics {topics:?}: no topic ids ({:?}: {}); a deleted and recreated topic cannot \
+             be told from the old one",
+            e.code,
+            e.reason
+        ),
+    }
+    for (topic, id) in &ids {
+        let retired = store.retire_incarnations(scope, topic, id)?;
+        if retired.lost.is_empty() && retired.finished == 0 {
+            continue;
+        }
+        log::warn!(
+            "topic `{topic}` was deleted and recreated (topic id {id}; the status database knew \
+             {:?}): {} done group(s) of the old topic no longer hide anything",
+            retired.old_ids,
+            retired.finished
+        );
+        for g in &retired.lost {
+            state.release(scope, [g.id.as_str()]);
+            let n = state.lost.fetch_add(1, Ordering::SeqCst) + 1;
+            log::error!(
+                "message group {} is LOST: it was not done when topic `{topic}` was deleted \
+                 (offsets {}..={} of partition {} went with it); marked `lost` in the status \
+                 database; {n} group(s) lost since start",
+                g.id,
+                g.min_offset,
+                g.max_offset,
+                g.partition
+            );
+        }
+    }
+    for t in topics {
+        ids.entry(t.clone()).or_default();
+    }
+    Ok(ids)
+}
+
 /// A reader of message groups.
 pub struct KafkaReader {
     live: Arc<LiveReader>,
     state: Arc<SourceState>,
     store: Arc<Store>,
     topics: Vec<String>,
+    /// The consumer group, and the reader's conf overrides (for the replay consumer).
+    group: String,
+    overrides: Vec<(String, String)>,
+    /// The cluster id, once it answered.
+    cluster_id: Option<String>,
+    /// False until the scope is known and the replay prepared ([`begin`](Self::begin)).
+    started: bool,
     replay: Option<Replayer>,
     subscribed: bool,
     batch: Batch,
@@ -608,8 +777,9 @@ pub struct KafkaReader {
 }
 
 impl KafkaReader {
-    /// Opens a reader on `topics`: checks the conf, opens the status database, and
-    /// prepares the replay of the unfinished groups of `topics`.
+    /// Opens a reader on `topics`: checks the conf, opens the status database and the
+    /// consumer. The replay of unfinished groups is prepared at the first `next_group`,
+    /// once the cluster id is known.
     pub fn open(
         state: Arc<SourceState>,
         topics: &[String],
@@ -627,13 +797,16 @@ impl KafkaReader {
             .find(|(k, _)| k == "kafka.group.id")
             .map(|(_, v)| v.as_str())
             .or_else(|| state.config.kafka_prop("group.id"));
-        if group.is_none_or(|g| g.trim().is_empty()) {
-            return Err(Error::config(
-                "kafka.group.id",
-                "the datasource reads in a consumer group: set kafka.group.id in the conf \
-                 (or per reader with ReaderOptions::group_id)",
-            ));
-        }
+        let group = match group {
+            Some(g) if !g.trim().is_empty() => g.to_string(),
+            _ => {
+                return Err(Error::config(
+                    "kafka.group.id",
+                    "the datasource reads in a consumer group: set kafka.group.id in the conf \
+                     (or per reader with ReaderOptions::group_id)",
+                ));
+            }
+        };
         let store = state.store()?;
         let shared = Arc::new(ReaderShared {
             trackers: Mutex::new(HashMap::new()),
@@ -649,30 +822,16 @@ impl KafkaReader {
                 secrets: secret_values(&state.config),
             })
             .map_err(|e| kafka_err("creating the consumer", &e))?;
+        // The replay consumer's conf is checked now, not at the first replay.
+        state
+            .config
+            .client_config(Role::Replay, options.overrides())?;
         let id = NEXT_READER_ID.fetch_add(1, Ordering::Relaxed);
-        let mut unfinished = store.unfinished(topics)?;
-        unfinished.retain(|g| state.claim(&g.id, id));
-        let replay = if unfinished.is_empty() {
-            None
-        } else {
-            log::info!(
-                "replaying {} unfinished message group(s) of {topics:?} before new data",
-                unfinished.len()
-            );
-            let cfg = state
-                .config
-                .client_config(Role::Replay, options.overrides())?;
-            match Replayer::new(&cfg, unfinished.clone()) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    state.release(unfinished.iter().map(|g| g.id.as_str()));
-                    return Err(e);
-                }
-            }
-        };
         let settings = &state.config.settings;
         let batch = Batch {
             reader_id: id,
+            scope: Scope::default(),
+            topic_ids: HashMap::new(),
             parts: Vec::new(),
             last_part: 0,
             queue: VecDeque::new(),
@@ -680,24 +839,128 @@ impl KafkaReader {
             group_max_bytes: settings.group_max_bytes,
             group_wait: Duration::from_millis(settings.group_max_wait_ms),
         };
-        let mut reader = KafkaReader {
+        Ok(KafkaReader {
             live: Arc::new(LiveReader {
                 shared,
                 consumer,
                 closed: AtomicBool::new(false),
+                scope: OnceLock::new(),
             }),
             state,
             store,
             topics: topics.to_vec(),
-            replay,
+            group,
+            overrides: options.overrides().to_vec(),
+            cluster_id: None,
+            started: false,
+            replay: None,
             subscribed: false,
             batch,
             closed: false,
-        };
-        if reader.replay.is_none() {
-            reader.subscribe()?;
+        })
+    }
+
+    /// A TLS or authentication failure that persisted is the caller's error; otherwise
+    /// when the next check is due.
+    fn connect_failure(&self) -> Result<Option<Instant>, Error> {
+        let consumer = &self.live.consumer;
+        match self
+            .live
+            .shared
+            .failure
+            .check(|| broker_answers(consumer.client().native_ptr(), PROBE_TIMEOUT))
+        {
+            ConnectCheck::Fine => Ok(None),
+            ConnectCheck::Pending(due) => Ok(Some(due)),
+            ConnectCheck::Failed { reason, newly, .. } => {
+                if newly {
+                    log::error!("the datasource cannot read {:?}: {reason}", self.topics);
+                }
+                self.live.store_dirty();
+                Err(Error::Kafka {
+                    operation: format!("reading {:?}", self.topics),
+                    reason,
+                })
+            }
         }
-        Ok(reader)
+    }
+
+    /// Learns the scope (cluster id) and the topic ids, and prepares the replay of the
+    /// scope's unfinished groups; false if the cluster did not answer before `deadline`.
+    fn begin(&mut self, deadline: Instant) -> Result<bool, Error> {
+        while self.cluster_id.is_none() {
+            // Serves the error callbacks (connection failures) before subscribing.
+            if let Some(Err(e)) = self.live.consumer.poll(Duration::ZERO) {
+                log::debug!("consumer of {:?} before subscribing: {e}", self.topics);
+            }
+            self.connect_failure()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = left.clamp(Duration::from_millis(1), Duration::from_millis(500));
+            match self.live.consumer.client().fetch_cluster_id(wait) {
+                Some(id) if !id.is_empty() => self.cluster_id = Some(id),
+                _ if Instant::now() >= deadline => return Ok(false),
+                _ => {}
+            }
+        }
+        let scope = Scope {
+            cluster_id: self.cluster_id.clone().unwrap_or_default(),
+            consumer_group: self.group.clone(),
+        };
+        let adopted = self.store.adopt_unscoped(&scope, &self.topics)?;
+        if adopted > 0 {
+            log::warn!(
+                "{adopted} unfinished group(s) of {:?} from before scoping are now tracked in \
+                 {scope}, and replayed",
+                self.topics
+            );
+        }
+        let topic_ids = match resolve_topic_ids(
+            &self.live.consumer,
+            &self.store,
+            &self.state,
+            &scope,
+            &self.topics,
+        ) {
+            Ok(ids) => ids,
+            Err(e) if Instant::now() < deadline => return Err(e),
+            Err(e) => {
+                log::debug!("{e}; asked again at the next call");
+                return Ok(false);
+            }
+        };
+        let mut unfinished = self.store.unfinished(&scope, &self.topics, |t| {
+            topic_ids.get(t).cloned().unwrap_or_default()
+        })?;
+        let owner = self.batch.reader_id;
+        unfinished.retain(|g| self.state.claim(&scope, &g.id, &g.topic_id, owner));
+        if !unfinished.is_empty() {
+            log::info!(
+                "replaying {} unfinished message group(s) of {:?} ({scope}) before new data",
+                unfinished.len(),
+                self.topics
+            );
+            let cfg = self
+                .state
+                .config
+                .client_config(Role::Replay, &self.overrides)?;
+            match Replayer::new(&cfg, unfinished.clone()) {
+                Ok(r) => self.replay = Some(r),
+                Err(e) => {
+                    self.state
+                        .release(&scope, unfinished.iter().map(|g| g.id.as_str()));
+                    return Err(e);
+                }
+            }
+        }
+        log::info!("reading {:?} in {scope}", self.topics);
+        let _ = self.live.scope.set(scope.clone());
+        self.batch.scope = scope;
+        self.batch.topic_ids = topic_ids;
+        self.started = true;
+        if self.replay.is_none() {
+            self.subscribe()?;
+        }
+        Ok(true)
     }
 
     /// The part the source keeps a weak reference to.
@@ -730,6 +993,7 @@ impl KafkaReader {
                 store: &self.store,
                 state: &self.state,
                 shared: &self.live.shared,
+                consumer: &self.live.consumer,
             };
             if let Err(e) = self.batch.record_queued(&env, false) {
                 log::warn!("recording queued groups of {:?}: {e}", self.topics);
@@ -743,6 +1007,7 @@ impl KafkaReader {
             store: &self.store,
             state: &self.state,
             shared: &self.live.shared,
+            consumer: &self.live.consumer,
         };
         let batch = &mut self.batch;
         let consumer = &self.live.consumer;
@@ -752,11 +1017,12 @@ impl KafkaReader {
                 // The groups closed in this call are recorded now, in one transaction:
                 // the one handed out as `run`, the others `ready`.
                 let recorded_run = batch.record_queued(&env, true)?;
-                let Some(Queued::Recorded(g)) = batch.queue.pop_front() else {
+                let Some(Queued::Recorded { group: g, topic_id }) = batch.queue.pop_front() else {
                     unreachable!("record_queued records every queued group");
                 };
                 if !recorded_run {
-                    env.store.set_run(&[(g.id(), g.attempt())])?;
+                    env.store
+                        .set_run(&batch.scope, &topic_id, g.id(), g.attempt())?;
                 }
                 self.live.store_dirty();
                 return Ok(Some(g));
@@ -825,6 +1091,10 @@ impl Reader for KafkaReader {
             return Err(Self::closed_error());
         }
         let deadline = Instant::now() + timeout;
+        self.store.prune_if_due();
+        if !self.started && !self.begin(deadline)? {
+            return Ok(None);
+        }
         if let Some(replay) = self.replay.as_mut() {
             match replay.next_group(&self.store, &self.state, deadline)? {
                 Some(g) => return Ok(Some(g)),
@@ -853,7 +1123,8 @@ impl Reader for KafkaReader {
             .drain(..)
             .map(|g| g.id().to_string())
             .collect();
-        self.state.release(ids.iter().map(String::as_str));
+        self.state
+            .release(&self.batch.scope, ids.iter().map(String::as_str));
         self.batch.parts.clear();
         self.state.release_owner(self.batch.reader_id);
         let r = self.live.commit_watermarks(Duration::from_secs(10));
@@ -877,6 +1148,7 @@ mod tests {
     fn part(known: Vec<(i64, i64)>) -> Part {
         Part {
             topic: "t".into(),
+            topic_id: String::new(),
             partition: 0,
             known,
             cursor: 0,

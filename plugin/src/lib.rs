@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod consumer;
+pub(crate) mod identity;
 pub mod producer;
 pub mod replay;
 pub mod source;

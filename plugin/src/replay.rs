@@ -26,7 +26,7 @@ use rdkafka::{
 use crate::{
     consumer::{copy_message, kafka_err},
     source::SourceState,
-    store::Store,
+    store::{Scope, Store},
 };
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,8 +85,9 @@ impl Replayer {
         attempt: u32,
         (from, to, why): (i64, i64, &str),
     ) -> Result<(), Error> {
-        store.set_lost(&info.id, attempt)?;
-        state.release([info.id.as_str()]);
+        let scope = Scope::of(info);
+        store.set_lost(&scope, &info.topic_id, &info.id, attempt)?;
+        state.release(&scope, [info.id.as_str()]);
         let n = state.lost.fetch_add(1, Ordering::SeqCst) + 1;
         log::error!(
             "message group {} is LOST: offsets {from}..={to} of {}/{} are gone from Kafka ({why}); \
@@ -321,11 +322,12 @@ impl Replayer {
         } else if cur.parts.is_empty() {
             // Compacted away or only control records: nothing to deliver, nothing lost.
             log::info!("replayed group {id} holds no message any more (compaction); marked done");
-            store.mark_done(&id)?;
-            state.release([id.as_str()]);
+            let scope = Scope::of(&cur.info);
+            store.mark_done(&scope, &cur.info.topic_id, &id)?;
+            state.release(&scope, [id.as_str()]);
             return Ok(None);
         } else {
-            store.set_run(&[(id.as_str(), cur.attempt)])?;
+            store.set_run(&Scope::of(&cur.info), &cur.info.topic_id, &id, cur.attempt)?;
         }
         if cur.parts.is_empty() {
             return Ok(None);

@@ -5,9 +5,16 @@
 //! - the status database ([`store`](crate::store)), opened at first use so that
 //!   sink-only users need none; a bad database is an error at that first use;
 //! - the *claims*: ids of unfinished groups this process has handed out (or is
-//!   replaying) and not seen done yet. A reader opened later does not replay them, and
+//!   replaying) and not seen done yet, each under its [`Scope`] (cluster and consumer
+//!   group) and with its topic id. A reader opened later does not replay them, and
 //!   the group consumer skips their offsets instead of handing them out twice;
-//! - the live readers, whose per-partition watermarks `mark_done` advances.
+//! - the live readers, whose per-partition watermarks `mark_done` advances (only the
+//!   readers of the group's scope).
+//!
+//! `mark_done(id)` finds the group's scope: the claim of this process if exactly one
+//! scope holds the id; else the unfinished rows of the id in the database (the conf's
+//! `kafka.group.id` first when several consumer groups have one). An id more than one
+//! consumer group holds unfinished is an error naming them: `mark_done_in` says which.
 
 use std::{
     collections::HashMap,
@@ -20,7 +27,19 @@ use std::{
 
 use pseidon_plugin_api::{DataSource, Error, GroupFilter, GroupInfo, GroupStatus, ReaderOptions};
 
-use crate::{config::Config, consumer::KafkaReader, consumer::LiveReader, store::Store};
+use crate::{
+    config::Config,
+    consumer::KafkaReader,
+    consumer::LiveReader,
+    store::{Scope, Store},
+};
+
+/// A claim: which reader holds an unfinished group, of which topic incarnation.
+#[derive(Debug, Clone)]
+struct Claim {
+    owner: u64,
+    topic_id: String,
+}
 
 /// The parts of a group id `topic:partition:min-offset:max-offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,9 +101,9 @@ pub struct SourceState {
     /// The plugin's configuration.
     pub config: Config,
     store: Mutex<Option<Arc<Store>>>,
-    /// Unfinished groups handed out (or being replayed) by this process, and the id of
-    /// the reader that holds each.
-    claims: Mutex<HashMap<String, u64>>,
+    /// Unfinished groups handed out (or being replayed) by this process, by scope and
+    /// id, and the reader that holds each.
+    claims: Mutex<HashMap<(Scope, String), Claim>>,
     readers: Mutex<Vec<Weak<LiveReader>>>,
     /// Groups found lost by replays since start.
     pub lost: AtomicU64,
@@ -115,21 +134,28 @@ impl SourceState {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// True if this process holds the unfinished group `id`.
-    pub fn is_claimed(&self, id: &str) -> bool {
+    /// True if this process holds the unfinished group `id` of `scope`.
+    pub fn is_claimed(&self, scope: &Scope, id: &str) -> bool {
         self.claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains_key(id)
+            .contains_key(&(scope.clone(), id.to_string()))
     }
 
-    /// Claims `id` for reader `owner`; false if another reader holds it.
-    pub fn claim(&self, id: &str, owner: u64) -> bool {
+    /// Claims `id` of `scope` for reader `owner`; false if another reader holds it.
+    pub fn claim(&self, scope: &Scope, id: &str, topic_id: &str, owner: u64) -> bool {
         let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
-        match claims.get(id) {
-            Some(o) if *o != owner => false,
+        let key = (scope.clone(), id.to_string());
+        match claims.get(&key) {
+            Some(c) if c.owner != owner => false,
             _ => {
-                claims.insert(id.to_string(), owner);
+                claims.insert(
+                    key,
+                    Claim {
+                        owner,
+                        topic_id: topic_id.to_string(),
+                    },
+                );
                 true
             }
         }
@@ -141,15 +167,106 @@ impl SourceState {
         self.claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, o| *o != owner);
+            .retain(|_, c| c.owner != owner);
     }
 
-    /// Releases the claims on `ids`.
-    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+    /// Releases the claims on `ids` of `scope`.
+    pub fn release<'a>(&self, scope: &Scope, ids: impl IntoIterator<Item = &'a str>) {
         let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
         for id in ids {
-            claims.remove(id);
+            claims.remove(&(scope.clone(), id.to_string()));
         }
+    }
+
+    /// The scopes (and topic ids) in which this process holds `id`, optionally only of
+    /// consumer group `group`.
+    fn claims_of(&self, id: &str, group: Option<&str>) -> Vec<(Scope, String)> {
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((scope, cid), _)| {
+                cid == id && group.is_none_or(|g| g == scope.consumer_group)
+            })
+            .map(|((scope, _), c)| (scope.clone(), c.topic_id.clone()))
+            .collect()
+    }
+
+    /// Marks `id` done in the scope that holds it (module docs), optionally only looking
+    /// in consumer group `group`.
+    fn mark_done(&self, group_id: &str, group: Option<&str>) -> Result<(), Error> {
+        let key = parse_group_id(group_id)?;
+        let store = self.store()?;
+        let mut target = self.claims_of(group_id, group);
+        if target.is_empty() {
+            let rows = store.find(group_id, group)?;
+            if rows.is_empty() {
+                return Err(Error::UnknownGroup {
+                    group_id: match group {
+                        Some(g) => format!("{group_id}` of consumer group `{g}"),
+                        None => group_id.to_string(),
+                    },
+                });
+            }
+            let mut unfinished: Vec<_> = rows
+                .iter()
+                .filter(|r| matches!(r.status, GroupStatus::Ready | GroupStatus::Run))
+                .collect();
+            if unfinished.len() > 1 && group.is_none() {
+                // The conf's consumer group first.
+                if let Some(conf_group) = self.config.kafka_prop("group.id") {
+                    let mine: Vec<_> = unfinished
+                        .iter()
+                        .copied()
+                        .filter(|r| r.consumer_group == conf_group)
+                        .collect();
+                    if !mine.is_empty() {
+                        unfinished = mine;
+                    }
+                }
+            }
+            target = unfinished
+                .iter()
+                .map(|r| (Scope::of(r), r.topic_id.clone()))
+                .collect();
+            if target.is_empty() {
+                // Done (harmless) or lost (stays lost) everywhere.
+                return Ok(());
+            }
+        }
+        if target.len() > 1 {
+            let mut groups: Vec<String> = target.iter().map(|(s, _)| s.to_string()).collect();
+            groups.sort();
+            groups.dedup();
+            return Err(Error::InvalidGroupId {
+                group_id: group_id.to_string(),
+                reason: format!(
+                    "more than one consumer group holds it unfinished ({}); say which \
+                     (`pseidon groups mark-done --group G`, Source::mark_done_in)",
+                    groups.join("; ")
+                ),
+            });
+        }
+        let Some((scope, topic_id)) = target.pop() else {
+            return Ok(());
+        };
+        match store.mark_done(&scope, &topic_id, group_id)? {
+            None => {
+                return Err(Error::UnknownGroup {
+                    group_id: group_id.to_string(),
+                });
+            }
+            Some(GroupStatus::Done) => return Ok(()),
+            // Ready or run; or lost, and handed out with what survived: release it too.
+            Some(_) => {}
+        }
+        self.release(&scope, [group_id]);
+        for reader in self.live_readers() {
+            if reader.scope().as_ref() == Some(&scope) {
+                reader.group_done(&key);
+            }
+        }
+        Ok(())
     }
 
     fn live_readers(&self) -> Vec<Arc<LiveReader>> {
@@ -221,22 +338,11 @@ impl DataSource for KafkaSource {
     }
 
     fn mark_done(&self, group_id: &str) -> Result<(), Error> {
-        let key = parse_group_id(group_id)?;
-        let store = self.state.store()?;
-        match store.mark_done(group_id)? {
-            None => {
-                return Err(Error::UnknownGroup {
-                    group_id: group_id.to_string(),
-                });
-            }
-            Some(GroupStatus::Done) => return Ok(()),
-            Some(_) => {}
-        }
-        self.state.release([group_id]);
-        for reader in self.state.live_readers() {
-            reader.group_done(&key);
-        }
-        Ok(())
+        self.state.mark_done(group_id, None)
+    }
+
+    fn mark_done_in(&self, group_id: &str, consumer_group: &str) -> Result<(), Error> {
+        self.state.mark_done(group_id, Some(consumer_group))
     }
 
     fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {

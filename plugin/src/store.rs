@@ -13,16 +13,36 @@
 //! So no message is lost by the cheaper sync mode; it only bounds duplicates.
 //!
 //! Growth: done rows older than `pseidon-kafka.done-retention-ms` are pruned at open and
-//! every minute of use. (A done group pruned while the committed watermark is still
+//! then at most every minute, by the readers between groups ([`Store::prune_if_due`]),
+//! never inside a query. (A done group pruned while the committed watermark is still
 //! behind it — an older group left unfinished for longer than the retention — is read
 //! and handed out again after a restart: a duplicate, never a loss.) `lost` rows stay:
 //! they are the record of a loss.
 //!
-//! One live process per file: `<db>.lock` is locked with `File::try_lock` for as long as
-//! the store is open; a second process gets an error naming both files (only a
-//! listing, [`list_read_only`], may read a file another instance holds). A file that is
-//! not a SQLite database, has another schema, or cannot be written is an error at open
-//! naming the file — never a silent reset that would forget unfinished groups.
+//! Identity: every row carries what it tracks — the Kafka cluster (its cluster id), the
+//! consumer group (`group.id`), and the incarnation of the topic (Kafka's topic id) —
+//! besides `topic:partition:min:max`. Every query of a reader (unfinished groups,
+//! known ranges, status changes) sees only the rows of its own [`Scope`] and of the
+//! topic's current incarnation, so two consumer groups on one database, or a topic
+//! deleted and recreated under the same name, never hide offsets from each other.
+//!
+//! Migration: a database of schema 1 (rows without identity) is migrated at open, in
+//! one transaction. Its rows get the *unknown* scope (empty cluster and group) and
+//! an unknown topic id. An unfinished old row is adopted by the first reader of its
+//! topic that opens ([`Store::adopt_unscoped`]) and replayed by it as before: a replay
+//! is at worst a duplicate, never a loss. An old done row hides nothing any more (no
+//! reader's scope matches it) and ages out by the retention: the consumer group that
+//! wrote it has committed offsets up to its done-watermark, so ignoring the old done
+//! rows can only make groups done beyond an unfinished one come again — a duplicate.
+//!
+//! One live process per file: the database file itself is locked (`flock`, through
+//! `File::try_lock`, on the real file a symlink leads to; SQLite's own locks are POSIX
+//! locks and do not interfere) for as long as the store is open; a second process
+//! gets an error naming the file (only a listing, [`list_read_only`], may read a file
+//! another instance holds). A file that is not a SQLite database, has another schema,
+//! or cannot be written (its `-wal` and `-shm` files included: SQLite maps `-shm`, and
+//! an unwritable one ended the process with SIGBUS) is an error at open naming the
+//! file — never a silent reset that would forget unfinished groups.
 
 use std::{
     fs::{File, OpenOptions},
@@ -37,12 +57,47 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 /// How often done rows are pruned while the store is in use.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// The schema version written to `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 2;
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// What a reader's rows belong to: one consumer group on one Kafka cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Scope {
+    /// The Kafka cluster id (from metadata); empty for rows of unknown origin.
+    pub cluster_id: String,
+    /// The consumer group (`group.id`); empty for rows of unknown origin.
+    pub consumer_group: String,
+}
+
+impl Scope {
+    /// The scope of a row.
+    pub fn of(info: &GroupInfo) -> Scope {
+        Scope {
+            cluster_id: info.cluster_id.clone(),
+            consumer_group: info.consumer_group.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.consumer_group.is_empty() && self.cluster_id.is_empty() {
+            return f.write_str("unknown consumer group (rows from before scoping)");
+        }
+        write!(
+            f,
+            "consumer group `{}` of cluster {}",
+            self.consumer_group, self.cluster_id
+        )
+    }
 }
 
 /// A group about to be handed out for the first time (or again, from the group consumer).
@@ -52,12 +107,25 @@ pub struct NewGroup {
     pub id: String,
     /// Topic.
     pub topic: String,
+    /// The topic's incarnation (Kafka topic id), empty if unknown.
+    pub topic_id: String,
     /// Partition.
     pub partition: i32,
     /// First offset.
     pub min_offset: i64,
     /// Last offset.
     pub max_offset: i64,
+}
+
+/// What [`Store::retire_incarnations`] found of a topic's earlier incarnations.
+#[derive(Debug, Default)]
+pub struct Retired {
+    /// Unfinished groups of an earlier incarnation, now recorded `lost`.
+    pub lost: Vec<GroupInfo>,
+    /// Done or lost groups of an earlier incarnation (they hide nothing any more).
+    pub finished: usize,
+    /// The earlier topic ids seen.
+    pub old_ids: Vec<String>,
 }
 
 /// The status database of one plugin instance.
@@ -82,65 +150,133 @@ fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS groups (
-    id         TEXT PRIMARY KEY NOT NULL,
-    topic      TEXT NOT NULL,
-    partition  INTEGER NOT NULL,
-    min_offset INTEGER NOT NULL,
-    max_offset INTEGER NOT NULL,
-    status     TEXT NOT NULL CHECK (status IN ('ready', 'run', 'done', 'lost')),
-    attempt    INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
+    cluster_id     TEXT NOT NULL,
+    consumer_group TEXT NOT NULL,
+    topic_id       TEXT NOT NULL,
+    id             TEXT NOT NULL,
+    topic          TEXT NOT NULL,
+    partition      INTEGER NOT NULL,
+    min_offset     INTEGER NOT NULL,
+    max_offset     INTEGER NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN ('ready', 'run', 'done', 'lost')),
+    attempt        INTEGER NOT NULL,
+    updated_ms     INTEGER NOT NULL,
+    PRIMARY KEY (cluster_id, consumer_group, topic_id, id)
 );
 ";
 
 const INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS groups_by_partition ON groups (topic, partition, max_offset);
+CREATE INDEX IF NOT EXISTS groups_by_scope ON groups (cluster_id, consumer_group, topic, partition, max_offset);
 CREATE INDEX IF NOT EXISTS groups_by_status ON groups (status, updated_ms);
+CREATE INDEX IF NOT EXISTS groups_by_id ON groups (id);
 ";
 
+/// Schema 1 → 2: the old rows get the unknown scope and topic id (module docs).
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE groups RENAME TO groups_v1;
+DROP INDEX IF EXISTS groups_by_partition;
+DROP INDEX IF EXISTS groups_by_status;
+";
+
+const COLUMNS: &str = "id, topic, partition, min_offset, max_offset, status, attempt, updated_ms, cluster_id, consumer_group, topic_id";
+
+/// The columns of table `groups`, empty if there is none.
+fn table_columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('groups')")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
+const V1_COLUMNS: [&str; 8] = [
+    "id",
+    "topic",
+    "partition",
+    "min_offset",
+    "max_offset",
+    "status",
+    "attempt",
+    "updated_ms",
+];
+
+/// True if `columns` are schema 1's.
+fn is_v1(columns: &[String]) -> bool {
+    columns.len() == V1_COLUMNS.len() && V1_COLUMNS.iter().all(|c| columns.iter().any(|x| x == c))
+}
+
+/// Opens `path` for writing to prove it is writable; a missing file is fine.
+fn check_writable(db: &Path, file: &Path) -> Result<(), Error> {
+    match OpenOptions::new().read(true).write(true).open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(db_err(
+            db,
+            &format!(
+                "its SQLite file {} cannot be written (SQLite needs it writable)",
+                file.display()
+            ),
+            e,
+        )),
+    }
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 impl Store {
-    /// Opens (creating if needed) the status database at `path` and takes its lock file.
+    /// Opens (creating if needed) the status database at `path`, locks it, and migrates
+    /// an older schema.
     pub fn open(path: &Path, retention_ms: u64) -> Result<Store, Error> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| db_err(path, "cannot create its directory", e))?;
         }
-        let lock_path = lock_path(path);
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| {
-                db_err(
-                    path,
-                    &format!("cannot open its lock file {}", lock_path.display()),
-                    e,
-                )
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    db_err(
+                        path,
+                        "not writable (the datasource must record group statuses)",
+                        e,
+                    )
+                }
+                _ => db_err(path, "cannot open", e),
             })?;
+        let meta = lock
+            .metadata()
+            .map_err(|e| db_err(path, "cannot stat", e))?;
+        if !meta.is_file() {
+            return Err(db_err(path, "cannot use", "not a regular file"));
+        }
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(Error::StatusDb {
                     path: path.display().to_string(),
                     reason: format!(
-                        "{LOCKED} (its lock file {} is locked); \
-                         give each instance its own pseidon-kafka.status-db",
-                        lock_path.display()
+                        "{LOCKED} (the file is locked); give each instance its own \
+                         pseidon-kafka.status-db"
                     ),
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(db_err(
-                    path,
-                    &format!("cannot lock {}", lock_path.display()),
-                    e,
-                ));
+                return Err(db_err(path, "cannot lock", e));
             }
         }
+        // The real file, so that its -wal and -shm files are the ones SQLite uses.
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        for suffix in ["-wal", "-shm"] {
+            check_writable(path, &suffixed(&real, suffix))?;
+        }
         let conn = Connection::open_with_flags(
-            path,
+            &real,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -168,18 +304,35 @@ impl Store {
         }
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
             .map_err(|e| db_err(path, "cannot configure", e))?;
+        let columns =
+            table_columns(&conn).map_err(|e| db_err(path, "cannot read the schema", e))?;
+        let migrated = if is_v1(&columns) {
+            let n = migrate_v1(&conn)
+                .map_err(|e| db_err(path, "cannot migrate the status database of schema 1", e))?;
+            Some(n)
+        } else {
+            None
+        };
         conn.execute_batch(SCHEMA)
             .map_err(|e| db_err(path, "cannot create the schema (not writable?)", e))?;
         // Another program's table of the same name: refuse rather than misread it.
-        conn.prepare(
-            "SELECT id, topic, partition, min_offset, max_offset, status, attempt, updated_ms FROM groups LIMIT 0",
-        )
-        .map_err(|e| db_err(path, "has a `groups` table of another schema", e))?;
+        conn.prepare(&format!("SELECT {COLUMNS} FROM groups LIMIT 0"))
+            .map_err(|e| db_err(path, "has a `groups` table of another schema", e))?;
         conn.execute_batch(INDEXES)
             .map_err(|e| db_err(path, "cannot create the indexes", e))?;
         // A write proves the file and its directory (WAL, shm) are writable now.
-        conn.execute_batch("BEGIN IMMEDIATE; PRAGMA user_version = 1; COMMIT;")
-            .map_err(|e| db_err(path, "not writable", e))?;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(|e| db_err(path, "not writable", e))?;
+        if let Some(n) = migrated {
+            log::warn!(
+                "status database {}: migrated {n} row(s) of schema 1 (rows without cluster, \
+                 consumer group and topic id): unfinished ones are replayed by the first reader \
+                 of their topic, done ones no longer hide anything",
+                path.display()
+            );
+        }
         let store = Store {
             path: path.to_path_buf(),
             conn: Mutex::new(Inner {
@@ -200,61 +353,50 @@ impl Store {
         Ok(store)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn err(&self, what: &str, e: impl std::fmt::Display) -> Error {
         db_err(&self.path, what, e)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
         let mut inner = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let r = f(&mut inner.conn).map_err(|e| self.err("query failed", e))?;
-        if inner.last_prune.elapsed() >= PRUNE_EVERY {
-            inner.last_prune = Instant::now();
-            let cutoff =
-                now_ms().saturating_sub(i64::try_from(self.retention_ms).unwrap_or(i64::MAX));
-            if let Err(e) = inner.conn.execute(
-                "DELETE FROM groups WHERE status = 'done' AND updated_ms < ?1",
-                params![cutoff],
-            ) {
-                log::warn!(
-                    "status database {}: pruning failed: {e}",
-                    self.path.display()
-                );
-            }
+        f(&mut inner.conn).map_err(|e| self.err("query failed", e))
+    }
+
+    /// Prunes done rows if the last pruning is [`PRUNE_EVERY`] ago (called by the
+    /// readers between groups, never inside a query); a failure is logged, not returned.
+    pub fn prune_if_due(&self) {
+        let mut inner = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.last_prune.elapsed() < PRUNE_EVERY {
+            return;
         }
-        Ok(r)
+        inner.last_prune = Instant::now();
+        match prune_done(&inner.conn, self.retention_ms) {
+            Ok(0) => {}
+            Ok(n) => log::debug!(
+                "status database {}: pruned {n} done groups older than {} ms",
+                self.path.display(),
+                self.retention_ms
+            ),
+            Err(e) => log::warn!(
+                "status database {}: pruning failed: {e}",
+                self.path.display()
+            ),
+        }
     }
 
     /// Deletes done rows older than the retention; returns how many.
     pub fn prune(&self) -> Result<usize, Error> {
-        let cutoff = now_ms().saturating_sub(i64::try_from(self.retention_ms).unwrap_or(i64::MAX));
         let mut inner = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         inner.last_prune = Instant::now();
-        inner
-            .conn
-            .execute(
-                "DELETE FROM groups WHERE status = 'done' AND updated_ms < ?1",
-                params![cutoff],
-            )
-            .map_err(|e| self.err("pruning failed", e))
+        prune_done(&inner.conn, self.retention_ms).map_err(|e| self.err("pruning failed", e))
     }
 
-    /// Records `groups` as `ready` in one transaction and returns the attempt each will be
-    /// handed out with: 1 for a new group, one more than before for a group id seen before.
-    pub fn insert_ready(&self, groups: &[NewGroup]) -> Result<Vec<u32>, Error> {
-        self.insert(groups.iter().map(|g| (g, GroupStatus::Ready)))
-    }
-
-    /// Records new groups in one transaction, each with its status: `run` for a group
-    /// handed out right now, `ready` for one only queued. Returns the attempt of each, as
-    /// [`insert_ready`](Self::insert_ready) does (`run` groups go in with that attempt,
-    /// as [`set_run`](Self::set_run) would record it).
+    /// Records new groups of `scope` in one transaction, each with its status: `run` for
+    /// a group handed out right now, `ready` for one only queued. Returns the attempt of
+    /// each: 1 for a new group, one more than before for a group seen before.
     pub fn insert<'a>(
         &self,
+        scope: &Scope,
         groups: impl IntoIterator<Item = (&'a NewGroup, GroupStatus)>,
     ) -> Result<Vec<u32>, Error> {
         let now = now_ms();
@@ -263,9 +405,11 @@ impl Store {
             let mut attempts = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO groups (id, topic, partition, min_offset, max_offset, status, attempt, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?7, 1, ?6)
-                     ON CONFLICT (id) DO UPDATE SET status = ?7, attempt = attempt + 1, updated_ms = ?6
+                    "INSERT INTO groups (cluster_id, consumer_group, topic_id, id, topic, partition,
+                                         min_offset, max_offset, status, attempt, updated_ms)
+                     VALUES (?8, ?9, ?10, ?1, ?2, ?3, ?4, ?5, ?7, 1, ?6)
+                     ON CONFLICT (cluster_id, consumer_group, topic_id, id)
+                     DO UPDATE SET status = ?7, attempt = attempt + 1, updated_ms = ?6
                      RETURNING attempt",
                 )?;
                 for (g, status) in groups {
@@ -277,7 +421,10 @@ impl Store {
                             g.min_offset,
                             g.max_offset,
                             now,
-                            status.as_str()
+                            status.as_str(),
+                            scope.cluster_id,
+                            scope.consumer_group,
+                            g.topic_id,
                         ],
                         |r| r.get(0),
                     )?;
@@ -289,40 +436,65 @@ impl Store {
         })
     }
 
-    /// Marks groups `run` (handed out), with their attempt count.
-    pub fn set_run(&self, groups: &[(&str, u32)]) -> Result<(), Error> {
+    /// Marks a group `run` (handed out), with its attempt count.
+    pub fn set_run(
+        &self,
+        scope: &Scope,
+        topic_id: &str,
+        id: &str,
+        attempt: u32,
+    ) -> Result<(), Error> {
         let now = now_ms();
         self.with(|conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE groups SET status = 'run', attempt = ?2, updated_ms = ?3
-                     WHERE id = ?1 AND status IN ('ready', 'run')",
-                )?;
-                for (id, attempt) in groups {
-                    stmt.execute(params![id, attempt, now])?;
-                }
-            }
-            tx.commit()
+            conn.prepare_cached(
+                "UPDATE groups SET status = 'run', attempt = ?2, updated_ms = ?3
+                 WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1
+                   AND status IN ('ready', 'run')",
+            )?
+            .execute(params![
+                id,
+                attempt,
+                now,
+                scope.cluster_id,
+                scope.consumer_group,
+                topic_id
+            ])
+            .map(|_| ())
         })
     }
 
-    /// Marks a group done. Returns its previous status, `None` if the id is unknown.
+    /// Marks a group done. Returns its previous status, `None` if the row is unknown.
     /// A `lost` group stays `lost` (the loss stays on record).
-    pub fn mark_done(&self, id: &str) -> Result<Option<GroupStatus>, Error> {
+    pub fn mark_done(
+        &self,
+        scope: &Scope,
+        topic_id: &str,
+        id: &str,
+    ) -> Result<Option<GroupStatus>, Error> {
         let now = now_ms();
         self.with(|conn| {
             let tx = conn.transaction()?;
+            let key = params![scope.cluster_id, scope.consumer_group, topic_id, id];
             let prev: Option<String> = tx
-                .prepare_cached("SELECT status FROM groups WHERE id = ?1")?
-                .query_row(params![id], |r| r.get(0))
+                .prepare_cached(
+                    "SELECT status FROM groups
+                     WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4",
+                )?
+                .query_row(key, |r| r.get(0))
                 .optional()?;
             let prev = prev.and_then(|s| GroupStatus::parse(&s));
             if matches!(prev, Some(GroupStatus::Ready | GroupStatus::Run)) {
                 tx.prepare_cached(
-                    "UPDATE groups SET status = 'done', updated_ms = ?2 WHERE id = ?1",
+                    "UPDATE groups SET status = 'done', updated_ms = ?5
+                     WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4",
                 )?
-                .execute(params![id, now])?;
+                .execute(params![
+                    scope.cluster_id,
+                    scope.consumer_group,
+                    topic_id,
+                    id,
+                    now
+                ])?;
             }
             tx.commit()?;
             Ok(prev)
@@ -330,69 +502,248 @@ impl Store {
     }
 
     /// Marks a group `lost` (its offsets are gone from Kafka).
-    pub fn set_lost(&self, id: &str, attempt: u32) -> Result<(), Error> {
+    pub fn set_lost(
+        &self,
+        scope: &Scope,
+        topic_id: &str,
+        id: &str,
+        attempt: u32,
+    ) -> Result<(), Error> {
         let now = now_ms();
         self.with(|conn| {
             conn.execute(
-                "UPDATE groups SET status = 'lost', attempt = ?2, updated_ms = ?3 WHERE id = ?1",
-                params![id, attempt, now],
+                "UPDATE groups SET status = 'lost', attempt = ?2, updated_ms = ?3
+                 WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1",
+                params![
+                    id,
+                    attempt,
+                    now,
+                    scope.cluster_id,
+                    scope.consumer_group,
+                    topic_id
+                ],
             )
             .map(|_| ())
         })
     }
 
-    /// The unfinished (`ready`/`run`) groups of `topics`, by topic, partition and offset.
-    pub fn unfinished(&self, topics: &[String]) -> Result<Vec<GroupInfo>, Error> {
+    /// Moves the unfinished rows of unknown scope (from before scoping) of `topics` into
+    /// `scope`, with an unknown topic id; returns how many. The first reader of a topic
+    /// replays them (module docs: why that is safe).
+    pub fn adopt_unscoped(&self, scope: &Scope, topics: &[String]) -> Result<usize, Error> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let mut n = 0;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE OR IGNORE groups SET cluster_id = ?1, consumer_group = ?2
+                     WHERE cluster_id = '' AND consumer_group = '' AND topic = ?3
+                       AND status IN ('ready', 'run')",
+                )?;
+                for t in topics {
+                    n += stmt.execute(params![scope.cluster_id, scope.consumer_group, t])?;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    /// The topic's current incarnation is `topic_id`: the unfinished rows of `scope` of
+    /// an earlier incarnation (another known topic id) are recorded `lost` — their
+    /// messages were deleted with the topic — and returned, with the count of the done
+    /// ones, which no longer hide anything (queries see only the current incarnation).
+    pub fn retire_incarnations(
+        &self,
+        scope: &Scope,
+        topic: &str,
+        topic_id: &str,
+    ) -> Result<Retired, Error> {
+        if topic_id.is_empty() {
+            return Ok(Retired::default());
+        }
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let old: Vec<GroupInfo> = {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM groups
+                     WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic = ?3
+                       AND topic_id <> '' AND topic_id <> ?4
+                     ORDER BY partition, min_offset"
+                ))?;
+                let rows = stmt.query_map(
+                    params![scope.cluster_id, scope.consumer_group, topic, topic_id],
+                    row_to_info,
+                )?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut retired = Retired::default();
+            for g in old {
+                if !retired.old_ids.contains(&g.topic_id) {
+                    retired.old_ids.push(g.topic_id.clone());
+                }
+                if matches!(g.status, GroupStatus::Ready | GroupStatus::Run) {
+                    tx.prepare_cached(
+                        "UPDATE groups SET status = 'lost', updated_ms = ?5
+                         WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4",
+                    )?
+                    .execute(params![
+                        scope.cluster_id,
+                        scope.consumer_group,
+                        g.topic_id,
+                        g.id,
+                        now
+                    ])?;
+                    retired.lost.push(g);
+                } else {
+                    retired.finished += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(retired)
+        })
+    }
+
+    /// The unfinished (`ready`/`run`) groups of `scope` and the current incarnation of
+    /// each of `topics` (`topic_ids`: topic → topic id, empty or missing if unknown), by
+    /// topic, partition and offset. Rows of an unknown topic id are included.
+    pub fn unfinished(
+        &self,
+        scope: &Scope,
+        topics: &[String],
+        topic_id: impl Fn(&str) -> String,
+    ) -> Result<Vec<GroupInfo>, Error> {
         let mut all = Vec::new();
         for topic in topics {
-            all.extend(self.list(&GroupFilter {
-                status: Some(GroupStatus::Ready),
-                topic: Some(topic.clone()),
-            })?);
-            all.extend(self.list(&GroupFilter {
-                status: Some(GroupStatus::Run),
-                topic: Some(topic.clone()),
-            })?);
+            let tid = topic_id(topic);
+            let rows = self.with(|conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM groups
+                     WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic = ?3
+                       AND status IN ('ready', 'run')
+                       AND (?4 = '' OR topic_id = '' OR topic_id = ?4)"
+                ))?;
+                let rows = stmt.query_map(
+                    params![scope.cluster_id, scope.consumer_group, topic, tid],
+                    row_to_info,
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })?;
+            all.extend(rows);
         }
         all.sort_by(|a, b| {
             (&a.topic, a.partition, a.min_offset).cmp(&(&b.topic, b.partition, b.min_offset))
         });
-        all.dedup_by(|a, b| a.id == b.id);
+        all.dedup_by(|a, b| a.id == b.id && a.topic_id == b.topic_id);
         Ok(all)
     }
 
-    /// Groups of one partition that end at or after `from_offset`, by offset.
+    /// Groups of `scope` and of the topic's incarnation `topic_id` (or of an unknown
+    /// one) in one partition that end at or after `from_offset`, by offset.
     pub fn ranges_from(
         &self,
+        scope: &Scope,
         topic: &str,
+        topic_id: &str,
         partition: i32,
         from_offset: i64,
     ) -> Result<Vec<GroupInfo>, Error> {
         self.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, topic, partition, min_offset, max_offset, status, attempt, updated_ms
-                 FROM groups WHERE topic = ?1 AND partition = ?2 AND max_offset >= ?3
-                 ORDER BY min_offset",
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM groups
+                 WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic = ?3 AND partition = ?4
+                   AND max_offset >= ?5 AND (?6 = '' OR topic_id = '' OR topic_id = ?6)
+                 ORDER BY min_offset"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    scope.cluster_id,
+                    scope.consumer_group,
+                    topic,
+                    partition,
+                    from_offset,
+                    topic_id
+                ],
+                row_to_info,
             )?;
-            let rows = stmt.query_map(params![topic, partition, from_offset], row_to_info)?;
+            rows.collect()
+        })
+    }
+
+    /// Every row of group id `id` (any scope), optionally of one consumer group.
+    pub fn find(&self, id: &str, consumer_group: Option<&str>) -> Result<Vec<GroupInfo>, Error> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM groups
+                 WHERE id = ?1 AND (?2 IS NULL OR consumer_group = ?2)
+                 ORDER BY updated_ms DESC"
+            ))?;
+            let rows = stmt.query_map(params![id, consumer_group], row_to_info)?;
             rows.collect()
         })
     }
 
     /// The rows matching `filter`, by topic, partition and offset.
     pub fn list(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
-        let status = filter.status.map(|s| s.as_str());
-        let topic = filter.topic.as_deref();
-        self.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, topic, partition, min_offset, max_offset, status, attempt, updated_ms
-                 FROM groups WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2)
-                 ORDER BY topic, partition, min_offset",
-            )?;
-            let rows = stmt.query_map(params![status, topic], row_to_info)?;
-            rows.collect()
-        })
+        self.with(|conn| query_list(conn, filter))
     }
+}
+
+fn prune_done(conn: &Connection, retention_ms: u64) -> rusqlite::Result<usize> {
+    let cutoff = now_ms().saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX));
+    conn.execute(
+        "DELETE FROM groups WHERE status = 'done' AND updated_ms < ?1",
+        params![cutoff],
+    )
+}
+
+/// Schema 1 → 2 in one transaction; returns the number of rows carried over.
+fn migrate_v1(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute_batch("BEGIN IMMEDIATE;")?;
+    let r = (|| {
+        conn.execute_batch(MIGRATE_1_TO_2)?;
+        conn.execute_batch(SCHEMA)?;
+        let n = conn.execute(
+            "INSERT INTO groups (cluster_id, consumer_group, topic_id, id, topic, partition,
+                                 min_offset, max_offset, status, attempt, updated_ms)
+             SELECT '', '', '', id, topic, partition, min_offset, max_offset, status, attempt,
+                    updated_ms FROM groups_v1",
+            [],
+        )?;
+        conn.execute_batch(&format!(
+            "DROP TABLE groups_v1; PRAGMA user_version = {SCHEMA_VERSION};"
+        ))?;
+        Ok(n)
+    })();
+    match r {
+        Ok(n) => {
+            conn.execute_batch("COMMIT;")?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK;");
+            Err(e)
+        }
+    }
+}
+
+fn query_list(conn: &Connection, filter: &GroupFilter) -> rusqlite::Result<Vec<GroupInfo>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM groups
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2)
+           AND (?3 IS NULL OR consumer_group = ?3)
+         ORDER BY consumer_group, cluster_id, topic, partition, min_offset"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            filter.status.map(|s| s.as_str()),
+            filter.topic.as_deref(),
+            filter.consumer_group.as_deref()
+        ],
+        row_to_info,
+    )?;
+    rows.collect()
 }
 
 /// The reason of the error for a database another live instance holds.
@@ -404,7 +755,8 @@ pub fn is_locked_error(e: &Error) -> bool {
 }
 
 /// Lists groups of the database at `path` through a read-only connection, without the
-/// instance lock (for listings while another instance runs).
+/// instance lock (for listings while another instance runs). A database of schema 1
+/// (not migrated yet: its owner runs an older plugin) lists with unknown scope.
 pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
     let conn = Connection::open_with_flags(
         path,
@@ -413,27 +765,33 @@ pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo
     .map_err(|e| db_err(path, "cannot open read-only", e))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| db_err(path, "cannot configure", e))?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, topic, partition, min_offset, max_offset, status, attempt, updated_ms
-             FROM groups WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2)
-             ORDER BY topic, partition, min_offset",
-        )
-        .map_err(|e| db_err(path, "not a usable status database", e))?;
-    let rows: rusqlite::Result<Vec<GroupInfo>> = stmt
-        .query_map(
-            params![filter.status.map(|s| s.as_str()), filter.topic.as_deref()],
-            row_to_info,
-        )
-        .and_then(|rows| rows.collect());
-    rows.map_err(|e| db_err(path, "query failed", e))
-}
-
-/// The lock file of the database at `db`: `<db>.lock`.
-pub fn lock_path(db: &Path) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
+    let columns =
+        table_columns(&conn).map_err(|e| db_err(path, "not a usable status database", e))?;
+    if is_v1(&columns) {
+        if filter
+            .consumer_group
+            .as_deref()
+            .is_some_and(|g| !g.is_empty())
+        {
+            return Ok(Vec::new());
+        }
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, topic, partition, min_offset, max_offset, status, attempt, updated_ms,
+                        '', '', '' FROM groups
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2)
+                 ORDER BY topic, partition, min_offset",
+            )
+            .map_err(|e| db_err(path, "not a usable status database", e))?;
+        let rows: rusqlite::Result<Vec<GroupInfo>> = stmt
+            .query_map(
+                params![filter.status.map(|s| s.as_str()), filter.topic.as_deref()],
+                row_to_info,
+            )
+            .and_then(|rows| rows.collect());
+        return rows.map_err(|e| db_err(path, "query failed", e));
+    }
+    query_list(&conn, filter).map_err(|e| db_err(path, "not a usable status database", e))
 }
 
 fn row_to_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupInfo> {
@@ -453,6 +811,9 @@ fn row_to_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupInfo> {
         })?,
         attempt: r.get(6)?,
         updated_ms: r.get(7)?,
+        cluster_id: r.get(8)?,
+        consumer_group: r.get(9)?,
+        topic_id: r.get(10)?,
     })
 }
 
@@ -470,43 +831,76 @@ mod tests {
         dir.join("status.db")
     }
 
+    fn scope(group: &str) -> Scope {
+        Scope {
+            cluster_id: "C1".into(),
+            consumer_group: group.into(),
+        }
+    }
+
     fn g(topic: &str, p: i32, min: i64, max: i64) -> NewGroup {
         NewGroup {
             id: format!("{topic}:{p}:{min}:{max}"),
             topic: topic.into(),
+            topic_id: "T1".into(),
             partition: p,
             min_offset: min,
             max_offset: max,
         }
     }
 
+    fn ready(s: &Store, sc: &Scope, groups: &[NewGroup]) -> Vec<u32> {
+        s.insert(sc, groups.iter().map(|g| (g, GroupStatus::Ready)))
+            .unwrap()
+    }
+
+    fn all(s: &Store) -> Vec<GroupInfo> {
+        s.list(&GroupFilter::default()).unwrap()
+    }
+
+    fn tid(_: &str) -> String {
+        "T1".into()
+    }
+
     #[test]
     fn lifecycle_ready_run_done() {
         let path = tmp("life");
         let s = Store::open(&path, 1000).unwrap();
+        let a = scope("gA");
         assert_eq!(
-            s.insert_ready(&[g("t", 0, 0, 9), g("t", 0, 10, 19)])
-                .unwrap(),
+            ready(&s, &a, &[g("t", 0, 0, 9), g("t", 0, 10, 19)]),
             vec![1, 1]
         );
-        s.set_run(&[("t:0:0:9", 1)]).unwrap();
-        assert_eq!(s.mark_done("t:0:0:9").unwrap(), Some(GroupStatus::Run));
-        assert_eq!(s.mark_done("t:0:0:9").unwrap(), Some(GroupStatus::Done));
-        assert_eq!(s.mark_done("t:0:5:9").unwrap(), None);
-        let unfinished = s.unfinished(&["t".into()]).unwrap();
+        s.set_run(&a, "T1", "t:0:0:9", 1).unwrap();
+        assert_eq!(
+            s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
+            Some(GroupStatus::Run)
+        );
+        assert_eq!(
+            s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
+            Some(GroupStatus::Done)
+        );
+        assert_eq!(s.mark_done(&a, "T1", "t:0:5:9").unwrap(), None);
+        let unfinished = s.unfinished(&a, &["t".into()], tid).unwrap();
         assert_eq!(unfinished.len(), 1);
         assert_eq!(unfinished[0].id, "t:0:10:19");
         assert_eq!(unfinished[0].status, GroupStatus::Ready);
+        assert_eq!(unfinished[0].consumer_group, "gA");
+        assert_eq!(unfinished[0].cluster_id, "C1");
+        assert_eq!(unfinished[0].topic_id, "T1");
         // Seen again: attempt grows.
-        assert_eq!(s.insert_ready(&[g("t", 0, 10, 19)]).unwrap(), vec![2]);
-        let r = s.ranges_from("t", 0, 10).unwrap();
+        assert_eq!(ready(&s, &a, &[g("t", 0, 10, 19)]), vec![2]);
+        let r = s.ranges_from(&a, "t", "T1", 0, 10).unwrap();
         assert_eq!(r.len(), 1);
-        s.set_lost("t:0:10:19", 3).unwrap();
-        assert_eq!(s.mark_done("t:0:10:19").unwrap(), Some(GroupStatus::Lost));
+        s.set_lost(&a, "T1", "t:0:10:19", 3).unwrap();
+        assert_eq!(
+            s.mark_done(&a, "T1", "t:0:10:19").unwrap(),
+            Some(GroupStatus::Lost)
+        );
         let lost = s
             .list(&GroupFilter {
                 status: Some(GroupStatus::Lost),
-                topic: None,
+                ..GroupFilter::default()
             })
             .unwrap();
         assert_eq!(lost.len(), 1);
@@ -514,61 +908,196 @@ mod tests {
     }
 
     #[test]
+    fn consumer_groups_and_clusters_do_not_see_each_others_rows() {
+        let s = Store::open(&tmp("scopes"), 1000).unwrap();
+        let (a, b) = (scope("gA"), scope("gB"));
+        let other_cluster = Scope {
+            cluster_id: "C2".into(),
+            consumer_group: "gA".into(),
+        };
+        ready(&s, &a, &[g("t", 0, 0, 99)]);
+        s.mark_done(&a, "T1", "t:0:0:99").unwrap();
+        ready(&s, &a, &[g("t", 0, 100, 199)]);
+        for sc in [&b, &other_cluster] {
+            assert!(
+                s.ranges_from(sc, "t", "T1", 0, 0).unwrap().is_empty(),
+                "{sc}"
+            );
+            assert!(s.unfinished(sc, &["t".into()], tid).unwrap().is_empty());
+            assert_eq!(s.mark_done(sc, "T1", "t:0:100:199").unwrap(), None);
+        }
+        assert_eq!(s.ranges_from(&a, "t", "T1", 0, 0).unwrap().len(), 2);
+        // The same id in another group is another row.
+        assert_eq!(ready(&s, &b, &[g("t", 0, 0, 99)]), vec![1]);
+        assert_eq!(s.find("t:0:0:99", None).unwrap().len(), 2);
+        assert_eq!(s.find("t:0:0:99", Some("gB")).unwrap().len(), 1);
+        let only_b = s
+            .list(&GroupFilter {
+                consumer_group: Some("gB".into()),
+                ..GroupFilter::default()
+            })
+            .unwrap();
+        assert_eq!(only_b.len(), 1);
+        assert_eq!(only_b[0].status, GroupStatus::Ready);
+    }
+
+    #[test]
+    fn a_new_incarnation_retires_the_old_rows() {
+        let s = Store::open(&tmp("incarnation"), 1000).unwrap();
+        let a = scope("gA");
+        ready(&s, &a, &[g("t", 0, 0, 99), g("t", 0, 100, 149)]);
+        s.mark_done(&a, "T1", "t:0:0:99").unwrap();
+        // The same incarnation: nothing retired.
+        let r = s.retire_incarnations(&a, "t", "T1").unwrap();
+        assert!(r.lost.is_empty() && r.finished == 0);
+        // Recreated: topic id T2.
+        let r = s.retire_incarnations(&a, "t", "T2").unwrap();
+        assert_eq!(r.finished, 1);
+        assert_eq!(r.lost.len(), 1);
+        assert_eq!(r.lost[0].id, "t:0:100:149");
+        assert_eq!(r.old_ids, vec!["T1".to_string()]);
+        let t2 = |_: &str| "T2".to_string();
+        assert!(s.ranges_from(&a, "t", "T2", 0, 0).unwrap().is_empty());
+        assert!(s.unfinished(&a, &["t".into()], t2).unwrap().is_empty());
+        // The new incarnation's group of the same id is a row of its own.
+        let mut n = g("t", 0, 0, 99);
+        n.topic_id = "T2".into();
+        assert_eq!(s.insert(&a, [(&n, GroupStatus::Run)]).unwrap(), vec![1]);
+        assert_eq!(
+            s.mark_done(&a, "T2", "t:0:0:99").unwrap(),
+            Some(GroupStatus::Run)
+        );
+        assert_eq!(all(&s).len(), 3);
+    }
+
+    #[test]
     fn insert_records_run_and_ready_in_one_call() {
         let s = Store::open(&tmp("insert"), 1000).unwrap();
-        let (a, b) = (g("t", 0, 0, 9), g("t", 0, 10, 19));
+        let a = scope("gA");
+        let (x, y) = (g("t", 0, 0, 9), g("t", 0, 10, 19));
         assert_eq!(
-            s.insert([(&a, GroupStatus::Run), (&b, GroupStatus::Ready)])
+            s.insert(&a, [(&x, GroupStatus::Run), (&y, GroupStatus::Ready)])
                 .unwrap(),
             vec![1, 1]
         );
         let status = |id: &str| {
-            s.list(&GroupFilter {
-                status: None,
-                topic: None,
-            })
-            .unwrap()
-            .into_iter()
-            .find(|i| i.id == id)
-            .map(|i| (i.status, i.attempt))
+            all(&s)
+                .into_iter()
+                .find(|i| i.id == id)
+                .map(|i| (i.status, i.attempt))
         };
         assert_eq!(status("t:0:0:9"), Some((GroupStatus::Run, 1)));
         assert_eq!(status("t:0:10:19"), Some((GroupStatus::Ready, 1)));
         // Seen again (read again by the group consumer): attempt grows.
-        assert_eq!(s.insert([(&b, GroupStatus::Run)]).unwrap(), vec![2]);
+        assert_eq!(s.insert(&a, [(&y, GroupStatus::Run)]).unwrap(), vec![2]);
         assert_eq!(status("t:0:10:19"), Some((GroupStatus::Run, 2)));
-        assert_eq!(s.mark_done("t:0:0:9").unwrap(), Some(GroupStatus::Run));
+        assert_eq!(
+            s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
+            Some(GroupStatus::Run)
+        );
     }
 
     #[test]
     fn survives_reopen_and_second_instance_is_refused() {
         let path = tmp("lock");
         let s = Store::open(&path, 1000).unwrap();
-        s.insert_ready(&[g("t", 1, 5, 6)]).unwrap();
+        let a = scope("gA");
+        ready(&s, &a, &[g("t", 1, 5, 6)]);
         let err = Store::open(&path, 1000)
             .err()
             .expect("second open must fail");
         let text = err.to_string();
         assert!(text.contains(&path.display().to_string()), "{text}");
-        assert!(text.contains(".lock"), "{text}");
         assert!(is_locked_error(&err));
+        // A symlink to the same file is the same database: refused too.
+        let link = path.with_file_name("link.db");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let err = Store::open(&link, 1000).err().expect("a symlink must fail");
+        assert!(is_locked_error(&err), "{err}");
         // A listing still works, read-only, while the owner runs.
         let rows = list_read_only(&path, &GroupFilter::default()).unwrap();
         assert_eq!(rows.len(), 1);
         drop(s);
-        let s = Store::open(&path, 1000).unwrap();
-        assert_eq!(s.unfinished(&["t".into()]).unwrap().len(), 1);
+        let s = Store::open(&link, 1000).unwrap();
+        assert_eq!(s.unfinished(&a, &["t".into()], tid).unwrap().len(), 1);
     }
 
     #[test]
     fn done_rows_are_pruned_after_retention() {
         let path = tmp("prune");
         let s = Store::open(&path, 0).unwrap();
-        s.insert_ready(&[g("t", 0, 0, 1), g("t", 0, 2, 3)]).unwrap();
-        s.mark_done("t:0:0:1").unwrap();
+        let a = scope("gA");
+        ready(&s, &a, &[g("t", 0, 0, 1), g("t", 0, 2, 3)]);
+        s.mark_done(&a, "T1", "t:0:0:1").unwrap();
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(s.prune().unwrap(), 1);
-        assert_eq!(s.list(&GroupFilter::default()).unwrap().len(), 1);
+        assert_eq!(all(&s).len(), 1);
+    }
+
+    #[test]
+    fn schema_1_is_migrated_without_forgetting_unfinished_groups() {
+        let path = tmp("migrate");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE groups (
+                    id TEXT PRIMARY KEY NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                    min_offset INTEGER NOT NULL, max_offset INTEGER NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('ready', 'run', 'done', 'lost')),
+                    attempt INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+                 CREATE INDEX groups_by_partition ON groups (topic, partition, max_offset);
+                 CREATE INDEX groups_by_status ON groups (status, updated_ms);
+                 PRAGMA user_version = 1;
+                 INSERT INTO groups VALUES ('t:0:0:9', 't', 0, 0, 9, 'done', 1, 9999999999999);
+                 INSERT INTO groups VALUES ('t:0:10:19', 't', 0, 10, 19, 'run', 2, 9999999999999);
+                 INSERT INTO groups VALUES ('u:0:0:9', 'u', 0, 0, 9, 'ready', 1, 9999999999999);",
+            )
+            .unwrap();
+        }
+        // A listing of the old schema, read-only, before anything migrates it.
+        assert_eq!(
+            list_read_only(&path, &GroupFilter::default())
+                .unwrap()
+                .len(),
+            3
+        );
+        let s = Store::open(&path, 1000).unwrap();
+        let rows = all(&s);
+        assert_eq!(rows.len(), 3);
+        assert!(
+            rows.iter()
+                .all(|r| r.consumer_group.is_empty() && r.cluster_id.is_empty())
+        );
+        let a = scope("gA");
+        // Old done rows hide nothing from any scope.
+        assert!(s.ranges_from(&a, "t", "T1", 0, 0).unwrap().is_empty());
+        // The first reader of `t` adopts its unfinished row, and replays it.
+        assert_eq!(s.adopt_unscoped(&a, &["t".into()]).unwrap(), 1);
+        let u = s.unfinished(&a, &["t".into()], tid).unwrap();
+        assert_eq!(u.len(), 1);
+        assert_eq!((u[0].id.as_str(), u[0].attempt), ("t:0:10:19", 2));
+        assert_eq!(u[0].topic_id, "", "its incarnation is unknown");
+        // `u`'s row waits for a reader of `u`.
+        assert_eq!(s.find("u:0:0:9", None).unwrap()[0].consumer_group, "");
+        drop(s);
+        let s = Store::open(&path, 1000).unwrap();
+        assert_eq!(all(&s).len(), 3, "migrated once");
+        let user_version: i64 = {
+            let c = Connection::open(&path).unwrap();
+            c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(user_version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn unwritable_shm_file_is_a_clear_error() {
+        // As root every file is writable; a directory in place of -shm is not.
+        let path = tmp("shm");
+        std::fs::create_dir_all(suffixed(&path, "-shm")).unwrap();
+        let err = Store::open(&path, 1000).err().expect("must fail");
+        let text = err.to_string();
+        assert!(text.contains("-shm"), "{text}");
     }
 
     #[test]

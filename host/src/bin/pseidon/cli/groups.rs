@@ -1,6 +1,7 @@
 //! `pseidon groups`: the message groups tracked in the datasource's status database,
-//! as a table (id, status, attempt, last update in UTC); `pseidon groups mark-done ID…`
-//! marks groups done by hand.
+//! as a table (id, status, attempt, last update in UTC, consumer group, cluster id);
+//! `pseidon groups mark-done ID…` marks groups done by hand (`--group` says whose, when
+//! more than one consumer group tracks the id).
 
 use std::{io::Write as _, process::ExitCode};
 
@@ -46,6 +47,10 @@ pub struct Args {
     /// Only groups of this topic.
     #[arg(long, value_name = "TOPIC")]
     pub topic: Option<String>,
+    /// Only groups of this consumer group (`group.id`); with `mark-done`, the consumer
+    /// group whose groups are marked.
+    #[arg(long, short = 'g', value_name = "GROUP", global = true)]
+    pub group: Option<String>,
     /// The registry name of the datasource.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_SOURCE, global = true)]
     pub source: String,
@@ -73,9 +78,11 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         Some(Action::MarkDone { ids }) => {
             let mut out = std::io::stdout().lock();
             ids.iter().try_for_each(|id| {
-                source
-                    .mark_done(id)
-                    .with_context(|| format!("cannot mark group `{id}` done"))?;
+                match &args.group {
+                    Some(g) => source.mark_done_in(id, g),
+                    None => source.mark_done(id),
+                }
+                .with_context(|| format!("cannot mark group `{id}` done"))?;
                 writeln!(out, "marked done {id}").context("cannot write to stdout")
             })
         }
@@ -83,6 +90,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             let filter = GroupFilter {
                 status: args.status.map(GroupStatus::from),
                 topic: args.topic.clone(),
+                consumer_group: args.group.clone(),
             };
             source
                 .groups(&filter)
@@ -103,20 +111,41 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The consumer group as listed: `-` for rows of unknown origin (from before scoping).
+fn group_name(g: &GroupInfo) -> &str {
+    if g.consumer_group.is_empty() {
+        "-"
+    } else {
+        &g.consumer_group
+    }
+}
+
 /// The table: a header, one row per group, and a count.
 fn table(groups: &[GroupInfo]) -> String {
     let id_width = groups.iter().map(|g| g.id.len()).max().unwrap_or(0).max(2);
+    let group_width = groups
+        .iter()
+        .map(|g| group_name(g).len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let mut out = format!(
-        "{:<id_width$}  {:<6}  {:>7}  {}\n",
-        "ID", "STATUS", "ATTEMPT", "UPDATED (UTC)"
+        "{:<id_width$}  {:<6}  {:>7}  {:<23}  {:<group_width$}  {}\n",
+        "ID", "STATUS", "ATTEMPT", "UPDATED (UTC)", "GROUP", "CLUSTER"
     );
     for g in groups {
         out.push_str(&format!(
-            "{:<id_width$}  {:<6}  {:>7}  {}\n",
+            "{:<id_width$}  {:<6}  {:>7}  {:<23}  {:<group_width$}  {}\n",
             g.id,
             g.status.as_str(),
             g.attempt,
-            utc(g.updated_ms)
+            utc(g.updated_ms),
+            group_name(g),
+            if g.cluster_id.is_empty() {
+                "-"
+            } else {
+                &g.cluster_id
+            }
         ));
     }
     out.push_str(&format!("{} group(s)\n", groups.len()));
@@ -169,15 +198,31 @@ mod tests {
             status: GroupStatus::Done,
             attempt: 2,
             updated_ms: 0,
+            cluster_id: "C1".into(),
+            consumer_group: "gA".into(),
+            topic_id: "T1".into(),
         };
-        let t = table(&[g]);
+        let old = GroupInfo {
+            consumer_group: String::new(),
+            cluster_id: String::new(),
+            ..g.clone()
+        };
+        let t = table(&[g, old]);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 3, "{t}");
-        assert!(lines[0].starts_with("ID"), "{t}");
+        assert_eq!(lines.len(), 4, "{t}");
         assert!(
-            lines[1].starts_with("t:0:0:9  done") && lines[1].contains(" 2  1970-01-01"),
+            lines[0].starts_with("ID") && lines[0].contains("GROUP"),
             "{t}"
         );
-        assert_eq!(lines[2], "1 group(s)");
+        assert!(
+            lines[1].starts_with("t:0:0:9  done")
+                && lines[1].contains(" 2  1970-01-01 00:00:00.000  gA     C1"),
+            "{t}"
+        );
+        assert!(
+            lines[2].ends_with("1970-01-01 00:00:00.000  -      -"),
+            "{t}"
+        );
+        assert_eq!(lines[3], "2 group(s)");
     }
 }

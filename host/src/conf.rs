@@ -1,5 +1,11 @@
 //! The host conf: a TOML file with the host's own keys, handed whole (flattened to
-//! dotted keys) to every plugin as a [`ConfView`].
+//! dotted keys) to every plugin as a [`ConfView`], plus [`CONF_DIR_KEY`] (the conf
+//! file's directory, against which plugins resolve their relative paths).
+//!
+//! Also the conf's checks that need no plugin: wrong types of host keys, keys set
+//! twice, and likely typos of the known tables and prefixes ([`Conf::typos`]:
+//! `[pseidon_kafka]`, `[kafak]`, `"kafak.acks"`, `plugin_dirs`), which the host warns
+//! about, or refuses in strict mode.
 
 use std::{
     fmt, fs, io,
@@ -23,6 +29,16 @@ pub const HOST_KEYS: [&str; 5] = [
     "shutdown-timeout-ms",
     "allow-writable-plugins",
 ];
+
+/// The key of the entry the host adds to every plugin's conf view: the conf file's
+/// directory, absolute. Plugins resolve their relative paths against it (the Kafka
+/// plugin its `pseidon-kafka.status-db`), as the host does `plugin-dirs`. The conf
+/// file itself may not set any `pseidon-host.` key.
+pub const CONF_DIR_KEY: &str = "pseidon-host.conf-dir";
+
+/// Tables (and dotted-key prefixes) that the shipped plugins read: a name one or two
+/// edits away from one of these, or from a host key, is reported as a likely typo.
+pub const KNOWN_TABLES: [&str; 2] = ["kafka", "pseidon-kafka"];
 
 /// The default of `shutdown-timeout-ms`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
@@ -128,6 +144,13 @@ pub enum ConfError {
         /// The flattened key.
         key: String,
     },
+    /// A table or top-level key is one or two edits away from a known one, in strict
+    /// mode (otherwise only a warning).
+    #[error("{typo} (strict mode refuses it)")]
+    Typo {
+        /// The likely typo.
+        typo: Typo,
+    },
     /// A host key has a value of the right type that cannot be used.
     #[error("conf key `{key}` in {}: {reason}", path.display())]
     InvalidValue {
@@ -163,6 +186,47 @@ pub struct Conf {
     /// Top-level keys (outside any table) that are not host keys: probably typos
     /// (`plugin_dirs`), since plugin settings live in tables. They still reach the plugins.
     pub unknown_top_level: Vec<String>,
+    /// Likely typos of known tables, prefixes and host keys, one per misspelt name.
+    pub typos: Vec<Typo>,
+}
+
+/// A table, dotted-key prefix or top-level key of the conf that is one or two edits
+/// away from a known one (see [`KNOWN_TABLES`], [`HOST_KEYS`]): its keys reach no
+/// plugin setting as the user meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Typo {
+    /// The conf file.
+    pub path: PathBuf,
+    /// The first key of the file with the misspelt name (`kafak.acks`).
+    pub key: String,
+    /// The misspelt name (`kafak`).
+    pub name: String,
+    /// The known name it is probably meant to be (`kafka`).
+    pub intended: String,
+}
+
+impl fmt::Display for Typo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key == self.name {
+            write!(
+                f,
+                "conf key `{}` in {} is not a host key; it looks like a typo of `{}`",
+                self.key,
+                self.path.display(),
+                self.intended
+            )
+        } else {
+            write!(
+                f,
+                "conf key `{}` in {} looks like a typo: `{}` is not a known table, did you mean `{}` (`[{}]`)?",
+                self.key,
+                self.path.display(),
+                self.name,
+                self.intended,
+                self.intended
+            )
+        }
+    }
 }
 
 impl Conf {
@@ -183,6 +247,40 @@ impl Conf {
             allow_writable_plugins: false,
             view: ConfView::default(),
             unknown_top_level: Vec::new(),
+            typos: Vec::new(),
+        }
+    }
+
+    /// The conf view handed to the plugins: every key of the file, then
+    /// [`CONF_DIR_KEY`] with the conf file's absolute directory.
+    ///
+    /// ```
+    /// let conf = pseidon_host::Conf::parse("[kafka]\nacks = 1\n", "/etc/pseidon/p.toml".as_ref()).unwrap();
+    /// let view = conf.plugin_view();
+    /// assert_eq!(view.get("pseidon-host.conf-dir").unwrap().value, "/etc/pseidon");
+    /// assert_eq!(view.entries().len(), conf.view.entries().len() + 1);
+    /// ```
+    pub fn plugin_view(&self) -> ConfView {
+        let dir = std::path::absolute(&self.path)
+            .unwrap_or_else(|_| self.path.clone())
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut entries = self.view.entries().to_vec();
+        entries.push(ConfEntry {
+            key: CONF_DIR_KEY.to_string(),
+            kind: ConfKind::String,
+            value: dir.to_string_lossy().into_owned(),
+        });
+        ConfView::new(entries)
+    }
+
+    /// In strict mode, the first likely typo as an error; otherwise nothing (the
+    /// caller warns about each of [`Conf::typos`]).
+    pub fn check_typos(&self) -> Result<(), ConfError> {
+        match self.typos.first() {
+            Some(typo) if self.strict => Err(ConfError::Typo { typo: typo.clone() }),
+            _ => Ok(()),
         }
     }
 
@@ -272,48 +370,114 @@ impl Conf {
                 key: dup.key.clone(),
             });
         }
+        let reserved = CONF_DIR_KEY.split('.').next().unwrap_or(CONF_DIR_KEY);
+        if let Some(e) = entries
+            .iter()
+            .find(|e| e.key.split('.').next() == Some(reserved))
+        {
+            return Err(ConfError::InvalidValue {
+                path: path.to_path_buf(),
+                key: e.key.clone(),
+                reason: format!(
+                    "`{reserved}` is reserved: the host sets `{CONF_DIR_KEY}` for the plugins itself"
+                ),
+            });
+        }
+        conf.typos = find_typos(&entries, path);
         conf.view = ConfView::new(entries);
         Ok(conf)
     }
 }
 
-/// True for conf keys whose values are secrets (passwords, client secrets, private
-/// keys, SASL/OAuth configs carrying credentials): `pseidon config` prints them as
-/// `<redacted>`. The same rule as the Kafka plugin's `is_secret`, on whole dotted keys
-/// (the host does not know the plugins' prefixes), and a little wider.
+/// True for conf keys whose values are secrets: `pseidon config` prints them as
+/// `<redacted>`, and no conf error quotes them. The one rule of the whole project,
+/// [`pseidon_plugin_api::secret::is_secret_key`], that the plugins use too.
 ///
 /// ```
 /// use pseidon_host::conf::is_secret_key;
 /// assert!(is_secret_key("kafka.sasl.password"));
 /// assert!(is_secret_key("kafka.ssl.key.pem"));
-/// assert!(is_secret_key("kafka.sasl.oauthbearer.client.secret"));
-/// assert!(is_secret_key("kafka.sasl.oauthbearer.config"));
-/// assert!(!is_secret_key("kafka.bootstrap.servers"));
+/// assert!(is_secret_key("kafka.sasl.oauthbearer.assertion.private.key.pem"));
 /// assert!(!is_secret_key("kafka.sasl.username"));
 /// ```
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    const PARTS: [&str; 4] = ["password", "secret", "passphrase", "credential"];
-    const SUFFIXES: [&str; 5] = [
-        "ssl.key.pem",
-        "ssl_key",
-        "sasl.oauthbearer.config",
-        "sasl.jaas.config",
-        "private.key",
-    ];
-    PARTS.iter().any(|p| k.contains(p))
-        || SUFFIXES
-            .iter()
-            .any(|s| k == *s || k.ends_with(&format!(".{s}")))
-}
+pub use pseidon_plugin_api::secret::is_secret_key;
 
 fn wrong_type(path: &Path, key: &str, expected: &'static str, found: &toml::Value) -> ConfError {
     ConfError::WrongType {
         path: path.to_path_buf(),
         key: key.to_string(),
         expected,
-        found: format!("{} {found}", found.type_str()),
+        found: if is_secret_key(key) {
+            format!(
+                "{} {}",
+                found.type_str(),
+                pseidon_plugin_api::secret::REDACTED
+            )
+        } else {
+            format!("{} {found}", found.type_str())
+        },
     }
+}
+
+/// The likely typos among `entries`: each first name of a dotted key (a table or a
+/// prefix) and each top-level key that is not known but one or two edits (a
+/// transposition counts as one) from a name of [`KNOWN_TABLES`] or [`HOST_KEYS`].
+/// Names shorter than 4 characters are never suspected.
+fn find_typos(entries: &[ConfEntry], path: &Path) -> Vec<Typo> {
+    let known: Vec<&str> = KNOWN_TABLES
+        .iter()
+        .chain(HOST_KEYS.iter())
+        .copied()
+        .collect();
+    let mut typos: Vec<Typo> = Vec::new();
+    for e in entries {
+        let name = e.key.split('.').next().unwrap_or(&e.key);
+        if name.chars().count() < 4 || known.contains(&name) || typos.iter().any(|t| t.name == name)
+        {
+            continue;
+        }
+        let best = known
+            .iter()
+            .map(|k| (edit_distance(name, k), *k))
+            .filter(|(d, _)| (1..=2).contains(d))
+            .min();
+        if let Some((_, intended)) = best {
+            typos.push(Typo {
+                path: path.to_path_buf(),
+                key: e.key.clone(),
+                name: name.to_string(),
+                intended: intended.to_string(),
+            });
+        }
+    }
+    typos
+}
+
+/// The optimal-string-alignment distance of `a` and `b`: insertions, deletions,
+/// substitutions and transpositions of adjacent characters each count one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 fn boolean(v: &toml::Value, key: &str, path: &Path) -> Result<bool, ConfError> {
@@ -506,5 +670,95 @@ mod tests {
     fn line_column_counts_chars() {
         assert_eq!(line_column("ab\ncdé\nx", 8), (3, 1));
         assert_eq!(line_column("ab\ncdé\nx", 7), (2, 4));
+    }
+
+    #[test]
+    fn typos_of_known_tables_prefixes_and_host_keys_are_found() {
+        let conf = parse(
+            "plugin_dirs = []\n\"kafak.acks\" = \"all\"\n[pseidon_kafka]\nstatus-db = \"x\"\ngroup-max-wait-ms = 5\n\
+             [Kafka]\nlinger.ms = 1\n[kafka]\nacks = 1\n[kafka-extra]\nx = 1\n[hello]\ngreeting = \"hi\"\n[kfk]\nx = 1\n",
+        )
+        .unwrap();
+        let got: Vec<(&str, &str, &str)> = conf
+            .typos
+            .iter()
+            .map(|t| (t.key.as_str(), t.name.as_str(), t.intended.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("plugin_dirs", "plugin_dirs", "plugin-dirs"),
+                ("kafak.acks", "kafak", "kafka"),
+                ("pseidon_kafka.status-db", "pseidon_kafka", "pseidon-kafka"),
+                ("Kafka.linger.ms", "Kafka", "kafka"),
+            ]
+        );
+        let msg = conf.typos[1].to_string();
+        assert!(
+            msg.contains("`kafak.acks`")
+                && msg.contains("did you mean `kafka`")
+                && msg.contains("/etc/pseidon/pseidon.toml"),
+            "{msg}"
+        );
+        assert!(conf.check_typos().is_ok(), "only a warning unless strict");
+        let mut strict = conf.clone();
+        strict.strict = true;
+        let err = strict.check_typos().unwrap_err().to_string();
+        assert!(
+            err.contains("plugin_dirs") && err.contains("strict"),
+            "{err}"
+        );
+        assert!(parse("[kafka]\nacks = 1\n").unwrap().typos.is_empty());
+        assert_eq!(edit_distance("kafak", "kafka"), 1);
+        assert_eq!(edit_distance("kafkaa", "kafka"), 1);
+        assert_eq!(edit_distance("pseidon-kfk", "pseidon-kafka"), 2);
+        assert_eq!(edit_distance("abc", ""), 3);
+    }
+
+    #[test]
+    fn the_plugin_view_adds_the_conf_dir_and_the_file_may_not_set_it() {
+        let conf = parse("[kafka]\nacks = 1\n").unwrap();
+        let view = conf.plugin_view();
+        assert_eq!(
+            view.get(CONF_DIR_KEY).map(|e| e.value.as_str()),
+            Some("/etc/pseidon")
+        );
+        assert!(
+            conf.view.get(CONF_DIR_KEY).is_none(),
+            "pseidon config shows the file only"
+        );
+        let err = parse("[pseidon-host]\nconf-dir = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pseidon-host.conf-dir") && err.contains("reserved"),
+            "{err}"
+        );
+        // A relative conf path gives an absolute dir.
+        let conf = Conf::parse("", Path::new("rel/p.toml")).unwrap();
+        let dir = PathBuf::from(&conf.plugin_view().get(CONF_DIR_KEY).unwrap().value);
+        assert!(
+            dir.is_absolute() && dir.ends_with("rel"),
+            "{}",
+            dir.display()
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_error_never_quotes_a_secret() {
+        let msg = Conf::parse("\"kafka.sasl.password\" = 12345678\n", Path::new("/p.toml"));
+        // Plugin keys are not typed by the host; a host-typed secret key is redacted.
+        assert!(msg.is_ok());
+        let err = wrong_type(
+            Path::new("/p.toml"),
+            "x.password",
+            "a string",
+            &toml::Value::Integer(12345678),
+        )
+        .to_string();
+        assert!(
+            !err.contains("12345678") && err.contains("<redacted>"),
+            "{err}"
+        );
     }
 }

@@ -147,7 +147,14 @@ impl Host {
             conf,
         };
         let strict = host.conf.strict;
+        for typo in &host.conf.typos {
+            tracing::warn!("{typo}");
+        }
+        host.conf.check_typos()?;
         for key in &host.conf.unknown_top_level {
+            if host.conf.typos.iter().any(|t| t.key == *key) {
+                continue;
+            }
             tracing::warn!(
                 "conf key `{key}` in {} is not a host key ({}); it is passed to the plugins only",
                 host.conf.path.display(),
@@ -160,8 +167,9 @@ impl Host {
         let (files, list_failures) =
             loader::plugin_files(&host.conf.plugin_dirs, host.conf.allow_writable_plugins);
         host.record(list_failures, strict)?;
+        let plugin_view = host.conf.plugin_view();
         for file in files {
-            match loader::load_plugin(&file, &host.registry, &host.conf.view, &host.plugins) {
+            match loader::load_plugin(&file, &host.registry, &plugin_view, &host.plugins) {
                 Ok(p) => {
                     tracing::info!(plugin = p.name(), version = p.version(), path = %p.path().display(), "plugin loaded");
                     host.plugins.push(p);

@@ -52,6 +52,49 @@ pub enum LoadError {
         /// Its permission bits.
         mode: u32,
     },
+    /// A directory on the way to a plugin file (or to its symlink's target) is writable
+    /// by group or others without being a root-owned sticky dir like `/tmp`.
+    #[error(
+        "{}: refused because {} (a directory on its path) is writable by {who} (mode {mode:04o}), so others \
+         could replace the plugin; fix it with `chmod go-w {}` or set `allow-writable-plugins = true` in the conf",
+        path.display(), culprit.display(), culprit.display()
+    )]
+    WritableAncestor {
+        /// The plugin file or dir.
+        path: PathBuf,
+        /// The directory that others can write.
+        culprit: PathBuf,
+        /// `group`, `others` or `group and others`.
+        who: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A plugin file, its symlink's target, or a directory on their path is owned by a
+    /// user other than root and the user running the host.
+    #[error(
+        "{}: refused because {} is owned by uid {owner} (neither root nor this process's uid {me}), who could \
+         replace the plugin; fix it with `chown root {}` or set `allow-writable-plugins = true` in the conf",
+        path.display(), culprit.display(), culprit.display()
+    )]
+    ForeignOwner {
+        /// The plugin file or dir.
+        path: PathBuf,
+        /// The file or directory with the foreign owner.
+        culprit: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// The uid the host runs as.
+        me: u32,
+    },
+    /// A plugin path is not a regular file or a directory (a FIFO, a device, a socket):
+    /// refused without opening it.
+    #[error("{}: refused because it is {kind}, not a regular file (not opened)", path.display())]
+    NotAFile {
+        /// The path (as named in the conf or found in a plugin dir).
+        path: PathBuf,
+        /// What it is: `a FIFO`, `a character device`, ...
+        kind: &'static str,
+    },
     /// The dynamic loader refused the file (not a shared library, truncated, missing dependency).
     #[error("{}: cannot be loaded as a shared library: {reason}", path.display())]
     Open {
@@ -141,6 +184,9 @@ impl LoadError {
             LoadError::Missing { path, .. }
             | LoadError::Inspect { path, .. }
             | LoadError::Writable { path, .. }
+            | LoadError::WritableAncestor { path, .. }
+            | LoadError::ForeignOwner { path, .. }
+            | LoadError::NotAFile { path, .. }
             | LoadError::Open { path, .. }
             | LoadError::Truncated { path, .. }
             | LoadError::NotAPlugin { path, .. }
@@ -307,12 +353,13 @@ fn collect_files(
     (files, failures)
 }
 
-/// The `*.so` files of one conf entry, and the files refused for their mode.
+/// The `*.so` files of one conf entry, and the files refused for their mode or kind.
 fn list_entry(
     entry: &Path,
     key: &'static str,
     allow_writable: bool,
 ) -> Result<(Vec<PathBuf>, Vec<LoadError>), LoadError> {
+    // Follows a symlink (to see what will be opened) but never opens the entry.
     let meta = fs::metadata(entry).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             LoadError::Missing {
@@ -326,8 +373,10 @@ fn list_entry(
             }
         }
     })?;
+    check_kind(entry, &meta)?;
+    let mut trusted = Trusted::default();
     if !allow_writable {
-        check_not_writable(entry, &meta)?;
+        trusted.check(entry)?;
     }
     if !meta.is_dir() {
         return Ok((vec![entry.to_path_buf()], Vec::new()));
@@ -339,7 +388,7 @@ fn list_entry(
     let mut found = Vec::new();
     for item in fs::read_dir(entry).map_err(inspect)? {
         let path = item.map_err(inspect)?.path();
-        if path.extension().is_some_and(|e| e == "so") && path.is_file() {
+        if path.extension().is_some_and(|e| e == "so") {
             found.push(path);
         }
     }
@@ -347,35 +396,187 @@ fn list_entry(
     let mut files = Vec::new();
     let mut refused = Vec::new();
     for path in found {
-        if !allow_writable {
-            match fs::metadata(&path) {
-                Ok(meta) => {
-                    if let Err(e) = check_not_writable(&path, &meta) {
-                        refused.push(e);
-                        continue;
-                    }
+        // Every `*.so` is either loaded or listed as failed: a dangling link, a link to
+        // a device or a FIFO is not skipped silently.
+        let checked = fs::metadata(&path)
+            .map_err(|source| LoadError::Inspect {
+                path: path.clone(),
+                source,
+            })
+            .and_then(|meta| check_kind(&path, &meta))
+            .and_then(|()| {
+                if allow_writable {
+                    Ok(())
+                } else {
+                    trusted.check(&path)
                 }
-                Err(source) => {
-                    refused.push(LoadError::Inspect { path, source });
-                    continue;
-                }
-            }
+            });
+        match checked {
+            Ok(()) => files.push(path),
+            Err(e) => refused.push(e),
         }
-        files.push(path);
     }
     Ok((files, refused))
 }
 
-fn check_not_writable(path: &Path, meta: &fs::Metadata) -> Result<(), LoadError> {
-    let mode = meta.permissions().mode() & 0o7777;
-    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
-        (false, false) => return Ok(()),
-        (true, false) => "group",
-        (false, true) => "others",
-        (true, true) => "group and others",
+/// Refuses anything but a regular file or a directory (`meta` follows symlinks).
+fn check_kind(path: &Path, meta: &fs::Metadata) -> Result<(), LoadError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    let kind = if t.is_file() || t.is_dir() {
+        return Ok(());
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
     };
-    Err(LoadError::Writable {
+    Err(LoadError::NotAFile {
         path: path.to_path_buf(),
+        kind,
+    })
+}
+
+/// The check of ssh's `StrictModes`: a plugin path is trusted if the file itself,
+/// its symlink's target, and every directory on the way to either (as named and
+/// resolved) is writable only by its owner (a root-owned sticky dir like `/tmp` may
+/// be writable by all: nobody can replace another's entry in it), and owned by root
+/// or by the user running the host. Directories already found trusted are cached.
+#[derive(Default)]
+struct Trusted {
+    dirs: std::collections::HashSet<PathBuf>,
+}
+
+impl Trusted {
+    fn check(&mut self, path: &Path) -> Result<(), LoadError> {
+        let inspect = |source| LoadError::Inspect {
+            path: path.to_path_buf(),
+            source,
+        };
+        let absolute = std::path::absolute(path).map_err(inspect)?;
+        let resolved = fs::canonicalize(path).map_err(inspect)?;
+        // The entry as named: its dirs (where a symlink could be swapped), then the
+        // resolved file and its dirs.
+        if let Some(parent) = absolute.parent() {
+            self.check_dirs(path, parent)?;
+        }
+        let meta = fs::metadata(&resolved).map_err(inspect)?;
+        check_owner(path, &resolved, &meta)?;
+        if meta.is_dir() {
+            self.check_dir(path, &resolved, &meta)?;
+        } else {
+            check_not_writable_file(path, &resolved, &meta)?;
+        }
+        if let Some(parent) = resolved.parent() {
+            self.check_dirs(path, parent)?;
+        }
+        Ok(())
+    }
+
+    /// Checks `dir` and all its ancestors (following symlinks of each prefix).
+    fn check_dirs(&mut self, plugin: &Path, dir: &Path) -> Result<(), LoadError> {
+        for d in dir.ancestors() {
+            if d.as_os_str().is_empty() || self.dirs.contains(d) {
+                continue;
+            }
+            let meta = fs::metadata(d).map_err(|source| LoadError::Inspect {
+                path: d.to_path_buf(),
+                source,
+            })?;
+            check_owner(plugin, d, &meta)?;
+            self.check_dir(plugin, d, &meta)?;
+        }
+        Ok(())
+    }
+
+    fn check_dir(
+        &mut self,
+        plugin: &Path,
+        dir: &Path,
+        meta: &fs::Metadata,
+    ) -> Result<(), LoadError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mode = meta.mode() & 0o7777;
+        let sticky_root = mode & 0o1000 != 0 && meta.uid() == 0;
+        if let Some(who) = writable_by(mode)
+            && !sticky_root
+        {
+            // The plugin dir named in the conf keeps the message users know.
+            if dir == plugin {
+                return Err(LoadError::Writable {
+                    path: plugin.to_path_buf(),
+                    who,
+                    mode,
+                });
+            }
+            return Err(LoadError::WritableAncestor {
+                path: plugin.to_path_buf(),
+                culprit: dir.to_path_buf(),
+                who,
+                mode,
+            });
+        }
+        self.dirs.insert(dir.to_path_buf());
+        Ok(())
+    }
+}
+
+/// `group`, `others` or both when `mode` lets them write.
+fn writable_by(mode: u32) -> Option<&'static str> {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (false, false) => None,
+        (true, false) => Some("group"),
+        (false, true) => Some("others"),
+        (true, true) => Some("group and others"),
+    }
+}
+
+unsafe extern "C" {
+    /// The C library's `geteuid(2)` (std links it): no preconditions, cannot fail.
+    safe fn geteuid() -> u32;
+}
+
+/// Refuses a file or dir owned by anyone but root and the user running the host.
+fn check_owner(plugin: &Path, culprit: &Path, meta: &fs::Metadata) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = geteuid();
+    let owner = meta.uid();
+    if owner == 0 || owner == me {
+        return Ok(());
+    }
+    Err(LoadError::ForeignOwner {
+        path: plugin.to_path_buf(),
+        culprit: culprit.to_path_buf(),
+        owner,
+        me,
+    })
+}
+
+/// Refuses a plugin file (or a symlink's target) that group or others can write.
+fn check_not_writable_file(
+    plugin: &Path,
+    resolved: &Path,
+    meta: &fs::Metadata,
+) -> Result<(), LoadError> {
+    let mode = meta.permissions().mode() & 0o7777;
+    let Some(who) = writable_by(mode) else {
+        return Ok(());
+    };
+    if resolved == plugin || fs::symlink_metadata(plugin).is_ok_and(|m| !m.is_symlink()) {
+        return Err(LoadError::Writable {
+            path: plugin.to_path_buf(),
+            who,
+            mode,
+        });
+    }
+    Err(LoadError::WritableAncestor {
+        path: plugin.to_path_buf(),
+        culprit: resolved.to_path_buf(),
         who,
         mode,
     })

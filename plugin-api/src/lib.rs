@@ -31,6 +31,7 @@ pub mod module;
 pub mod processor;
 pub mod record;
 pub mod registry;
+pub mod secret;
 pub mod sink;
 pub mod source;
 

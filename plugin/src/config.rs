@@ -4,20 +4,30 @@
 //! Keys:
 //! - `kafka.<property>`: passed to librdkafka as `<property>`, as is (flat quoted keys and
 //!   `[kafka]` tables alike). Strings pass as they are; integers, floats and booleans in
-//!   their string form; arrays, tables and datetimes are an error naming the key.
+//!   their string form where librdkafka's type of the property takes them (an integer
+//!   for a string property such as `bootstrap.servers = 9092` is an error naming the
+//!   key, as is a boolean for a string or a float for an integer); arrays, tables and
+//!   datetimes are an error naming the key. A bootstrap host that is a bare number
+//!   (`"9092"`, `"1234:9092"`) is refused: the resolver reads it as an IP address
+//!   (9092 is 0.0.35.196) and the client would connect off the machine.
 //! - `pseidon-kafka.<setting>`: the plugin's own settings, see [`Settings`]. An unknown
 //!   `pseidon-kafka.` key is an error (a typo must not silently fall back to a default).
+//! - `pseidon-host.conf-dir`: set by the host to the conf file's directory; a relative
+//!   `pseidon-kafka.status-db` is resolved against it, like the host's own paths.
 //! - Anything else is ignored by this plugin.
 
 use std::{fmt, path::PathBuf};
 
-use pseidon_plugin_api::{ConfKind, ConfView, Error};
+use pseidon_plugin_api::{ConfKind, ConfView, Error, secret::Scrubber};
 use rdkafka::{ClientConfig, config::RDKafkaLogLevel};
 
 /// Prefix of the keys passed to librdkafka.
 pub const KAFKA_PREFIX: &str = "kafka.";
 /// Prefix of the plugin's own settings.
 pub const SETTINGS_PREFIX: &str = "pseidon-kafka.";
+/// The entry the host adds with the conf file's directory (see
+/// `pseidon_host::conf::CONF_DIR_KEY`); absent with an older host.
+pub const CONF_DIR_KEY: &str = "pseidon-host.conf-dir";
 
 /// The plugin's own settings (`pseidon-kafka.*` keys).
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +35,8 @@ pub struct Settings {
     /// `pseidon-kafka.queue-full-timeout-ms`: how long `write` waits for room in a full
     /// producer queue before it returns a "queue full" error. Default 30000.
     pub queue_full_timeout_ms: u64,
-    /// `pseidon-kafka.status-db`: the SQLite file that tracks message groups.
+    /// `pseidon-kafka.status-db`: the SQLite file that tracks message groups; a
+    /// relative path is relative to the conf file's directory.
     /// Default `/var/lib/pseidon-kafka/status.db`.
     pub status_db: PathBuf,
     /// `pseidon-kafka.group-max-messages`: the most messages in one message group.
@@ -119,7 +130,7 @@ impl fmt::Debug for KafkaProps {
         let mut map = f.debug_map();
         for (k, v) in &self.props {
             if is_secret(k) {
-                map.entry(k, &"<redacted>");
+                map.entry(k, &pseidon_plugin_api::secret::REDACTED);
             } else {
                 map.entry(k, v);
             }
@@ -129,13 +140,10 @@ impl fmt::Debug for KafkaProps {
 }
 
 /// True for properties whose values are secrets: never logged, never in an error.
+/// The project's one rule, [`pseidon_plugin_api::secret::is_secret_key`] (with or
+/// without the `kafka.` prefix).
 pub fn is_secret(property: &str) -> bool {
-    let p = property.strip_prefix(KAFKA_PREFIX).unwrap_or(property);
-    p.contains("password")
-        || p.contains("secret")
-        || p == "ssl.key.pem"
-        || p == "sasl.oauthbearer.config"
-        || p == "ssl_key"
+    pseidon_plugin_api::secret::is_secret_key(property)
 }
 
 /// The parsed configuration of the plugin.
@@ -156,17 +164,30 @@ impl Config {
         for entry in conf.entries() {
             if let Some(property) = entry.key.strip_prefix(KAFKA_PREFIX) {
                 let value = scalar_value(&entry.key, entry.kind, &entry.value)?;
+                check_property_type(&entry.key, property, entry.kind)?;
                 props.retain(|(k, _): &(String, String)| k != property);
                 props.push((property.to_string(), value));
             } else if let Some(setting) = entry.key.strip_prefix(SETTINGS_PREFIX) {
                 let value = scalar_value(&entry.key, entry.kind, &entry.value)?;
+                check_setting_type(&entry.key, setting, entry.kind)?;
                 apply_setting(&mut settings, &entry.key, setting, &value)?;
             }
+        }
+        if settings.status_db.is_relative()
+            && let Some(dir) = conf.get(CONF_DIR_KEY)
+        {
+            settings.status_db = PathBuf::from(&dir.value).join(&settings.status_db);
         }
         Ok(Config {
             kafka: KafkaProps { props },
             settings,
         })
+    }
+
+    /// A scrubber of the secret values of the `kafka.*` properties (see [`is_secret`]),
+    /// for librdkafka's log lines and error texts.
+    pub fn scrubber(&self) -> Scrubber {
+        Scrubber::from_pairs(self.kafka.props.iter().map(|(k, v)| (k, v)))
     }
 
     /// The configured value of librdkafka property `property`, if set in the conf.
@@ -228,6 +249,9 @@ impl Config {
             chosen.push((property.to_string(), value.clone()));
         }
         for (property, value) in &chosen {
+            if BOOTSTRAP_PROPERTIES.contains(&property.as_str()) {
+                check_bootstrap(&format!("{KAFKA_PREFIX}{property}"), value)?;
+            }
             validate_property(property, value)?;
             // One conf serves both clients: a consumer-only property on the producer (or
             // the reverse) would only make librdkafka warn that it ignores it.
@@ -361,11 +385,326 @@ fn validate_property(property: &str, value: &str) -> Result<(), Error> {
 
 /// `text` with the value of a secret property blanked out.
 fn redact(property: &str, value: &str, text: &str) -> String {
-    if is_secret(property) && !value.is_empty() {
-        text.replace(value, "<redacted>")
-    } else {
-        text.to_string()
+    Scrubber::from_pairs([(property, value)])
+        .scrub(text)
+        .into_owned()
+}
+
+/// librdkafka's type of a property (CONFIGURATION.md's `*Type:*`), as far as the TOML
+/// type of its value matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PropType {
+    /// `string`, `pattern list`: only a TOML string (librdkafka takes any text, so
+    /// `9092` would silently become the host name "9092").
+    Text,
+    /// `enum value`, `CSV flags`: any scalar; librdkafka refuses what is not one of
+    /// its values, naming the property.
+    Enum,
+    /// `boolean`: `true`/`false`, or a string.
+    Boolean,
+    /// `integer`: a TOML integer, or a string.
+    Integer,
+    /// `float`: a TOML float or integer, or a string.
+    Float,
+}
+
+/// Every librdkafka 2.12.1 property with one of the types above, sorted (checked
+/// against vendor/rdkafka-sys/librdkafka/CONFIGURATION.md by a test).
+const PROPERTY_TYPES: &[(&str, PropType)] = &[
+    ("acks", PropType::Integer),
+    ("allow.auto.create.topics", PropType::Boolean),
+    ("api.version.fallback.ms", PropType::Integer),
+    ("api.version.request", PropType::Boolean),
+    ("api.version.request.timeout.ms", PropType::Integer),
+    ("auto.commit.enable", PropType::Boolean),
+    ("auto.commit.interval.ms", PropType::Integer),
+    ("auto.offset.reset", PropType::Enum),
+    ("batch.num.messages", PropType::Integer),
+    ("batch.size", PropType::Integer),
+    ("bootstrap.servers", PropType::Text),
+    ("broker.address.family", PropType::Enum),
+    ("broker.address.ttl", PropType::Integer),
+    ("broker.version.fallback", PropType::Text),
+    ("builtin.features", PropType::Enum),
+    ("check.crcs", PropType::Boolean),
+    ("client.dns.lookup", PropType::Enum),
+    ("client.id", PropType::Text),
+    ("client.rack", PropType::Text),
+    ("compression.codec", PropType::Enum),
+    ("compression.level", PropType::Integer),
+    ("compression.type", PropType::Enum),
+    ("connections.max.idle.ms", PropType::Integer),
+    ("consume.callback.max.messages", PropType::Integer),
+    ("coordinator.query.interval.ms", PropType::Integer),
+    ("debug", PropType::Enum),
+    ("delivery.report.only.error", PropType::Boolean),
+    ("delivery.timeout.ms", PropType::Integer),
+    ("enable.auto.commit", PropType::Boolean),
+    ("enable.auto.offset.store", PropType::Boolean),
+    ("enable.gapless.guarantee", PropType::Boolean),
+    ("enable.idempotence", PropType::Boolean),
+    ("enable.metrics.push", PropType::Boolean),
+    ("enable.partition.eof", PropType::Boolean),
+    ("enable.random.seed", PropType::Boolean),
+    ("enable.sasl.oauthbearer.unsecure.jwt", PropType::Boolean),
+    ("enable.ssl.certificate.verification", PropType::Boolean),
+    ("enabled_events", PropType::Integer),
+    ("fetch.error.backoff.ms", PropType::Integer),
+    ("fetch.max.bytes", PropType::Integer),
+    ("fetch.message.max.bytes", PropType::Integer),
+    ("fetch.min.bytes", PropType::Integer),
+    ("fetch.queue.backoff.ms", PropType::Integer),
+    ("fetch.wait.max.ms", PropType::Integer),
+    ("group.id", PropType::Text),
+    ("group.instance.id", PropType::Text),
+    ("group.protocol", PropType::Enum),
+    ("group.protocol.type", PropType::Text),
+    ("group.remote.assignor", PropType::Text),
+    ("heartbeat.interval.ms", PropType::Integer),
+    ("https.ca.location", PropType::Text),
+    ("https.ca.pem", PropType::Text),
+    ("internal.termination.signal", PropType::Integer),
+    ("isolation.level", PropType::Enum),
+    ("linger.ms", PropType::Float),
+    ("log.connection.close", PropType::Boolean),
+    ("log.queue", PropType::Boolean),
+    ("log.thread.name", PropType::Boolean),
+    ("log_level", PropType::Integer),
+    ("max.in.flight", PropType::Integer),
+    ("max.in.flight.requests.per.connection", PropType::Integer),
+    ("max.partition.fetch.bytes", PropType::Integer),
+    ("max.poll.interval.ms", PropType::Integer),
+    ("message.copy.max.bytes", PropType::Integer),
+    ("message.max.bytes", PropType::Integer),
+    ("message.send.max.retries", PropType::Integer),
+    ("message.timeout.ms", PropType::Integer),
+    ("metadata.broker.list", PropType::Text),
+    ("metadata.max.age.ms", PropType::Integer),
+    (
+        "metadata.recovery.rebootstrap.trigger.ms",
+        PropType::Integer,
+    ),
+    ("metadata.recovery.strategy", PropType::Enum),
+    ("offset.store.method", PropType::Enum),
+    ("offset.store.path", PropType::Text),
+    ("offset.store.sync.interval.ms", PropType::Integer),
+    ("partition.assignment.strategy", PropType::Text),
+    ("partitioner", PropType::Text),
+    ("plugin.library.paths", PropType::Text),
+    ("produce.offset.report", PropType::Boolean),
+    ("queue.buffering.backpressure.threshold", PropType::Integer),
+    ("queue.buffering.max.kbytes", PropType::Integer),
+    ("queue.buffering.max.messages", PropType::Integer),
+    ("queue.buffering.max.ms", PropType::Float),
+    ("queued.max.messages.kbytes", PropType::Integer),
+    ("queued.min.messages", PropType::Integer),
+    ("queuing.strategy", PropType::Enum),
+    ("receive.message.max.bytes", PropType::Integer),
+    ("reconnect.backoff.jitter.ms", PropType::Integer),
+    ("reconnect.backoff.max.ms", PropType::Integer),
+    ("reconnect.backoff.ms", PropType::Integer),
+    ("request.required.acks", PropType::Integer),
+    ("request.timeout.ms", PropType::Integer),
+    ("retries", PropType::Integer),
+    ("retry.backoff.max.ms", PropType::Integer),
+    ("retry.backoff.ms", PropType::Integer),
+    ("sasl.kerberos.keytab", PropType::Text),
+    ("sasl.kerberos.kinit.cmd", PropType::Text),
+    ("sasl.kerberos.min.time.before.relogin", PropType::Integer),
+    ("sasl.kerberos.principal", PropType::Text),
+    ("sasl.kerberos.service.name", PropType::Text),
+    ("sasl.mechanism", PropType::Text),
+    ("sasl.mechanisms", PropType::Text),
+    ("sasl.oauthbearer.assertion.algorithm", PropType::Enum),
+    ("sasl.oauthbearer.assertion.claim.aud", PropType::Text),
+    (
+        "sasl.oauthbearer.assertion.claim.exp.seconds",
+        PropType::Integer,
+    ),
+    ("sasl.oauthbearer.assertion.claim.iss", PropType::Text),
+    (
+        "sasl.oauthbearer.assertion.claim.jti.include",
+        PropType::Boolean,
+    ),
+    (
+        "sasl.oauthbearer.assertion.claim.nbf.seconds",
+        PropType::Integer,
+    ),
+    ("sasl.oauthbearer.assertion.claim.sub", PropType::Text),
+    ("sasl.oauthbearer.assertion.file", PropType::Text),
+    (
+        "sasl.oauthbearer.assertion.jwt.template.file",
+        PropType::Text,
+    ),
+    (
+        "sasl.oauthbearer.assertion.private.key.file",
+        PropType::Text,
+    ),
+    (
+        "sasl.oauthbearer.assertion.private.key.passphrase",
+        PropType::Text,
+    ),
+    ("sasl.oauthbearer.assertion.private.key.pem", PropType::Text),
+    (
+        "sasl.oauthbearer.client.credentials.client.id",
+        PropType::Text,
+    ),
+    (
+        "sasl.oauthbearer.client.credentials.client.secret",
+        PropType::Text,
+    ),
+    ("sasl.oauthbearer.client.id", PropType::Text),
+    ("sasl.oauthbearer.client.secret", PropType::Text),
+    ("sasl.oauthbearer.config", PropType::Text),
+    ("sasl.oauthbearer.extensions", PropType::Text),
+    ("sasl.oauthbearer.grant.type", PropType::Enum),
+    (
+        "sasl.oauthbearer.metadata.authentication.type",
+        PropType::Enum,
+    ),
+    ("sasl.oauthbearer.method", PropType::Enum),
+    ("sasl.oauthbearer.scope", PropType::Text),
+    ("sasl.oauthbearer.token.endpoint.url", PropType::Text),
+    ("sasl.password", PropType::Text),
+    ("sasl.username", PropType::Text),
+    ("security.protocol", PropType::Enum),
+    ("session.timeout.ms", PropType::Integer),
+    ("socket.blocking.max.ms", PropType::Integer),
+    ("socket.connection.setup.timeout.ms", PropType::Integer),
+    ("socket.keepalive.enable", PropType::Boolean),
+    ("socket.max.fails", PropType::Integer),
+    ("socket.nagle.disable", PropType::Boolean),
+    ("socket.receive.buffer.bytes", PropType::Integer),
+    ("socket.send.buffer.bytes", PropType::Integer),
+    ("socket.timeout.ms", PropType::Integer),
+    ("ssl.ca.certificate.stores", PropType::Text),
+    ("ssl.ca.location", PropType::Text),
+    ("ssl.ca.pem", PropType::Text),
+    ("ssl.certificate.location", PropType::Text),
+    ("ssl.certificate.pem", PropType::Text),
+    ("ssl.cipher.suites", PropType::Text),
+    ("ssl.crl.location", PropType::Text),
+    ("ssl.curves.list", PropType::Text),
+    ("ssl.endpoint.identification.algorithm", PropType::Enum),
+    ("ssl.engine.id", PropType::Text),
+    ("ssl.engine.location", PropType::Text),
+    ("ssl.key.location", PropType::Text),
+    ("ssl.key.password", PropType::Text),
+    ("ssl.key.pem", PropType::Text),
+    ("ssl.keystore.location", PropType::Text),
+    ("ssl.keystore.password", PropType::Text),
+    ("ssl.providers", PropType::Text),
+    ("ssl.sigalgs.list", PropType::Text),
+    ("statistics.interval.ms", PropType::Integer),
+    ("sticky.partitioning.linger.ms", PropType::Integer),
+    ("topic.blacklist", PropType::Text),
+    ("topic.metadata.propagation.max.ms", PropType::Integer),
+    ("topic.metadata.refresh.fast.cnt", PropType::Integer),
+    ("topic.metadata.refresh.fast.interval.ms", PropType::Integer),
+    ("topic.metadata.refresh.interval.ms", PropType::Integer),
+    ("topic.metadata.refresh.sparse", PropType::Boolean),
+    ("transaction.timeout.ms", PropType::Integer),
+    ("transactional.id", PropType::Text),
+];
+
+/// The properties that list the bootstrap brokers.
+const BOOTSTRAP_PROPERTIES: &[&str] = &["bootstrap.servers", "metadata.broker.list"];
+
+/// Refuses a TOML value whose type librdkafka's type of `property` does not take:
+/// librdkafka would accept `bootstrap.servers = 9092` as the host name "9092".
+fn check_property_type(key: &str, property: &str, kind: ConfKind) -> Result<(), Error> {
+    let Ok(i) = PROPERTY_TYPES.binary_search_by(|(n, _)| (*n).cmp(property)) else {
+        return Ok(()); // unknown: librdkafka itself names it
+    };
+    let ty = PROPERTY_TYPES[i].1;
+    let ok = match (ty, kind) {
+        (_, ConfKind::String) | (PropType::Enum, _) => true,
+        (PropType::Text, _) => false,
+        (PropType::Boolean, k) => k == ConfKind::Boolean,
+        (PropType::Integer, k) => k == ConfKind::Integer,
+        (PropType::Float, k) => matches!(k, ConfKind::Float | ConfKind::Integer),
+    };
+    if ok {
+        return Ok(());
     }
+    let expected = match ty {
+        PropType::Text | PropType::Enum => "a string (in quotes)",
+        PropType::Boolean => "a boolean (true or false)",
+        PropType::Integer => "a whole number",
+        PropType::Float => "a number",
+    };
+    let hint = if BOOTSTRAP_PROPERTIES.contains(&property) {
+        ", e.g. \"127.0.0.1:9092\""
+    } else {
+        ""
+    };
+    Err(Error::config(
+        key,
+        format!(
+            "must be {expected}{hint}, not {} (librdkafka's `{property}` is {})",
+            kind_name(kind),
+            match ty {
+                PropType::Text | PropType::Enum => "a string",
+                PropType::Boolean => "a boolean",
+                PropType::Integer => "an integer",
+                PropType::Float => "a float",
+            }
+        ),
+    ))
+}
+
+/// Refuses a wrongly typed `pseidon-kafka.` setting: `status-db` is a path string
+/// (the numeric settings refuse what is not a number when they parse it).
+fn check_setting_type(key: &str, setting: &str, kind: ConfKind) -> Result<(), Error> {
+    if setting == "status-db" && kind != ConfKind::String {
+        return Err(Error::config(
+            key,
+            format!("must be a path string (in quotes), not {}", kind_name(kind)),
+        ));
+    }
+    Ok(())
+}
+
+fn kind_name(kind: ConfKind) -> &'static str {
+    match kind {
+        ConfKind::String => "a string",
+        ConfKind::Integer => "an integer",
+        ConfKind::Float => "a float",
+        ConfKind::Boolean => "a boolean",
+        ConfKind::Datetime => "a datetime",
+        ConfKind::Array => "an array",
+        ConfKind::Table => "a table",
+    }
+}
+
+/// Refuses a bootstrap broker whose host is a bare number (`9092`, `1234:9092`): the
+/// resolver reads it as an IPv4 address (9092 is 0.0.35.196), off this machine.
+fn check_bootstrap(key: &str, value: &str) -> Result<(), Error> {
+    for broker in value.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        let rest = broker.split_once("://").map_or(broker, |(_, r)| r);
+        if rest.starts_with('[') {
+            continue; // [IPv6]:port
+        }
+        let host = match rest.rsplit_once(':') {
+            Some((h, port)) if !h.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => rest,
+        };
+        if !host.is_empty() && host.chars().all(|c| c.is_ascii_digit()) {
+            return Err(Error::config(
+                key,
+                format!(
+                    "broker `{broker}` has the host `{host}`, a bare number, which the resolver reads as an \
+                     IP address (not this machine); write host:port, e.g. \"127.0.0.1:{}\"",
+                    if rest == host {
+                        host
+                    } else {
+                        rest.rsplit_once(':').map_or("9092", |(_, p)| p)
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The string form of a scalar conf value; arrays, tables and datetimes are errors.
@@ -604,5 +943,192 @@ mod tests {
                 && err.to_string().contains("at least 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn property_types_match_configuration_md() {
+        let md = include_str!("../../vendor/rdkafka-sys/librdkafka/CONFIGURATION.md");
+        let mut want: Vec<(String, PropType)> = Vec::new();
+        for line in md.lines() {
+            let Some((name, rest)) = line.split_once(" | ") else {
+                continue;
+            };
+            let name = name.trim();
+            let Some(ty) = rest
+                .split("*Type: ")
+                .nth(1)
+                .and_then(|t| t.split('*').next())
+            else {
+                continue;
+            };
+            let ty = match ty {
+                "string" | "pattern list" => PropType::Text,
+                "enum value" | "CSV flags" => PropType::Enum,
+                "boolean" => PropType::Boolean,
+                "integer" => PropType::Integer,
+                "float" => PropType::Float,
+                _ => continue,
+            };
+            if !want.iter().any(|(n, _)| n == name) {
+                want.push((name.to_string(), ty));
+            }
+        }
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        let got: Vec<(String, PropType)> = PROPERTY_TYPES
+            .iter()
+            .map(|(n, t)| (n.to_string(), *t))
+            .collect();
+        assert!(want.len() > 150, "{}", want.len());
+        assert_eq!(
+            got, want,
+            "PROPERTY_TYPES is out of date with CONFIGURATION.md"
+        );
+    }
+
+    #[test]
+    fn wrongly_typed_values_are_errors_naming_the_key() {
+        for (key, kind, value, needle) in [
+            (
+                "kafka.bootstrap.servers",
+                ConfKind::Integer,
+                "9092",
+                "must be a string",
+            ),
+            (
+                "kafka.group.id",
+                ConfKind::Boolean,
+                "true",
+                "must be a string",
+            ),
+            (
+                "kafka.acks",
+                ConfKind::Boolean,
+                "true",
+                "must be a whole number",
+            ),
+            (
+                "kafka.linger.ms",
+                ConfKind::Boolean,
+                "true",
+                "must be a number",
+            ),
+            (
+                "kafka.retries",
+                ConfKind::Float,
+                "1.5",
+                "must be a whole number",
+            ),
+            (
+                "kafka.enable.idempotence",
+                ConfKind::Integer,
+                "1",
+                "must be a boolean",
+            ),
+            (
+                "kafka.debug",
+                ConfKind::Array,
+                "[\"all\"]",
+                "an array is not allowed",
+            ),
+            (
+                "pseidon-kafka.status-db",
+                ConfKind::Integer,
+                "5",
+                "must be a path string",
+            ),
+            (
+                "pseidon-kafka.group-max-messages",
+                ConfKind::Boolean,
+                "true",
+                "not a non-negative whole number",
+            ),
+        ] {
+            let err = Config::parse(&conf(&[(key, kind, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(needle), "{key}: {err}");
+        }
+        // The types librdkafka takes pass.
+        let c = Config::parse(&conf(&[
+            ("kafka.bootstrap.servers", ConfKind::String, "h:9092"),
+            ("kafka.request.required.acks", ConfKind::Integer, "-1"),
+            ("kafka.linger.ms", ConfKind::Integer, "5"),
+            ("kafka.enable.idempotence", ConfKind::Boolean, "true"),
+            ("kafka.retries", ConfKind::String, "3"),
+            ("kafka.no.such.thing", ConfKind::Integer, "3"),
+            ("pseidon-kafka.group-max-messages", ConfKind::String, "10"),
+        ]))
+        .unwrap();
+        assert_eq!(c.kafka_prop("linger.ms"), Some("5"));
+        assert_eq!(c.settings.group_max_messages, 10);
+    }
+
+    #[test]
+    fn a_bootstrap_host_that_is_a_bare_number_is_refused() {
+        let refused = |key: &str, v: &str| {
+            Config::parse(&conf(&[(key, ConfKind::String, v)]))
+                .unwrap()
+                .client_config(Role::Producer, &[])
+                .unwrap_err()
+                .to_string()
+        };
+        for v in ["9092", "1234:9092", "h:9092, 9092", "PLAINTEXT://1234:9092"] {
+            let err = refused("kafka.bootstrap.servers", v);
+            assert!(
+                err.contains("kafka.bootstrap.servers") && err.contains("bare number"),
+                "{v}: {err}"
+            );
+        }
+        let err = refused("kafka.metadata.broker.list", "9092");
+        assert!(err.contains("kafka.metadata.broker.list"), "{err}");
+        // A per-reader override too.
+        let err = Config::parse(&conf(&[]))
+            .unwrap()
+            .client_config(
+                Role::Consumer,
+                &[("kafka.bootstrap.servers".into(), "9092".into())],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bare number"), "{err}");
+        for v in [
+            "127.0.0.1:9092",
+            "localhost",
+            "b1:9092,b2:9093",
+            "[::1]:9092",
+            "SSL://broker-1.example:9093",
+            "10.0.0.1",
+        ] {
+            Config::parse(&conf(&[("kafka.bootstrap.servers", ConfKind::String, v)]))
+                .and_then(|c| c.client_config(Role::Producer, &[]).map(|_| ()))
+                .unwrap_or_else(|e| panic!("{v}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_relative_status_db_is_relative_to_the_conf_dir() {
+        let c = Config::parse(&conf(&[
+            ("pseidon-kafka.status-db", ConfKind::String, "state/s.db"),
+            (CONF_DIR_KEY, ConfKind::String, "/etc/pseidon"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.settings.status_db,
+            PathBuf::from("/etc/pseidon/state/s.db")
+        );
+        let c = Config::parse(&conf(&[
+            ("pseidon-kafka.status-db", ConfKind::String, "/var/s.db"),
+            (CONF_DIR_KEY, ConfKind::String, "/etc/pseidon"),
+        ]))
+        .unwrap();
+        assert_eq!(c.settings.status_db, PathBuf::from("/var/s.db"));
+        // An older host sets no conf dir: as given.
+        let c = Config::parse(&conf(&[(
+            "pseidon-kafka.status-db",
+            ConfKind::String,
+            "s.db",
+        )]))
+        .unwrap();
+        assert_eq!(c.settings.status_db, PathBuf::from("s.db"));
     }
 }

@@ -137,11 +137,15 @@ impl ReaderShared {
 /// The consumer context: commits watermarks on revoke, records connection failures.
 pub struct Ctx {
     shared: Arc<ReaderShared>,
-    /// Secret conf values, blanked out of the errors logged.
-    secrets: Vec<String>,
+    /// Secret conf values, blanked out of the log lines and errors.
+    secrets: pseidon_plugin_api::secret::Scrubber,
 }
 
 impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::producer::log_librdkafka(&self.secrets, level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let reason = scrub(&self.secrets, reason);
         if let Some(failure) = connect_failure_text(&error, &reason) {

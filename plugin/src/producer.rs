@@ -35,7 +35,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pseidon_plugin_api::{DataSink, DeliveryFailure, DeliveryId, Error, FlushReport, Record};
+use pseidon_plugin_api::{
+    DataSink, DeliveryFailure, DeliveryId, Error, FlushReport, Record, secret::Scrubber,
+};
 use rdkafka::{
     ClientContext, Message, bindings as rdsys,
     config::RDKafkaLogLevel,
@@ -65,41 +67,32 @@ pub const DEFAULT_QUEUE_MAX_MESSAGES: u64 = 100_000;
 /// How often an undrained failure list is mentioned in the log again.
 const FAILURE_LOG_EVERY: usize = 100_000;
 
-/// Librdkafka properties whose values are secrets (see [`config::is_secret`]): their
-/// values are blanked out of every librdkafka log line.
-const SECRET_PROPERTIES: &[&str] = &[
-    "sasl.password",
-    "sasl.username",
-    "ssl.key.password",
-    "ssl.keystore.password",
-    "ssl.key.pem",
-    "ssl_key",
-    "sasl.oauthbearer.client.secret",
-    "sasl.oauthbearer.config",
-    "sasl.oauthbearer.assertion.private.key.passphrase",
-];
-
-/// The secret conf values of `config` (see [`SECRET_PROPERTIES`]), to blank out of logs.
-pub(crate) fn secret_values(config: &Config) -> Vec<String> {
-    SECRET_PROPERTIES
-        .iter()
-        .filter(|p| config::is_secret(p))
-        .filter_map(|p| config.kafka_prop(p))
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
-        .collect()
+/// The secret conf values of `config` (by the project's one rule,
+/// [`pseidon_plugin_api::secret::is_secret_key`]), to blank out of librdkafka's log
+/// lines and errors.
+pub(crate) fn secret_values(config: &Config) -> Scrubber {
+    config.scrubber()
 }
 
 /// `text` with every value of `secrets` blanked out.
-pub(crate) fn scrub<'a>(secrets: &[String], text: &'a str) -> std::borrow::Cow<'a, str> {
-    if secrets.iter().any(|s| text.contains(s.as_str())) {
-        let mut t = text.to_string();
-        for s in secrets {
-            t = t.replace(s.as_str(), "<redacted>");
-        }
-        std::borrow::Cow::Owned(t)
-    } else {
-        std::borrow::Cow::Borrowed(text)
+pub(crate) fn scrub<'a>(secrets: &Scrubber, text: &'a str) -> std::borrow::Cow<'a, str> {
+    secrets.scrub(text)
+}
+
+/// Forwards one librdkafka log line to the `log` crate (target `librdkafka`) with the
+/// secrets blanked out: the producer's and the consumers' `ClientContext::log`.
+pub(crate) fn log_librdkafka(secrets: &Scrubber, level: RDKafkaLogLevel, fac: &str, message: &str) {
+    let level = match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => log::Level::Error,
+        RDKafkaLogLevel::Warning => log::Level::Warn,
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
+        RDKafkaLogLevel::Debug => log::Level::Debug,
+    };
+    if level <= log::max_level() {
+        log::log!(target: "librdkafka", level, "{fac}: {}", secrets.scrub(message));
     }
 }
 
@@ -327,7 +320,7 @@ pub struct SinkContext {
     room_lock: Mutex<()>,
     room: Condvar,
     last_error: Mutex<Option<(String, Instant)>>,
-    secrets: Vec<String>,
+    secrets: Scrubber,
     message_timeout_ms: u64,
     /// A TLS or authentication failure to connect, and whether it persisted.
     failure: ConnectFailure,
@@ -434,18 +427,7 @@ impl SinkContext {
 
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let level = match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => log::Level::Error,
-            RDKafkaLogLevel::Warning => log::Level::Warn,
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
-            RDKafkaLogLevel::Debug => log::Level::Debug,
-        };
-        if level <= log::max_level() {
-            log::log!(target: "librdkafka", level, "{fac}: {}", self.scrub(log_message));
-        }
+        log_librdkafka(&self.secrets, level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -1331,8 +1313,18 @@ mod tests {
 
     #[test]
     fn secrets_are_scrubbed() {
-        let secrets = vec!["hunter2".to_string()];
+        let secrets = Scrubber::from_pairs([
+            ("sasl.password", "hunter2"),
+            (
+                "sasl.oauthbearer.assertion.private.key.passphrase",
+                "s3cr3t-phrase",
+            ),
+        ]);
         assert_eq!(scrub(&secrets, "pw hunter2 x"), "pw <redacted> x");
+        assert_eq!(
+            scrub(&secrets, "passphrase s3cr3t-phrase"),
+            "passphrase <redacted>"
+        );
         assert!(matches!(
             scrub(&secrets, "nothing"),
             std::borrow::Cow::Borrowed("nothing")

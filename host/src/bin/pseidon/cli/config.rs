@@ -10,7 +10,7 @@ use pseidon_host::conf::{self, is_secret_key};
 use super::Global;
 
 /// What a secret value is printed as.
-pub const REDACTED: &str = "<redacted>";
+pub const REDACTED: &str = pseidon_plugin_api::secret::REDACTED;
 
 /// Arguments of `pseidon config`.
 #[derive(Debug, clap::Args)]

@@ -950,7 +950,7 @@ impl KafkaReader {
                 .state
                 .config
                 .client_config(Role::Replay, &self.overrides)?;
-            match Replayer::new(&cfg, unfinished.clone()) {
+            match Replayer::new(&cfg, secret_values(&self.state.config), unfinished.clone()) {
                 Ok(r) => self.replay = Some(r),
                 Err(e) => {
                     self.state

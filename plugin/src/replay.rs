@@ -17,10 +17,12 @@ use std::{
 };
 
 use pseidon_plugin_api::{Error, GroupInfo, MessageGroup, message_group::MessageParts};
+use pseidon_plugin_api::secret::Scrubber;
 use rdkafka::{
-    ClientConfig, Offset, TopicPartitionList,
+    ClientConfig, ClientContext, Offset, TopicPartitionList,
+    config::RDKafkaLogLevel,
     consumer::{BaseConsumer, Consumer},
-    error::RDKafkaErrorCode,
+    error::{KafkaError, RDKafkaErrorCode},
 };
 
 use crate::{
@@ -32,6 +34,27 @@ use crate::{
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read forward instead of re-assigning when the next group starts this close.
 const MAX_SKIP_FORWARD: i64 = 10_000;
+
+/// The replay consumer's context: its librdkafka log lines and errors, with the
+/// secrets blanked out (the one rule of `pseidon_plugin_api::secret`).
+pub struct ReplayCtx {
+    secrets: Scrubber,
+}
+
+impl ClientContext for ReplayCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::producer::log_librdkafka(&self.secrets, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let reason = self.secrets.scrub(reason);
+        log::error!(target: "librdkafka", "librdkafka (replay): {error}: {reason}");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReplayCtx {}
+
+type ReplayConsumer = BaseConsumer<ReplayCtx>;
 
 struct Current {
     info: GroupInfo,
@@ -45,7 +68,7 @@ struct Current {
 
 /// Replays unfinished groups, in topic, partition and offset order.
 pub struct Replayer {
-    consumer: BaseConsumer,
+    consumer: ReplayConsumer,
     groups: VecDeque<GroupInfo>,
     cur: Option<Current>,
     /// Partition read and the offset after the last message polled from it.
@@ -58,9 +81,13 @@ pub struct Replayer {
 
 impl Replayer {
     /// A replayer of `groups` with a consumer from `cfg` (role Replay).
-    pub fn new(cfg: &ClientConfig, groups: Vec<GroupInfo>) -> Result<Replayer, Error> {
-        let consumer: BaseConsumer = cfg
-            .create()
+    pub fn new(
+        cfg: &ClientConfig,
+        secrets: Scrubber,
+        groups: Vec<GroupInfo>,
+    ) -> Result<Replayer, Error> {
+        let consumer: ReplayConsumer = cfg
+            .create_with_context(ReplayCtx { secrets })
             .map_err(|e| kafka_err("creating the replay consumer", &e))?;
         Ok(Replayer {
             consumer,
@@ -348,7 +375,7 @@ impl Replayer {
     }
 }
 
-fn fetch_position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+fn fetch_position(consumer: &ReplayConsumer, topic: &str, partition: i32) -> Option<i64> {
     let tpl = consumer.position().ok()?;
     match tpl.find_partition(topic, partition)?.offset() {
         Offset::Offset(o) => Some(o),

@@ -62,6 +62,7 @@ use rdkafka::{
 
 use crate::{
     config::Role,
+    consume_error::ConsumeErrors,
     identity::{self, TopicId},
     producer::{
         ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text, scrub,
@@ -769,6 +770,8 @@ pub struct KafkaReader {
     replay: Option<Replayer>,
     subscribed: bool,
     batch: Batch,
+    /// Permanent consume errors, and whether the reader gave up on one.
+    errors: ConsumeErrors,
     closed: bool,
 }
 
@@ -824,6 +827,7 @@ impl KafkaReader {
             .client_config(Role::Replay, options.overrides())?;
         let id = NEXT_READER_ID.fetch_add(1, Ordering::Relaxed);
         let settings = &state.config.settings;
+        let error_timeout_ms = settings.consume_error_timeout_ms;
         let batch = Batch {
             reader_id: id,
             scope: Scope::default(),
@@ -852,6 +856,7 @@ impl KafkaReader {
             replay: None,
             subscribed: false,
             batch,
+            errors: ConsumeErrors::new(error_timeout_ms),
             closed: false,
         })
     }
@@ -939,7 +944,11 @@ impl KafkaReader {
                 .state
                 .config
                 .client_config(Role::Replay, &self.overrides)?;
-            match Replayer::new(&cfg, unfinished.clone()) {
+            match Replayer::new(
+                &cfg,
+                unfinished.clone(),
+                self.state.config.settings.consume_error_timeout_ms,
+            ) {
                 Ok(r) => self.replay = Some(r),
                 Err(e) => {
                     self.state
@@ -1047,12 +1056,18 @@ impl KafkaReader {
                     });
                 }
             };
+            self.errors
+                .check_due(|| format!("reading {:?}", self.topics))?;
             if now >= deadline {
                 self.live.store_dirty();
                 return Ok(None);
             }
             let mut wait = deadline - now;
-            for due in [batch.next_due(), failure_due].into_iter().flatten() {
+            let error_due = self.errors.due();
+            for due in [batch.next_due(), failure_due, error_due]
+                .into_iter()
+                .flatten()
+            {
                 wait = wait.min(due.saturating_duration_since(now));
             }
             match consumer.poll(wait) {
@@ -1062,7 +1077,8 @@ impl KafkaReader {
                     batch.take(&m, &env)?
                 }
                 Some(Err(e)) => {
-                    log::warn!("consumer of {:?}: {e}", self.topics);
+                    self.errors
+                        .poll_error(&e, || format!("reading {:?}", self.topics))?;
                     continue;
                 }
             }
@@ -1072,7 +1088,9 @@ impl KafkaReader {
             while batch.queue.is_empty() && n < 4096 {
                 match consumer.poll(Duration::ZERO) {
                     Some(Ok(m)) => batch.take(&m, &env)?,
-                    Some(Err(e)) => log::warn!("consumer of {:?}: {e}", self.topics),
+                    Some(Err(e)) => self
+                        .errors
+                        .poll_error(&e, || format!("reading {:?}", self.topics))?,
                     None => break,
                 }
                 n += 1;

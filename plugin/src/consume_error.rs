@@ -22,7 +22,10 @@
 //! Every other error (a broker down, a leader moving, a topic not created yet) is
 //! transient: logged, and librdkafka retries.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use pseidon_plugin_api::Error;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -107,32 +110,45 @@ impl ConsumeErrors {
         }
     }
 
-    /// An error `e` polled at `now` while reading `what` (e.g. `topics ["t"]`, `group t:0:0:9`).
-    pub fn on_error(&mut self, e: &KafkaError, what: &str, now: Instant) -> Verdict {
+    /// An error `e` polled at `now` while `what` (e.g. `reading ["t"]`, `replay of group
+    /// t:0:0:9`); `detail` is librdkafka's text of it (the error event's string: it names
+    /// the offset of an undecodable batch), where the consumer's context caught it.
+    pub fn on_error(
+        &mut self,
+        e: &KafkaError,
+        detail: Option<String>,
+        what: &str,
+        now: Instant,
+    ) -> Verdict {
         if let Some(reason) = &self.failed {
             return Verdict::GiveUp(reason.clone());
         }
-        let code = e
+        let name = e
             .rdkafka_error_code()
             .map_or_else(|| "-".to_string(), |c| format!("{c:?}"));
+        let code = match detail.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+            Some(d) => format!("{name}: {d}"),
+            None => format!("{name}: {e}"),
+        };
         match classify(e) {
             Kind::Transient => {
-                log::warn!("consumer of {what}: {e}");
+                log::warn!("{what}: {code}");
                 Verdict::Continue
             }
-            Kind::Data => self.fail(format!(
-                "librdkafka cannot decode a message batch of {what} (error {code}: {e}): it is \
-                 corrupt or uses a codec or format this build lacks; librdkafka would skip it, so \
-                 the reader stops before it (its offsets are not committed past)"
-            )),
-            Kind::Fatal => self.fail(format!(
-                "the consumer of {what} hit a fatal librdkafka error (error {code}: {e})"
-            )),
+            Kind::Data => self.fail(
+                what,
+                format!(
+                    "librdkafka cannot decode a message batch ({code}): it is corrupt, or uses a \
+                     codec or format this build lacks; librdkafka would skip it, so the reader \
+                     stops before it and commits no offset past it"
+                ),
+            ),
+            Kind::Fatal => self.fail(what, format!("a fatal librdkafka error ({code})")),
             Kind::Permanent => {
-                let text = format!("{e} (error {code})");
+                let text = code;
                 log::error!(
-                    "consumer of {what}: {text}; this does not clear by itself: the reader gives \
-                     up if it is not fixed within pseidon-kafka.consume-error-timeout-ms ({} ms)",
+                    "{what}: {text}; this does not clear by itself: the reader gives up if it is \
+                     not fixed within pseidon-kafka.consume-error-timeout-ms ({} ms)",
                     self.timeout.as_millis()
                 );
                 if self.pending.is_none() {
@@ -151,12 +167,11 @@ impl ConsumeErrors {
         match &self.pending {
             Some((first, text)) if now.duration_since(*first) >= self.timeout => {
                 let reason = format!(
-                    "the consumer of {what} failed: {text}, first seen {} ms ago \
-                     (pseidon-kafka.consume-error-timeout-ms is {})",
+                    "{text}, first seen {} ms ago (pseidon-kafka.consume-error-timeout-ms is {})",
                     now.duration_since(*first).as_millis(),
                     self.timeout.as_millis()
                 );
-                self.fail(reason)
+                self.fail(what, reason)
             }
             _ => Verdict::Continue,
         }
@@ -175,14 +190,15 @@ impl ConsumeErrors {
     }
 
     /// [`on_error`](Self::on_error) now, as `next_group`'s error; `what` names what is
-    /// read (`topics ["t"]`, `replay of group t:0:0:9`).
+    /// read (`reading ["t"]`, `replay of group t:0:0:9`), `detail` as in `on_error`.
     pub fn poll_error(
         &mut self,
         e: &KafkaError,
+        detail: Option<String>,
         what: impl FnOnce() -> String,
     ) -> Result<(), Error> {
         let what = what();
-        as_result(self.on_error(e, &what, Instant::now()), &what)
+        as_result(self.on_error(e, detail, &what, Instant::now()), &what)
     }
 
     /// [`check`](Self::check) now, as `next_group`'s error (`what` as in
@@ -195,8 +211,8 @@ impl ConsumeErrors {
         as_result(self.check(&what, Instant::now()), &what)
     }
 
-    fn fail(&mut self, reason: String) -> Verdict {
-        log::error!("{reason}");
+    fn fail(&mut self, what: &str, reason: String) -> Verdict {
+        log::error!("{what}: {reason}");
         self.failed = Some(reason.clone());
         self.pending = None;
         Verdict::GiveUp(reason)
@@ -210,6 +226,24 @@ fn as_result(v: Verdict, what: &str) -> Result<(), Error> {
             operation: what.to_string(),
             reason,
         }),
+    }
+}
+
+/// librdkafka's text of the last error event, caught by a consumer's context
+/// (`ClientContext::error` runs for the very event `poll` then returns as an error,
+/// which keeps only the code).
+#[derive(Debug, Default)]
+pub struct ErrorText(Mutex<Option<String>>);
+
+impl ErrorText {
+    /// Keeps `text` (the context's `error` callback).
+    pub fn set(&self, text: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.to_string());
+    }
+
+    /// The text kept, taken.
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -278,18 +312,20 @@ mod tests {
         let now = Instant::now();
         let v = errs.on_error(
             &consumption(RDKafkaErrorCode::BadCompression),
-            "topics [\"t\"]",
+            Some("Decompression (codec 0x1) of message at 10 of 40 bytes failed".into()),
+            "reading [\"t\"]",
             now,
         );
         let Verdict::GiveUp(reason) = v else {
             panic!("{v:?}")
         };
         assert!(reason.contains("BadCompression"), "{reason}");
-        assert!(reason.contains("topics [\"t\"]"), "{reason}");
+        assert!(reason.contains("message at 10"), "{reason}");
         // Sticky: a later transient error or a check still fails with the same reason.
         assert_eq!(
             errs.on_error(
                 &consumption(RDKafkaErrorCode::BrokerTransportFailure),
+                None,
                 "x",
                 now
             ),
@@ -304,11 +340,11 @@ mod tests {
         let mut errs = ConsumeErrors::new(1000);
         let t0 = Instant::now();
         let e = consumption(RDKafkaErrorCode::TopicAuthorizationFailed);
-        assert_eq!(errs.on_error(&e, "topics [\"t\"]", t0), Verdict::Continue);
+        assert_eq!(errs.on_error(&e, None, "t", t0), Verdict::Continue);
         assert_eq!(errs.due(), Some(t0 + Duration::from_millis(1000)));
         // Repeats do not restart the clock.
         let t1 = t0 + Duration::from_millis(600);
-        assert_eq!(errs.on_error(&e, "topics [\"t\"]", t1), Verdict::Continue);
+        assert_eq!(errs.on_error(&e, None, "t", t1), Verdict::Continue);
         assert_eq!(
             errs.check("topics [\"t\"]", t0 + Duration::from_millis(999)),
             Verdict::Continue
@@ -329,7 +365,12 @@ mod tests {
         let now = Instant::now();
         for _ in 0..100 {
             assert_eq!(
-                errs.on_error(&consumption(RDKafkaErrorCode::AllBrokersDown), "t", now),
+                errs.on_error(
+                    &consumption(RDKafkaErrorCode::AllBrokersDown),
+                    None,
+                    "t",
+                    now
+                ),
                 Verdict::Continue
             );
         }
@@ -337,6 +378,7 @@ mod tests {
         assert!(matches!(
             errs.on_error(
                 &consumption(RDKafkaErrorCode::GroupAuthorizationFailed),
+                None,
                 "t",
                 now
             ),

@@ -62,7 +62,7 @@ use rdkafka::{
 
 use crate::{
     config::Role,
-    consume_error::ConsumeErrors,
+    consume_error::{ConsumeErrors, ErrorText},
     identity::{self, TopicId},
     producer::{
         ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text, scrub,
@@ -127,6 +127,8 @@ pub struct ReaderShared {
     has_revoked: AtomicBool,
     /// A TLS or authentication failure to connect, and whether it persisted.
     failure: ConnectFailure,
+    /// librdkafka's text of the last error event, for the consume error it becomes.
+    error_text: ErrorText,
 }
 
 impl ReaderShared {
@@ -148,6 +150,7 @@ impl ClientContext for Ctx {
         if let Some(failure) = connect_failure_text(&error, &reason) {
             self.shared.failure.record(&failure);
         }
+        self.shared.error_text.set(&reason);
         log::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
     }
 }
@@ -812,6 +815,7 @@ impl KafkaReader {
             revoked: Mutex::new(Vec::new()),
             has_revoked: AtomicBool::new(false),
             failure: ConnectFailure::new(state.config.settings.connect_failure_timeout_ms),
+            error_text: ErrorText::default(),
         });
         let consumer: BaseConsumer<Ctx> = state
             .config
@@ -1078,7 +1082,9 @@ impl KafkaReader {
                 }
                 Some(Err(e)) => {
                     self.errors
-                        .poll_error(&e, || format!("reading {:?}", self.topics))?;
+                        .poll_error(&e, env.shared.error_text.take(), || {
+                            format!("reading {:?}", self.topics)
+                        })?;
                     continue;
                 }
             }
@@ -1088,9 +1094,12 @@ impl KafkaReader {
             while batch.queue.is_empty() && n < 4096 {
                 match consumer.poll(Duration::ZERO) {
                     Some(Ok(m)) => batch.take(&m, &env)?,
-                    Some(Err(e)) => self
-                        .errors
-                        .poll_error(&e, || format!("reading {:?}", self.topics))?,
+                    Some(Err(e)) => {
+                        self.errors
+                            .poll_error(&e, env.shared.error_text.take(), || {
+                                format!("reading {:?}", self.topics)
+                            })?
+                    }
                     None => break,
                 }
                 n += 1;

@@ -278,7 +278,7 @@ impl Replayer {
                             Some(parts)
                         }
                         Some(Err(e)) => {
-                            self.errors.poll_error(&e, what)?;
+                            self.errors.poll_error(&e, None, what)?;
                             None
                         }
                     }

@@ -59,6 +59,13 @@ pub struct Settings {
     /// datasource's `next_group` returns the error. A broker that is merely down is not
     /// such a failure. 0 disables it (librdkafka's `message.timeout.ms` applies). Default 10000.
     pub connect_failure_timeout_ms: u64,
+    /// `pseidon-kafka.consume-error-timeout-ms`: how long a permanent consume error
+    /// (authorization refused, a message over the fetch limits, a consumer group the
+    /// broker rejects) may persist before the datasource's `next_group` returns it. A
+    /// batch librdkafka cannot decode (decompression failure, corrupt batch) fails at
+    /// once: librdkafka would skip it ([`consume_error`](crate::consume_error)).
+    /// 0: every permanent error at once. Default 30000.
+    pub consume_error_timeout_ms: u64,
 }
 
 /// Default of `pseidon-kafka.queue-full-timeout-ms`.
@@ -89,6 +96,10 @@ pub fn default_done_retention_ms() -> u64 {
 pub fn default_connect_failure_timeout_ms() -> u64 {
     10_000
 }
+/// Default of `pseidon-kafka.consume-error-timeout-ms`.
+pub fn default_consume_error_timeout_ms() -> u64 {
+    30_000
+}
 
 impl Default for Settings {
     fn default() -> Self {
@@ -100,6 +111,7 @@ impl Default for Settings {
             group_max_wait_ms: default_group_max_wait_ms(),
             done_retention_ms: default_done_retention_ms(),
             connect_failure_timeout_ms: default_connect_failure_timeout_ms(),
+            consume_error_timeout_ms: default_consume_error_timeout_ms(),
         }
     }
 }
@@ -749,10 +761,11 @@ fn apply_setting(
         "connect-failure-timeout-ms" => {
             settings.connect_failure_timeout_ms = parse_number(key, value)?
         }
+        "consume-error-timeout-ms" => settings.consume_error_timeout_ms = parse_number(key, value)?,
         _ => {
             return Err(Error::config(
                 key,
-                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-bytes, group-max-wait-ms, done-retention-ms, connect-failure-timeout-ms)",
+                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-bytes, group-max-wait-ms, done-retention-ms, connect-failure-timeout-ms, consume-error-timeout-ms)",
             ));
         }
     }
@@ -914,8 +927,15 @@ mod tests {
                 ConfKind::Integer,
                 "2500",
             ),
+            (
+                "pseidon-kafka.consume-error-timeout-ms",
+                ConfKind::Integer,
+                "0",
+            ),
         ]))
         .unwrap();
+        assert_eq!(c.settings.consume_error_timeout_ms, 0);
+        assert_eq!(Settings::default().consume_error_timeout_ms, 30_000);
         assert_eq!(c.settings.status_db, PathBuf::from("/tmp/s.db"));
         assert_eq!(c.settings.group_max_messages, 10);
         assert_eq!(c.settings.group_max_bytes, 4096);

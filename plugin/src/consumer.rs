@@ -62,6 +62,7 @@ use rdkafka::{
 
 use crate::{
     config::Role,
+    consume_error::{ConsumeErrors, ErrorText},
     identity::{self, TopicId},
     producer::{
         ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text, scrub,
@@ -126,6 +127,8 @@ pub struct ReaderShared {
     has_revoked: AtomicBool,
     /// A TLS or authentication failure to connect, and whether it persisted.
     failure: ConnectFailure,
+    /// librdkafka's text of the last error event, for the consume error it becomes.
+    error_text: ErrorText,
 }
 
 impl ReaderShared {
@@ -151,6 +154,7 @@ impl ClientContext for Ctx {
         if let Some(failure) = connect_failure_text(&error, &reason) {
             self.shared.failure.record(&failure);
         }
+        self.shared.error_text.set(&reason);
         log::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
     }
 }
@@ -773,6 +777,8 @@ pub struct KafkaReader {
     replay: Option<Replayer>,
     subscribed: bool,
     batch: Batch,
+    /// Permanent consume errors, and whether the reader gave up on one.
+    errors: ConsumeErrors,
     closed: bool,
 }
 
@@ -813,6 +819,7 @@ impl KafkaReader {
             revoked: Mutex::new(Vec::new()),
             has_revoked: AtomicBool::new(false),
             failure: ConnectFailure::new(state.config.settings.connect_failure_timeout_ms),
+            error_text: ErrorText::default(),
         });
         let consumer: BaseConsumer<Ctx> = state
             .config
@@ -828,6 +835,7 @@ impl KafkaReader {
             .client_config(Role::Replay, options.overrides())?;
         let id = NEXT_READER_ID.fetch_add(1, Ordering::Relaxed);
         let settings = &state.config.settings;
+        let error_timeout_ms = settings.consume_error_timeout_ms;
         let batch = Batch {
             reader_id: id,
             scope: Scope::default(),
@@ -856,6 +864,7 @@ impl KafkaReader {
             replay: None,
             subscribed: false,
             batch,
+            errors: ConsumeErrors::new(error_timeout_ms),
             closed: false,
         })
     }
@@ -950,7 +959,12 @@ impl KafkaReader {
                 .state
                 .config
                 .client_config(Role::Replay, &self.overrides)?;
-            match Replayer::new(&cfg, secret_values(&self.state.config), unfinished.clone()) {
+            match Replayer::new(
+                &cfg,
+                secret_values(&self.state.config),
+                unfinished.clone(),
+                self.state.config.settings.consume_error_timeout_ms,
+            ) {
                 Ok(r) => self.replay = Some(r),
                 Err(e) => {
                     self.state
@@ -1058,12 +1072,18 @@ impl KafkaReader {
                     });
                 }
             };
+            self.errors
+                .check_due(|| format!("reading {:?}", self.topics))?;
             if now >= deadline {
                 self.live.store_dirty();
                 return Ok(None);
             }
             let mut wait = deadline - now;
-            for due in [batch.next_due(), failure_due].into_iter().flatten() {
+            let error_due = self.errors.due();
+            for due in [batch.next_due(), failure_due, error_due]
+                .into_iter()
+                .flatten()
+            {
                 wait = wait.min(due.saturating_duration_since(now));
             }
             match consumer.poll(wait) {
@@ -1073,7 +1093,10 @@ impl KafkaReader {
                     batch.take(&m, &env)?
                 }
                 Some(Err(e)) => {
-                    log::warn!("consumer of {:?}: {e}", self.topics);
+                    self.errors
+                        .poll_error(&e, env.shared.error_text.take(), || {
+                            format!("reading {:?}", self.topics)
+                        })?;
                     continue;
                 }
             }
@@ -1083,7 +1106,12 @@ impl KafkaReader {
             while batch.queue.is_empty() && n < 4096 {
                 match consumer.poll(Duration::ZERO) {
                     Some(Ok(m)) => batch.take(&m, &env)?,
-                    Some(Err(e)) => log::warn!("consumer of {:?}: {e}", self.topics),
+                    Some(Err(e)) => {
+                        self.errors
+                            .poll_error(&e, env.shared.error_text.take(), || {
+                                format!("reading {:?}", self.topics)
+                            })?
+                    }
                     None => break,
                 }
                 n += 1;

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod consume_error;
 pub mod consumer;
 pub(crate) mod identity;
 pub mod producer;

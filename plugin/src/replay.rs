@@ -16,8 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pseidon_plugin_api::{Error, GroupInfo, MessageGroup, message_group::MessageParts};
 use pseidon_plugin_api::secret::Scrubber;
+use pseidon_plugin_api::{Error, GroupInfo, MessageGroup, message_group::MessageParts};
 use rdkafka::{
     ClientConfig, ClientContext, Offset, TopicPartitionList,
     config::RDKafkaLogLevel,
@@ -26,6 +26,7 @@ use rdkafka::{
 };
 
 use crate::{
+    consume_error::ConsumeErrors,
     consumer::{copy_message, kafka_err},
     source::SourceState,
     store::{Scope, Store},
@@ -77,14 +78,20 @@ pub struct Replayer {
     peek: Option<MessageParts>,
     /// The last partition's (low, high) watermarks.
     marks: Option<(String, i32, (i64, i64))>,
+    /// Permanent consume errors ([`consume_error`](crate::consume_error)): a batch
+    /// librdkafka cannot decode fails the replay at once (it would skip it, and the
+    /// group would be handed out without its messages).
+    errors: ConsumeErrors,
 }
 
 impl Replayer {
     /// A replayer of `groups` with a consumer from `cfg` (role Replay).
+    /// Gives up on a permanent consume error after `error_timeout_ms`.
     pub fn new(
         cfg: &ClientConfig,
         secrets: Scrubber,
         groups: Vec<GroupInfo>,
+        error_timeout_ms: u64,
     ) -> Result<Replayer, Error> {
         let consumer: ReplayConsumer = cfg
             .create_with_context(ReplayCtx { secrets })
@@ -96,6 +103,7 @@ impl Replayer {
             position: None,
             peek: None,
             marks: None,
+            errors: ConsumeErrors::new(error_timeout_ms),
         })
     }
 
@@ -258,7 +266,9 @@ impl Replayer {
         let Some(cur) = self.cur.as_mut() else {
             return Ok(true);
         };
+        let what = || format!("replay of group {}", cur.info.id);
         loop {
+            self.errors.check_due(what)?;
             let next = self.position.as_ref().map_or(cur.start, |p| p.2);
             let msg = match self.peek.take() {
                 Some(m) => Some(m),
@@ -292,7 +302,7 @@ impl Replayer {
                             Some(parts)
                         }
                         Some(Err(e)) => {
-                            log::warn!("replay of group {}: {e}", cur.info.id);
+                            self.errors.poll_error(&e, None, what)?;
                             None
                         }
                     }

@@ -63,11 +63,9 @@ use rdkafka::{
 use crate::{
     config::Role,
     consume_error::{ConsumeErrors, ErrorText},
+    health::{ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text},
     identity::{self, TopicId},
-    producer::{
-        ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text, scrub,
-        secret_values,
-    },
+    kafka_log::{log_librdkafka, scrub, secret_values},
     replay::Replayer,
     source::{GroupKey, SourceState},
     store::{NewGroup, Scope, Store},
@@ -146,7 +144,7 @@ pub struct Ctx {
 
 impl ClientContext for Ctx {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        crate::producer::log_librdkafka(&self.secrets, level, fac, log_message);
+        log_librdkafka(&self.secrets, level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

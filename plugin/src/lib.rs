@@ -6,7 +6,9 @@
 pub mod config;
 pub mod consume_error;
 pub mod consumer;
+pub(crate) mod health;
 pub(crate) mod identity;
+pub(crate) mod kafka_log;
 pub mod producer;
 pub mod replay;
 pub mod source;

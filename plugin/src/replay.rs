@@ -44,7 +44,7 @@ pub struct ReplayCtx {
 
 impl ClientContext for ReplayCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        crate::producer::log_librdkafka(&self.secrets, level, fac, log_message);
+        crate::kafka_log::log_librdkafka(&self.secrets, level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

@@ -83,6 +83,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             let filter = GroupFilter {
                 status: args.status.map(GroupStatus::from),
                 topic: args.topic.clone(),
+                consumer_group: None,
             };
             source
                 .groups(&filter)

@@ -348,10 +348,12 @@ impl Store {
             all.extend(self.list(&GroupFilter {
                 status: Some(GroupStatus::Ready),
                 topic: Some(topic.clone()),
+                consumer_group: None,
             })?);
             all.extend(self.list(&GroupFilter {
                 status: Some(GroupStatus::Run),
                 topic: Some(topic.clone()),
+                consumer_group: None,
             })?);
         }
         all.sort_by(|a, b| {
@@ -453,6 +455,9 @@ fn row_to_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupInfo> {
         })?,
         attempt: r.get(6)?,
         updated_ms: r.get(7)?,
+        cluster_id: String::new(),
+        consumer_group: String::new(),
+        topic_id: String::new(),
     })
 }
 

@@ -512,6 +512,7 @@ mod tests {
             .list(&GroupFilter {
                 status: Some(GroupStatus::Lost),
                 topic: None,
+                consumer_group: None,
             })
             .unwrap();
         assert_eq!(lost.len(), 1);
@@ -530,6 +531,7 @@ mod tests {
         let status = |id: &str| {
             s.list(&GroupFilter {
                 status: None,
+                consumer_group: None,
                 topic: None,
             })
             .unwrap()

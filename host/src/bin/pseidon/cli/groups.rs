@@ -170,6 +170,9 @@ mod tests {
             status: GroupStatus::Done,
             attempt: 2,
             updated_ms: 0,
+            cluster_id: String::new(),
+            consumer_group: String::new(),
+            topic_id: String::new(),
         };
         let t = table(&[g]);
         let lines: Vec<&str> = t.lines().collect();

@@ -5,7 +5,9 @@
 
 pub mod config;
 pub mod consumer;
+pub mod log_limit;
 pub mod producer;
+pub mod progress;
 pub mod replay;
 pub mod source;
 pub mod store;

@@ -670,8 +670,20 @@ impl Batch {
     }
 }
 
-/// Logs an error the consumer's poll returned (repeats once per window).
+/// Logs an error the consumer's poll returned (repeats once per window). Connection
+/// errors come as well through the error callback, which logs them: here they are debug.
 fn poll_error(shared: &ReaderShared, topics: &[String], e: &KafkaError) {
+    if matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+        )
+    ) {
+        log::debug!("consumer of {topics:?}: {e}");
+        return;
+    }
     let text = format!("consumer of {topics:?}: {e}");
     if let Some(n) = shared.log_limit.check(&text) {
         log::warn!("{text}{}", suppressed_note(n));

@@ -538,6 +538,29 @@ pub trait FfiReader: Send {
     /// Commits what is done and leaves the consumer group.
     #[sabi(last_prefix_field)]
     fn close(&mut self) -> FfiResult<()>;
+    /// How far the reader got: its assignment and the partitions read to their end.
+    /// (Added in 0.2.1; a plugin without it answers with an error saying so.)
+    fn progress(&self) -> FfiResult<FfiReaderProgress> {
+        RResult::RErr(FfiError::Other {
+            message: "this datasource plugin predates reader progress \
+                      (pseidon-plugin-api 0.2.1): it cannot tell its assignment or \
+                      whether its partitions reached their end"
+                .into(),
+        })
+    }
+}
+
+/// A reader's progress, as it crosses the boundary (see `ReaderProgress`).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FfiReaderProgress {
+    /// Whether the consumer group assigned the reader its partitions (and no rebalance
+    /// is under way): false while it joins, and while it replays.
+    pub assignment_known: bool,
+    /// Partitions assigned to the reader.
+    pub assigned_partitions: u32,
+    /// Assigned partitions read to their end, with every message read handed out.
+    pub partitions_at_end: u32,
 }
 
 /// An owned reader object.

@@ -43,7 +43,9 @@ pub use record::message_group;
 pub use record::{GroupInfo, GroupStatus, Header, Message, MessageGroup, MessageHeader, Record};
 pub use registry::{Entry, EntryKind, Registration, Registry};
 pub use sink::{BatchAccepted, DataSink, DeliveryFailure, DeliveryId, FlushReport, Sink};
-pub use source::{DataSource, GroupFilter, Reader, ReaderOptions, ReaderSeq, Source, SourceReader};
+pub use source::{
+    DataSource, GroupFilter, Reader, ReaderOptions, ReaderProgress, ReaderSeq, Source, SourceReader,
+};
 
 /// Re-exports for the code that [`export_plugin!`] generates; not part of the API.
 #[doc(hidden)]

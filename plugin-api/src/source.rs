@@ -15,8 +15,8 @@ use crate::{
     error::Error,
     ffi::{
         FfiDataSource, FfiDataSource_TO, FfiGroupInfo, FfiGroupStatus, FfiKeyValue,
-        FfiMessageGroup, FfiReader, FfiReader_TO, FfiReaderBox, FfiResult, FfiScopedGroupInfo,
-        FfiSourceArc,
+        FfiMessageGroup, FfiReader, FfiReader_TO, FfiReaderBox, FfiReaderProgress, FfiResult,
+        FfiScopedGroupInfo, FfiSourceArc,
     },
     module::catch_panic,
     record::{GroupInfo, GroupStatus, Message, MessageGroup},
@@ -63,12 +63,67 @@ pub struct GroupFilter {
     pub consumer_group: Option<String>,
 }
 
+/// How far a reader got (see [`SourceReader::progress`]).
+///
+/// ```
+/// let p = pseidon_plugin_api::ReaderProgress {
+///     assignment_known: true,
+///     assigned_partitions: 3,
+///     partitions_at_end: 3,
+/// };
+/// assert!(p.all_at_end());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReaderProgress {
+    /// Whether the consumer group assigned the reader its partitions and no rebalance
+    /// is under way: false while the reader joins the group (which can take a dead
+    /// member's session timeout) and while it replays unfinished groups.
+    pub assignment_known: bool,
+    /// Partitions assigned to the reader.
+    pub assigned_partitions: u32,
+    /// Assigned partitions read to their end, every message read from them handed out.
+    /// Only counted where the reader was opened with end-of-partition events on (the
+    /// Kafka datasource: `kafka.enable.partition.eof=true`); else 0.
+    pub partitions_at_end: u32,
+}
+
+impl ReaderProgress {
+    /// True once the assignment is known and every assigned partition reached its end.
+    pub fn all_at_end(&self) -> bool {
+        self.assignment_known && self.partitions_at_end >= self.assigned_partitions
+    }
+}
+
+impl From<FfiReaderProgress> for ReaderProgress {
+    fn from(p: FfiReaderProgress) -> Self {
+        ReaderProgress {
+            assignment_known: p.assignment_known,
+            assigned_partitions: p.assigned_partitions,
+            partitions_at_end: p.partitions_at_end,
+        }
+    }
+}
+
+impl From<ReaderProgress> for FfiReaderProgress {
+    fn from(p: ReaderProgress) -> Self {
+        FfiReaderProgress {
+            assignment_known: p.assignment_known,
+            assigned_partitions: p.assigned_partitions,
+            partitions_at_end: p.partitions_at_end,
+        }
+    }
+}
+
 /// What a plugin implements to read message groups.
 pub trait Reader: Send + 'static {
     /// The next group, waiting up to `timeout`; `Ok(None)` if none came in time.
     fn next_group(&mut self, timeout: Duration) -> Result<Option<MessageGroup>, Error>;
     /// Commits what is done and leaves the consumer group.
     fn close(&mut self) -> Result<(), Error>;
+    /// How far the reader got. The default is an error: a reader that cannot tell.
+    fn progress(&self) -> Result<ReaderProgress, Error> {
+        Err(Error::other("this reader does not report its progress"))
+    }
 }
 
 /// What a plugin implements to offer a data source.
@@ -109,6 +164,13 @@ impl<R: Reader> FfiReader for ReaderAdapter<R> {
     fn close(&mut self) -> FfiResult<()> {
         let inner = &mut self.inner;
         catch_panic(&self.owner, "close", || inner.close())
+            .map_err(Into::into)
+            .into()
+    }
+
+    fn progress(&self) -> FfiResult<FfiReaderProgress> {
+        catch_panic(&self.owner, "progress", || self.inner.progress())
+            .map(FfiReaderProgress::from)
             .map_err(Into::into)
             .into()
     }
@@ -307,6 +369,17 @@ impl SourceReader {
             RResult::ROk(g) => Ok(g.into_option().map(MessageGroup::from_ffi)),
             RResult::RErr(e) => Err(e.into()),
         }
+    }
+
+    /// How far the reader got: whether its partitions are assigned, how many, and how
+    /// many it read to their end. An error from a plugin that cannot tell (one built
+    /// before pseidon-plugin-api 0.2.1).
+    pub fn progress(&self) -> Result<ReaderProgress, Error> {
+        self.inner
+            .progress()
+            .into_result()
+            .map(ReaderProgress::from)
+            .map_err(Error::from)
     }
 
     /// Commits what is done and leaves the consumer group.

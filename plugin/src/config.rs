@@ -14,6 +14,8 @@
 //!   `pseidon-kafka.` key is an error (a typo must not silently fall back to a default).
 //! - `pseidon-host.conf-dir`: set by the host to the conf file's directory; a relative
 //!   `pseidon-kafka.status-db` is resolved against it, like the host's own paths.
+//! - Per reader only (`ReaderOptions::set`, never in the conf):
+//!   `pseidon-kafka.reader-max-messages`, see [`reader_max_messages`].
 //! - Anything else is ignored by this plugin.
 
 use std::{fmt, path::PathBuf};
@@ -28,6 +30,29 @@ pub const SETTINGS_PREFIX: &str = "pseidon-kafka.";
 /// The entry the host adds with the conf file's directory (see
 /// `pseidon_host::conf::CONF_DIR_KEY`); absent with an older host.
 pub const CONF_DIR_KEY: &str = "pseidon-host.conf-dir";
+/// The per-reader key bounding the messages a reader hands out (see [`reader_max_messages`]).
+pub const READER_MAX_MESSAGES: &str = "pseidon-kafka.reader-max-messages";
+
+/// `pseidon-kafka.reader-max-messages`, a per-reader option (`ReaderOptions::set`): the
+/// most messages the reader hands out in all (at least 1). No group the reader forms
+/// holds more than what remains of it, so a caller printing at most N messages (`pseidon
+/// consume --max N`) can finish, and mark done, every group it got. Once it is used up,
+/// `next_group` hands out what it holds and then returns `None`. A replayed group keeps
+/// its recorded range and may be larger than what remains: the caller checks. `None`
+/// when not set (no bound).
+pub fn reader_max_messages(overrides: &[(String, String)]) -> Result<Option<u64>, Error> {
+    match overrides
+        .iter()
+        .rev()
+        .find(|(k, _)| k == READER_MAX_MESSAGES)
+    {
+        None => Ok(None),
+        Some((key, value)) => match parse_number::<u64>(key, value)? {
+            0 => Err(Error::config(key.as_str(), "must be at least 1")),
+            n => Ok(Some(n)),
+        },
+    }
+}
 
 /// The plugin's own settings (`pseidon-kafka.*` keys).
 #[derive(Debug, Clone, PartialEq)]
@@ -251,10 +276,14 @@ impl Config {
         }
         let mut chosen: Vec<(String, String)> = self.kafka.props.clone();
         for (key, value) in overrides {
+            if key == READER_MAX_MESSAGES {
+                // The reader's own bound, not a librdkafka property.
+                continue;
+            }
             let Some(property) = key.strip_prefix(KAFKA_PREFIX) else {
                 return Err(Error::config(
                     key.as_str(),
-                    "only kafka.* keys can be overridden per reader",
+                    format!("only kafka.* keys and {READER_MAX_MESSAGES} can be set per reader"),
                 ));
             };
             chosen.retain(|(k, _)| k != property);
@@ -762,6 +791,12 @@ fn apply_setting(
             settings.connect_failure_timeout_ms = parse_number(key, value)?
         }
         "consume-error-timeout-ms" => settings.consume_error_timeout_ms = parse_number(key, value)?,
+        "reader-max-messages" => {
+            return Err(Error::config(
+                key,
+                "a per-reader option (ReaderOptions::set, or `pseidon consume --max`), not a conf key",
+            ));
+        }
         _ => {
             return Err(Error::config(
                 key,
@@ -900,6 +935,29 @@ mod tests {
         // Not a consumer property.
         let cfg = c.client_config(Role::Consumer, &[]).unwrap();
         assert_eq!(cfg.get("queue.buffering.max.kbytes"), None);
+    }
+
+    #[test]
+    fn reader_max_messages_is_per_reader_only() {
+        let ov = |v: &str| vec![(READER_MAX_MESSAGES.to_string(), v.to_string())];
+        assert_eq!(reader_max_messages(&[]).unwrap(), None);
+        assert_eq!(reader_max_messages(&ov("100")).unwrap(), Some(100));
+        let err = reader_max_messages(&ov("0")).unwrap_err().to_string();
+        assert!(
+            err.contains(READER_MAX_MESSAGES) && err.contains("at least 1"),
+            "{err}"
+        );
+        let err = reader_max_messages(&ov("x")).unwrap_err().to_string();
+        assert!(err.contains(READER_MAX_MESSAGES), "{err}");
+        // Not a librdkafka property: the consumer's configuration does not get it.
+        let c = Config::parse(&conf(&[])).unwrap();
+        let cfg = c.client_config(Role::Consumer, &ov("5")).unwrap();
+        assert_eq!(cfg.get("reader-max-messages"), None);
+        // Not a conf key.
+        let err = Config::parse(&conf(&[(READER_MAX_MESSAGES, ConfKind::Integer, "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("per-reader"), "{err}");
     }
 
     #[test]

@@ -131,10 +131,8 @@ impl ConsumeErrors {
             None => format!("{name}: {e}"),
         };
         match classify(e) {
-            Kind::Transient => {
-                log::warn!("{what}: {code}");
-                Verdict::Continue
-            }
+            // Logged by the caller, rate-limited (a broker that is down repeats them).
+            Kind::Transient => Verdict::Continue,
             Kind::Data => self.fail(
                 what,
                 format!(
@@ -217,6 +215,11 @@ impl ConsumeErrors {
         self.pending = None;
         Verdict::GiveUp(reason)
     }
+}
+
+/// True for the errors librdkafka retries by itself (logged by the caller, not counted).
+pub fn is_transient(e: &KafkaError) -> bool {
+    matches!(classify(e), Kind::Transient)
 }
 
 fn as_result(v: Verdict, what: &str) -> Result<(), Error> {

@@ -34,7 +34,14 @@
 //! Users must call `next_group` at least every `max.poll.interval.ms` (librdkafka's
 //! default 300 s) or the member leaves the group; its partitions are revoked as above.
 //!
-//! Connection failures: a broker that is down is waited for. A TLS or authentication
+//! Progress ([`progress`](crate::progress)): the rebalance callbacks record whether the
+//! assignment is known; with `kafka.enable.partition.eof=true` end-of-partition events
+//! mark partitions at their end (never logged as errors) and close their pending groups.
+//! Budget: a reader opened with `pseidon-kafka.reader-max-messages` takes no message
+//! past it (nothing more is polled), and closes its pending groups when it is used up.
+//!
+//! Connection failures: a broker that is down is waited for (its repeated errors are
+//! logged once per window, [`log_limit`](crate::log_limit)). A TLS or authentication
 //! failure (a wrong CA, a wrong password) that persisted
 //! `pseidon-kafka.connect-failure-timeout-ms` with no broker answering makes
 //! `next_group` return it ([`ConnectFailure`]); a received message, an assignment or
@@ -61,11 +68,13 @@ use rdkafka::{
 };
 
 use crate::{
-    config::Role,
-    consume_error::{ConsumeErrors, ErrorText},
+    config::{Role, reader_max_messages},
+    consume_error::{self, ConsumeErrors, ErrorText},
     health::{ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text},
     identity::{self, TopicId},
     kafka_log::{log_librdkafka, scrub, secret_values},
+    log_limit::{LogLimit, suppressed_note},
+    progress::{Budget, Progress, assignment_of, resolve_eof},
     replay::Replayer,
     source::{GroupKey, SourceState},
     store::{NewGroup, Scope, Store},
@@ -127,6 +136,10 @@ pub struct ReaderShared {
     failure: ConnectFailure,
     /// librdkafka's text of the last error event, for the consume error it becomes.
     error_text: ErrorText,
+    /// The assignment and the partitions read to their end ([`progress`](crate::progress)).
+    progress: Progress,
+    /// Repeated errors (a broker that is down) are logged once per window.
+    log_limit: LogLimit,
 }
 
 impl ReaderShared {
@@ -148,12 +161,23 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_)
+        ) {
+            // The end of a partition (`enable.partition.eof`) is no error.
+            log::debug!(target: "librdkafka", "{reason}");
+            return;
+        }
         let reason = scrub(&self.secrets, reason);
         if let Some(failure) = connect_failure_text(&error, &reason) {
             self.shared.failure.record(&failure);
         }
         self.shared.error_text.set(&reason);
-        log::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+        let text = format!("librdkafka: {error}: {reason}");
+        if let Some(n) = self.shared.log_limit.check(&text) {
+            log::error!(target: "librdkafka", "{text}{}", suppressed_note(n));
+        }
     }
 }
 
@@ -191,6 +215,7 @@ impl ConsumerContext for Ctx {
                     }
                 }
                 log::info!("partitions revoked: {revoked:?}");
+                self.shared.progress.revoked(&revoked);
                 self.shared
                     .revoked
                     .lock()
@@ -206,6 +231,7 @@ impl ConsumerContext for Ctx {
                     .collect();
                 // The group coordinator answered: the connection works.
                 self.shared.failure.clear();
+                self.shared.progress.assigned();
                 log::info!("partitions assigned: {parts:?}");
             }
             Rebalance::Error(e) => log::error!("consumer group rebalance failed: {e}"),
@@ -329,6 +355,8 @@ struct Part {
     /// Bytes of keys, values and headers in `pending`.
     pending_bytes: usize,
     first_at: Instant,
+    /// The offset after the last message received (taken or skipped).
+    next: i64,
 }
 
 impl Part {
@@ -397,6 +425,8 @@ struct Batch {
     group_max: usize,
     group_max_bytes: usize,
     group_wait: Duration,
+    /// What remains of `pseidon-kafka.reader-max-messages`.
+    budget: Budget,
 }
 
 impl Batch {
@@ -539,6 +569,7 @@ impl Batch {
             pending: Vec::new(),
             pending_bytes: 0,
             first_at: Instant::now(),
+            next: start,
         });
         self.last_part = self.parts.len() - 1;
         Ok(self.last_part)
@@ -549,6 +580,7 @@ impl Batch {
         self.apply_revokes(env);
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         let i = self.part_index(topic, partition, offset, env)?;
+        self.parts[i].next = offset + 1;
         if self.parts[i].is_known(offset) {
             self.close(i, env)?;
             let mut trackers = env.shared.lock();
@@ -576,10 +608,57 @@ impl Batch {
         }
         part.pending_bytes += bytes;
         part.pending.push(message);
+        // Never fails: no message is polled once the budget is spent (`poll_live`).
+        let _taken = self.budget.take_one();
         if part.pending.len() >= self.group_max || part.pending_bytes >= self.group_max_bytes {
             self.close(i, env)?;
         }
+        if self.budget.is_spent() {
+            // The budget is used up: what was read is handed out now.
+            for j in 0..self.parts.len() {
+                self.close(j, env)?;
+            }
+        }
         Ok(())
+    }
+
+    /// An end-of-partition event of partition number `partition`: marks the partitions
+    /// it belongs to at their end and closes their pending groups (handed out now).
+    fn reached_end(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        partition: i32,
+        env: &Env<'_>,
+    ) -> Result<(), Error> {
+        let topics = resolve_eof(consumer, &env.shared.progress, partition, |t| {
+            self.parts
+                .iter()
+                .find(|p| p.partition == partition && p.topic == t)
+                .map(|p| p.next)
+        });
+        for topic in topics {
+            log::debug!("{topic}/{partition} reached its end");
+            env.shared.progress.reached_end(&topic, partition);
+            if let Some(i) = self
+                .parts
+                .iter()
+                .position(|p| p.partition == partition && p.topic == topic)
+            {
+                self.close(i, env)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True if messages of `topic`/`partition` are pending or queued here.
+    fn holds(&self, topic: &str, partition: i32) -> bool {
+        self.parts
+            .iter()
+            .any(|p| p.partition == partition && p.topic == topic && !p.pending.is_empty())
+            || self
+                .queue
+                .iter()
+                .any(|q| q.topic_partition() == (topic, partition))
     }
 
     /// Closes partition `i`'s pending group: registers it with the watermark and queues it
@@ -759,6 +838,26 @@ fn resolve_topic_ids(
     Ok(ids)
 }
 
+/// Logs an error the consumer's poll returned (repeats once per window). Connection
+/// errors come as well through the error callback, which logs them: here they are debug.
+fn poll_error(shared: &ReaderShared, topics: &[String], e: &KafkaError) {
+    if matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+        )
+    ) {
+        log::debug!("consumer of {topics:?}: {e}");
+        return;
+    }
+    let text = format!("consumer of {topics:?}: {e}");
+    if let Some(n) = shared.log_limit.check(&text) {
+        log::warn!("{text}{}", suppressed_note(n));
+    }
+}
+
 /// A reader of message groups.
 pub struct KafkaReader {
     live: Arc<LiveReader>,
@@ -818,6 +917,8 @@ impl KafkaReader {
             has_revoked: AtomicBool::new(false),
             failure: ConnectFailure::new(state.config.settings.connect_failure_timeout_ms),
             error_text: ErrorText::default(),
+            progress: Progress::default(),
+            log_limit: LogLimit::default(),
         });
         let consumer: BaseConsumer<Ctx> = state
             .config
@@ -844,6 +945,7 @@ impl KafkaReader {
             group_max: settings.group_max_messages,
             group_max_bytes: settings.group_max_bytes,
             group_wait: Duration::from_millis(settings.group_max_wait_ms),
+            budget: Budget::new(reader_max_messages(options.overrides())?),
         };
         Ok(KafkaReader {
             live: Arc::new(LiveReader {
@@ -1076,6 +1178,12 @@ impl KafkaReader {
                 self.live.store_dirty();
                 return Ok(None);
             }
+            if batch.budget.is_spent() {
+                // Everything read was handed out: nothing more is polled.
+                self.live.store_dirty();
+                std::thread::sleep(deadline - now);
+                return Ok(None);
+            }
             let mut wait = deadline - now;
             let error_due = self.errors.due();
             for due in [batch.next_due(), failure_due, error_due]
@@ -1090,7 +1198,14 @@ impl KafkaReader {
                     env.shared.failure.clear();
                     batch.take(&m, &env)?
                 }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    batch.reached_end(consumer, p, &env)?;
+                    continue;
+                }
                 Some(Err(e)) => {
+                    if consume_error::is_transient(&e) {
+                        poll_error(env.shared, &self.topics, &e);
+                    }
                     self.errors
                         .poll_error(&e, env.shared.error_text.take(), || {
                             format!("reading {:?}", self.topics)
@@ -1101,10 +1216,16 @@ impl KafkaReader {
             // While messages are at hand and no group is complete, take them without
             // the bookkeeping above; the wait of pending groups is checked now and then.
             let mut n = 0u32;
-            while batch.queue.is_empty() && n < 4096 {
+            while batch.queue.is_empty() && n < 4096 && !batch.budget.is_spent() {
                 match consumer.poll(Duration::ZERO) {
                     Some(Ok(m)) => batch.take(&m, &env)?,
+                    Some(Err(KafkaError::PartitionEOF(p))) => {
+                        batch.reached_end(consumer, p, &env)?
+                    }
                     Some(Err(e)) => {
+                        if consume_error::is_transient(&e) {
+                            poll_error(env.shared, &self.topics, &e);
+                        }
                         self.errors
                             .poll_error(&e, env.shared.error_text.take(), || {
                                 format!("reading {:?}", self.topics)
@@ -1129,8 +1250,15 @@ impl Reader for KafkaReader {
             return Ok(None);
         }
         if let Some(replay) = self.replay.as_mut() {
+            if self.batch.budget.is_spent() {
+                std::thread::sleep(timeout);
+                return Ok(None);
+            }
             match replay.next_group(&self.store, &self.state, deadline)? {
-                Some(g) => return Ok(Some(g)),
+                Some(g) => {
+                    self.batch.budget.take(g.messages().len());
+                    return Ok(Some(g));
+                }
                 None if replay.is_finished() => {
                     log::info!("replay finished; reading new data of {:?}", self.topics);
                     self.replay = None;
@@ -1142,6 +1270,28 @@ impl Reader for KafkaReader {
             self.subscribe()?;
         }
         self.next_live(deadline)
+    }
+
+    fn progress(&self) -> Result<pseidon_plugin_api::ReaderProgress, Error> {
+        if self.closed || self.live.closed.load(Ordering::SeqCst) {
+            return Err(Self::closed_error());
+        }
+        if self.replay.is_some() || !self.subscribed {
+            // Replaying: the group consumer has not joined yet.
+            return Ok(pseidon_plugin_api::ReaderProgress::default());
+        }
+        let assignment = self.live.consumer.assignment().map_err(|e| {
+            kafka_err(
+                format!("the assignment of the reader of {:?}", self.topics),
+                &e,
+            )
+        })?;
+        let assignment = assignment_of(&assignment);
+        Ok(self
+            .live
+            .shared
+            .progress
+            .snapshot(&assignment, |t, p| self.batch.holds(t, p)))
     }
 
     fn close(&mut self) -> Result<(), Error> {
@@ -1188,6 +1338,7 @@ mod tests {
             pending: Vec::new(),
             pending_bytes: 0,
             first_at: Instant::now(),
+            next: 0,
         }
     }
 

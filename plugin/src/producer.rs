@@ -82,6 +82,8 @@ pub struct SinkContext {
     room_lock: Mutex<()>,
     room: Condvar,
     last_error: Mutex<Option<(String, Instant)>>,
+    /// Repeated errors (a broker that is down) are logged once per window.
+    log_limit: crate::log_limit::LogLimit,
     secrets: Scrubber,
     message_timeout_ms: u64,
     /// A TLS or authentication failure to connect, and whether it persisted.
@@ -99,6 +101,7 @@ impl SinkContext {
             room_lock: Mutex::new(()),
             room: Condvar::new(),
             last_error: Mutex::new(None),
+            log_limit: crate::log_limit::LogLimit::default(),
             secrets,
             message_timeout_ms,
             failure: ConnectFailure::new(config.settings.connect_failure_timeout_ms),
@@ -215,8 +218,8 @@ impl ClientContext for SinkContext {
         }
         if fatal {
             log::error!(target: "librdkafka", "fatal producer error, the datasink cannot write any more: {text}");
-        } else {
-            log::warn!(target: "librdkafka", "{text}");
+        } else if let Some(n) = self.log_limit.check(&text) {
+            log::warn!(target: "librdkafka", "{text}{}", crate::log_limit::suppressed_note(n));
         }
     }
 }

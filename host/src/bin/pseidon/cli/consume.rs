@@ -10,16 +10,33 @@
 //!   `null` when absent; bytes that are not UTF-8 go in a field `<name>_base64`
 //!   (standard base64 with padding) instead of `<name>`, so nothing is lost.
 //! - `--mark-done`: a group is marked done once all its messages were printed and
-//!   stdout was flushed; a group `--max` cut short is not (it is replayed later).
-//! - The reader is closed at the end (which commits what is done), also on SIGINT or
-//!   SIGTERM, which end the command after the group being printed.
+//!   stdout was flushed.
+//! - `--max N`: the reader is opened with `pseidon-kafka.reader-max-messages = N`, so no
+//!   group it forms holds more than what is still to print: every printed group can be
+//!   marked done, and the next run goes on after them. A replayed group (its range is
+//!   recorded) larger than what is left ends the run before it, saying so (an error if
+//!   nothing was printed: such a group needs a larger `--max`).
+//! - `--idle-exit-ms`: the idle clock runs only while the consumer group has assigned
+//!   the reader its partitions: not while it joins (after a crash that can take the
+//!   dead member's session timeout), nor during a replay or a rebalance.
+//! - `-e`/`--exit-at-end` (kcat's `-e`): the reader is opened with
+//!   `kafka.enable.partition.eof = true`; the command exits 0 once every assigned
+//!   partition reached its end and all it read was printed. Ending otherwise (idle, a
+//!   signal) before that is not success.
+//! - stdout is written by a thread of its own, so a stalled stdout (`| sleep 25`) never
+//!   holds up a signal: the first SIGINT/SIGTERM stops reading, closes the reader (which
+//!   commits what is done) and exits 130/143 at once; groups not printed whole stay
+//!   unfinished and are replayed by the next reader, as after any crash. A second
+//!   signal exits at once.
 
 use std::{
+    collections::HashSet,
     io::{ErrorKind, Write},
     process::ExitCode,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc,
     },
     time::{Duration, Instant},
 };
@@ -29,6 +46,13 @@ use pseidon_plugin_api::{Message, MessageGroup, ReaderOptions, Source, SourceRea
 use serde_json::{Map, Value, json};
 
 use super::{DEFAULT_SOURCE, Global, check_topic, wait_source};
+
+/// The per-reader option bounding the messages a reader hands out (pseidon-kafka).
+const READER_MAX_MESSAGES: &str = "pseidon-kafka.reader-max-messages";
+/// Groups handed to the stdout thread and not printed yet, at most.
+const IN_FLIGHT: usize = 2;
+/// The longest one wait of the loop (so a signal is seen within it).
+const TICK: Duration = Duration::from_millis(200);
 
 /// How the messages are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,12 +76,17 @@ pub struct Args {
     /// The consumer group [default: the conf's kafka.group.id].
     #[arg(long, short = 'g', value_name = "GROUP")]
     pub group: Option<String>,
-    /// Stop after this many messages.
+    /// Stop after this many messages (groups are formed no larger than what is left,
+    /// so each printed group can be marked done).
     #[arg(long, value_name = "N")]
     pub max: Option<u64>,
-    /// Exit after this long without a message, in milliseconds [default: never].
+    /// Exit after this long without a message, in milliseconds, counted once the
+    /// partitions are assigned [default: never].
     #[arg(long, value_name = "MS")]
     pub idle_exit_ms: Option<u64>,
+    /// Exit when every assigned partition reached its end (exit 0 only then).
+    #[arg(long, short = 'e')]
+    pub exit_at_end: bool,
     /// How to print the messages.
     #[arg(long, value_enum, default_value_t = Format::Value)]
     pub format: Format,
@@ -75,6 +104,8 @@ pub struct Args {
 /// Counts of one run.
 #[derive(Default)]
 struct Counts {
+    /// Messages handed to the stdout thread.
+    sent: u64,
     messages: u64,
     groups: u64,
     marked: u64,
@@ -82,21 +113,64 @@ struct Counts {
 
 /// How a run ended without an error.
 enum End {
-    Done,
+    /// `--max` reached.
+    Max,
+    /// `--idle-exit-ms` ran out.
+    Idle,
+    /// `-e`: every assigned partition reached its end.
+    AllRead,
+    /// `--max`: a replayed group holds more messages than are left to print.
+    TooBig { id: String, messages: usize },
+    /// SIGINT (2) or SIGTERM (15).
+    Signal(usize),
     /// stdout was closed by the reader (e.g. `| head`).
     BrokenPipe,
 }
 
-/// Reads and prints until `--max`, `--idle-exit-ms` or a signal.
+/// A group for the stdout thread.
+struct Printing {
+    id: String,
+    buf: Vec<u8>,
+    messages: usize,
+    /// All its messages are in `buf`: it may be marked done once printed.
+    whole: bool,
+}
+
+/// What the stdout thread reports.
+enum Printed {
+    Group {
+        id: String,
+        messages: usize,
+        whole: bool,
+    },
+    Failed(std::io::Error),
+}
+
+/// Reads and prints until `--max`, `--idle-exit-ms`, `-e` or a signal.
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let mut seen = HashSet::new();
     for t in &args.topic {
         check_topic(t)?;
+        if !seen.insert(t.as_str()) {
+            anyhow::bail!("topic `{t}` is listed twice (-t/--topic): name each topic once");
+        }
+    }
+    if args.max == Some(0) {
+        anyhow::bail!("--max must be at least 1");
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(AtomicUsize::new(0));
     // The first SIGINT/SIGTERM ends the loop (the reader is closed and commits); a
-    // second one exits at once (status 130).
+    // second one exits at once (status 130/143).
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop))
+            .and_then(|_| {
+                signal_hook::flag::register_usize(
+                    sig,
+                    Arc::clone(&signal),
+                    usize::try_from(sig).unwrap_or(2),
+                )
+            })
             .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
             .context("cannot install the SIGINT/SIGTERM handlers")?;
     }
@@ -107,25 +181,53 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         .get("kafka.group.id")
         .is_some_and(|e| !e.value.trim().is_empty());
     let mut options = ReaderOptions::default();
-    match &args.group {
+    let group = match &args.group {
         Some(g) if g.trim().is_empty() => anyhow::bail!("--group must not be empty"),
-        Some(g) => options = options.group_id(g),
+        Some(g) => {
+            options = options.group_id(g);
+            g.clone()
+        }
         None if !has_conf_group => anyhow::bail!(
             "no consumer group: pass --group GROUP or set kafka.group.id in {}",
             host.conf().path.display()
         ),
-        None => {}
+        None => host
+            .conf()
+            .view
+            .get("kafka.group.id")
+            .map(|e| e.value.clone())
+            .unwrap_or_default(),
+    };
+    if let Some(max) = args.max {
+        options = options.set(READER_MAX_MESSAGES, &max.to_string());
+    }
+    if args.exit_at_end {
+        options = options.set("kafka.enable.partition.eof", "true");
     }
     let source = wait_source(&host, &args.source, args.wait_ms)?;
     let topics: Vec<&str> = args.topic.iter().map(String::as_str).collect();
     let mut reader = source
         .reader(&topics, options)
         .with_context(|| format!("cannot read {topics:?}"))?;
+    if args.exit_at_end
+        && let Err(e) = reader.progress()
+    {
+        let _ = reader.close();
+        let _ = host.shutdown();
+        anyhow::bail!("-e/--exit-at-end needs a datasource that reports its progress: {e}");
+    }
     let mut counts = Counts::default();
-    let result = consume(&source, &mut reader, &args, &stop, &mut counts);
+    let run = Run {
+        source: &source,
+        args: &args,
+        stop: &stop,
+        signal: &signal,
+        group: &group,
+    };
+    let result = run.consume(&mut reader, &mut counts);
     let closed = reader.close().context("closing the reader");
     let shutdown_errors = host.shutdown();
-    result?;
+    let end = result?;
     closed?;
     eprintln!(
         "pseidon consume: {} message(s) in {} group(s) printed, {} group(s) marked done",
@@ -134,60 +236,248 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(e) = shutdown_errors.first() {
         anyhow::bail!("{e}");
     }
-    Ok(ExitCode::SUCCESS)
+    match end {
+        End::Max | End::AllRead | End::BrokenPipe => Ok(ExitCode::SUCCESS),
+        End::Idle if !args.exit_at_end => Ok(ExitCode::SUCCESS),
+        End::Idle => anyhow::bail!(
+            "--idle-exit-ms ran out before every partition of {topics:?} reached its end \
+             (-e): messages may be left unread"
+        ),
+        End::TooBig { id, messages } => {
+            let max = args.max.unwrap_or(0);
+            if counts.sent == 0 {
+                anyhow::bail!(
+                    "the unfinished group {id} (replayed first) holds {messages} message(s), \
+                     more than --max {max}: a group is printed whole or not at all; \
+                     pass --max {messages} or more"
+                );
+            }
+            eprintln!(
+                "pseidon consume: stopped before the replayed group {id}: it holds {messages} \
+                 message(s), more than the {} left of --max {max} (it comes first next time)",
+                max.saturating_sub(counts.sent)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        End::Signal(sig) => {
+            eprintln!(
+                "pseidon consume: stopped by {}; groups not printed whole stay unfinished \
+                 (the next reader of group `{group}` gets them again)",
+                if sig == 15 { "SIGTERM" } else { "SIGINT" }
+            );
+            Ok(ExitCode::from(u8::try_from(128 + sig).unwrap_or(130)))
+        }
+    }
 }
 
-fn consume(
-    source: &Source,
-    reader: &mut SourceReader,
-    args: &Args,
-    stop: &AtomicBool,
-    counts: &mut Counts,
-) -> anyhow::Result<End> {
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::io::stdout().lock());
-    let idle = args.idle_exit_ms.map(Duration::from_millis);
-    let mut last_message = Instant::now();
-    let mut buf = Vec::with_capacity(64 * 1024);
-    loop {
-        if stop.load(Ordering::SeqCst) || args.max.is_some_and(|m| counts.messages >= m) {
-            return Ok(End::Done);
-        }
-        let mut wait = Duration::from_millis(200);
-        if let Some(idle) = idle {
-            let left = idle.saturating_sub(last_message.elapsed());
-            if left.is_zero() {
-                return Ok(End::Done);
+/// One run's settings.
+struct Run<'a> {
+    source: &'a Source,
+    args: &'a Args,
+    stop: &'a AtomicBool,
+    signal: &'a AtomicUsize,
+    group: &'a str,
+}
+
+impl Run<'_> {
+    fn signalled(&self) -> Option<End> {
+        self.stop
+            .load(Ordering::SeqCst)
+            .then(|| End::Signal(self.signal.load(Ordering::SeqCst).max(2)))
+    }
+
+    /// Takes a report of the stdout thread: counts, and marks the group done.
+    fn printed(&self, report: Printed, counts: &mut Counts) -> anyhow::Result<Option<End>> {
+        match report {
+            Printed::Group {
+                id,
+                messages,
+                whole,
+            } => {
+                counts.messages += messages as u64;
+                counts.groups += 1;
+                if self.args.mark_done && whole {
+                    self.source
+                        .mark_done(&id)
+                        .with_context(|| format!("cannot mark group {id} done"))?;
+                    counts.marked += 1;
+                }
+                Ok(None)
             }
-            wait = wait.min(left);
+            Printed::Failed(e) if e.kind() == ErrorKind::BrokenPipe => Ok(Some(End::BrokenPipe)),
+            Printed::Failed(e) => Err(e).context("cannot write to stdout"),
         }
-        let Some(group) = reader.next_group(wait)? else {
-            continue;
+    }
+
+    fn consume(&self, reader: &mut SourceReader, counts: &mut Counts) -> anyhow::Result<End> {
+        let (to_writer, from_main) = mpsc::sync_channel::<Printing>(IN_FLIGHT);
+        let (to_main, reports) = mpsc::channel::<Printed>();
+        // Not joined: on a signal with stdout stalled, the process exits without it.
+        std::thread::Builder::new()
+            .name("pseidon-stdout".into())
+            .spawn(move || write_stdout(&from_main, &to_main))
+            .context("cannot start the stdout thread")?;
+        let mut in_flight = 0usize;
+        let r = self.read_loop(reader, counts, &to_writer, &reports, &mut in_flight);
+        drop(to_writer);
+        let (end, error) = match r {
+            Ok(end) => (end, None),
+            Err(e) => (End::Max, Some(e)),
         };
-        last_message = Instant::now();
-        let total = group.messages().len();
-        let take = match args.max {
-            Some(m) => usize::try_from(m - counts.messages)
-                .unwrap_or(usize::MAX)
-                .min(total),
-            None => total,
-        };
-        buf.clear();
-        let mut printed = 0;
-        let formatted = format_group(&group, take, args.format, &mut buf, &mut printed);
-        // What was formatted (up to a bad message) is printed in any case.
-        match out.write_all(&buf).and_then(|()| out.flush()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(End::BrokenPipe),
-            Err(e) => return Err(e).context("cannot write to stdout"),
+        if matches!(end, End::Signal(_) | End::BrokenPipe) {
+            // Only what is printed already counts; the rest stays unfinished.
+            while let Ok(report) = reports.try_recv() {
+                self.printed(report, counts)?;
+            }
+            return Ok(end);
         }
-        counts.messages += printed as u64;
-        counts.groups += 1;
-        formatted?;
-        if args.mark_done && printed == total {
-            source
-                .mark_done(group.id())
-                .with_context(|| format!("cannot mark group {} done", group.id()))?;
-            counts.marked += 1;
+        // Print what was handed to the stdout thread (a signal cuts this short).
+        while in_flight > 0 {
+            if let Some(sig) = self.signalled() {
+                return Ok(sig);
+            }
+            match reports.recv_timeout(TICK) {
+                Ok(report) => {
+                    in_flight -= 1;
+                    if let Some(e) = self.printed(report, counts)? {
+                        return Ok(e);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(end),
+        }
+    }
+
+    fn read_loop(
+        &self,
+        reader: &mut SourceReader,
+        counts: &mut Counts,
+        to_writer: &mpsc::SyncSender<Printing>,
+        reports: &mpsc::Receiver<Printed>,
+        in_flight: &mut usize,
+    ) -> anyhow::Result<End> {
+        let args = self.args;
+        let idle = args.idle_exit_ms.map(Duration::from_millis);
+        let started = Instant::now();
+        let mut idle_from: Option<Instant> = None;
+        let mut told_waiting = false;
+        loop {
+            while let Ok(report) = reports.try_recv() {
+                *in_flight -= 1;
+                if let Some(end) = self.printed(report, counts)? {
+                    return Ok(end);
+                }
+            }
+            if let Some(sig) = self.signalled() {
+                return Ok(sig);
+            }
+            if args.max.is_some_and(|m| counts.sent >= m) {
+                return Ok(End::Max);
+            }
+            // A plugin that cannot tell its progress: the clock runs from the start.
+            let progress = reader.progress().ok();
+            let assigned = progress.is_none_or(|p| p.assignment_known);
+            if args.exit_at_end && progress.is_some_and(|p| p.all_at_end()) {
+                return Ok(End::AllRead);
+            }
+            if !assigned {
+                idle_from = None;
+            } else if idle_from.is_none() {
+                idle_from = Some(Instant::now());
+            }
+            let mut wait = TICK;
+            if let Some(idle) = idle {
+                match idle_from {
+                    Some(from) => {
+                        let left = idle.saturating_sub(from.elapsed());
+                        if left.is_zero() {
+                            return Ok(End::Idle);
+                        }
+                        wait = wait.min(left);
+                    }
+                    None if !told_waiting && started.elapsed() >= idle => {
+                        told_waiting = true;
+                        eprintln!(
+                            "pseidon consume: waiting for consumer group `{}` to assign the \
+                             partitions (--idle-exit-ms counts from the assignment)",
+                            self.group
+                        );
+                    }
+                    None => {}
+                }
+            }
+            if *in_flight >= IN_FLIGHT {
+                // stdout is slow: wait for it, but never longer than a tick.
+                match reports.recv_timeout(wait) {
+                    Ok(report) => {
+                        *in_flight -= 1;
+                        if let Some(end) = self.printed(report, counts)? {
+                            return Ok(end);
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        anyhow::bail!("the stdout thread ended")
+                    }
+                }
+                continue;
+            }
+            let Some(group) = reader.next_group(wait)? else {
+                continue;
+            };
+            if assigned {
+                idle_from = Some(Instant::now());
+            }
+            let total = group.messages().len();
+            if let Some(max) = args.max {
+                let left = max.saturating_sub(counts.sent);
+                if total as u64 > left {
+                    return Ok(End::TooBig {
+                        id: group.id().to_string(),
+                        messages: total,
+                    });
+                }
+            }
+            let mut buf = Vec::with_capacity(64 * 1024);
+            let mut formatted = 0;
+            let result = format_group(&group, total, args.format, &mut buf, &mut formatted);
+            counts.sent += formatted as u64;
+            // What was formatted (up to a bad message) is printed in any case.
+            let printing = Printing {
+                id: group.id().to_string(),
+                buf,
+                messages: formatted,
+                whole: formatted == total,
+            };
+            if to_writer.send(printing).is_err() {
+                anyhow::bail!("the stdout thread ended");
+            }
+            *in_flight += 1;
+            result?;
+        }
+    }
+}
+
+/// The stdout thread: prints each group and flushes, then reports it.
+fn write_stdout(groups: &mpsc::Receiver<Printing>, reports: &mpsc::Sender<Printed>) {
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::io::stdout().lock());
+    for g in groups {
+        let report = match out.write_all(&g.buf).and_then(|()| out.flush()) {
+            Ok(()) => Printed::Group {
+                id: g.id,
+                messages: g.messages,
+                whole: g.whole,
+            },
+            Err(e) => Printed::Failed(e),
+        };
+        let failed = matches!(report, Printed::Failed(_));
+        if reports.send(report).is_err() || failed {
+            return;
         }
     }
 }

@@ -72,7 +72,7 @@ impl Setup {
         out
     }
 
-    /// `consume --mark-done` in `group`: the values printed, and stderr.
+    /// `consume -e [--mark-done]` in `group`: the values printed, and stderr.
     fn consume(&self, topic: &str, group: &str, mark_done: bool) -> (Vec<String>, String) {
         let mut args = vec![
             "consume",
@@ -80,8 +80,7 @@ impl Setup {
             topic,
             "--group",
             group,
-            "--idle-exit-ms",
-            "4000",
+            "--exit-at-end",
         ];
         if mark_done {
             args.push("--mark-done");

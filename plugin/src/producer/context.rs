@@ -4,7 +4,9 @@
 //! - Delivery accounting: deliveries are counted with an atomic; each failure (id,
 //!   topic, reason) is kept under a mutex until a flush drains the list. Both counts
 //!   only grow: `delivered + failed` ([`SinkContext::done`]) is every report so far,
-//!   which the sink compares with the records it accepted.
+//!   which the sink compares with the records it accepted. The list is bounded
+//!   ([`FailureList`], [`MAX_LISTED_FAILURES`]): beyond the bound, failures are
+//!   counted and summarised by the next flush.
 //! - Room in a full queue: a writer that found librdkafka's queue full sleeps on a
 //!   condition variable until the reports reach the mark it set (`wake_at`); the
 //!   report that reaches it wakes every waiting writer. `wake_at` is `u64::MAX` when
@@ -33,6 +35,7 @@ use rdkafka::{
     producer::{BaseProducer, DeliveryResult, ProducerContext},
 };
 
+use super::failures::{FailureList, MAX_LISTED_FAILURES};
 use crate::{
     config::Config,
     health::{ConnectFailure, connect_failure_text},
@@ -40,7 +43,7 @@ use crate::{
 };
 
 /// How often an undrained failure list is mentioned in the log again.
-const FAILURE_LOG_EVERY: usize = 100_000;
+const FAILURE_LOG_EVERY: u64 = 100_000;
 
 /// The datasink's producer.
 pub(super) type KafkaProducer = BaseProducer<SinkContext>;
@@ -49,7 +52,7 @@ pub(super) type KafkaProducer = BaseProducer<SinkContext>;
 pub(crate) struct SinkContext {
     delivered: AtomicU64,
     failed: AtomicU64,
-    failures: Mutex<Vec<DeliveryFailure>>,
+    failures: Mutex<FailureList>,
     /// Writers waiting for room in a full queue sleep on `room` until the reports
     /// reach this count (`u64::MAX`: nobody waits).
     wake_at: AtomicU64,
@@ -70,7 +73,7 @@ impl SinkContext {
         SinkContext {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            failures: Mutex::new(Vec::new()),
+            failures: Mutex::new(FailureList::new(MAX_LISTED_FAILURES)),
             wake_at: AtomicU64::new(u64::MAX),
             room_lock: Mutex::new(()),
             room: Condvar::new(),
@@ -88,7 +91,7 @@ impl SinkContext {
     }
 
     /// The failures not drained by a flush yet.
-    pub(super) fn failures(&self) -> MutexGuard<'_, Vec<DeliveryFailure>> {
+    pub(super) fn failures(&self) -> MutexGuard<'_, FailureList> {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -220,20 +223,22 @@ impl ProducerContext for SinkContext {
                     reason: self.failure_reason(err),
                 };
                 let mut failures = self.failures();
-                if failures.is_empty() {
+                let waiting = failures.len();
+                if waiting == 0 {
                     log::warn!(
                         "delivery of message {} to topic `{}` failed: {} (this and later failures are reported by the next flush)",
                         failure.id,
                         failure.topic,
                         failure.reason
                     );
-                } else if failures.len().is_multiple_of(FAILURE_LOG_EVERY) {
-                    log::warn!(
-                        "{} failed deliveries are waiting to be reported by a flush",
-                        failures.len()
-                    );
                 }
-                failures.push(failure);
+                if failures.push(failure) {
+                    log::warn!(
+                        "{waiting} failed deliveries are waiting to be reported by a flush: later ones are only counted until then (the flush reports their count, first and last ids)"
+                    );
+                } else if waiting > 0 && waiting.is_multiple_of(FAILURE_LOG_EVERY) {
+                    log::warn!("{waiting} failed deliveries are waiting to be reported by a flush");
+                }
                 self.failed.fetch_add(1, Ordering::Release);
             }
         }

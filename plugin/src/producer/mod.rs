@@ -8,7 +8,10 @@
 //!   failure (id, topic, reason) under a mutex until [`DataSink::flush`] drains it.
 //!   Nothing is dropped silently: a record `write` accepted is either counted as
 //!   delivered or listed as failed by a flush, and at shutdown what is left is
-//!   logged and returned as an error.
+//!   logged and returned as an error. Between two flushes at most
+//!   `MAX_LISTED_FAILURES` (100 000) failures are kept in full; later ones are counted
+//!   and the next flush reports them in one summary entry (count, first and last
+//!   ids and reasons), so that a sink nobody flushes does not grow without bound.
 //! - Backpressure: when librdkafka's queue (`queue.buffering.max.messages` /
 //!   `queue.buffering.max.kbytes`) is full, `write` waits for room up to
 //!   `pseidon-kafka.queue-full-timeout-ms`, then returns [`Error::QueueFull`].
@@ -28,8 +31,9 @@
 //! - `sink`: [`KafkaSink`], the [`DataSink`] impl (write, flush, shutdown), the size
 //!   check and the wait for room in a full queue;
 //! - `context`: `SinkContext`, the producer's context: delivery accounting (counts,
-//!   the failure list), the signal that a full queue has room again, the reasons given
+//!   the failure list of `failures`), the signal that a full queue has room again, the reasons given
 //!   for failures, librdkafka's logs and errors;
+//! - `failures`: `FailureList`, the bounded list of failures waiting for a flush;
 //! - `raw`: the raw librdkafka calls and all their `unsafe` (topic handles, produce
 //!   with and without headers, flush, purge);
 //! - `poll`: the poll thread that serves the delivery reports and checks the
@@ -42,6 +46,7 @@
 //! [`ConnectFailure`]: crate::health::ConnectFailure
 
 mod context;
+mod failures;
 mod poll;
 mod raw;
 mod sink;

@@ -200,7 +200,7 @@ impl KafkaSink {
             );
             return Ok(());
         }
-        for f in failures.iter().take(20) {
+        for f in failures.listed().iter().take(20) {
             log::error!(
                 "message {} to topic `{}` was not delivered: {}",
                 f.id,
@@ -231,7 +231,7 @@ impl KafkaSink {
             .reported_delivered
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let failed = std::mem::take(&mut *shared.context.failures());
+        let failed = shared.context.failures().take();
         let delivered_total = shared.context.delivered();
         let delivered = delivered_total.saturating_sub(*reported);
         *reported = delivered_total;

@@ -19,7 +19,7 @@
 //!   queued with [`Error::MessageTooLarge`], naming both sizes.
 //! - librdkafka's log lines and errors go to the `log` crate with target `librdkafka`
 //!   (the plugin-api forwards them to the host), secret conf values blanked out
-//!   ([`crate::kafka_log`]).
+//!   (`crate::kafka_log`).
 //! - A TLS or authentication failure to connect (a wrong CA, a wrong password) is
 //!   retried by librdkafka until `message.timeout.ms` (300 s by default), like a broker
 //!   that is down. [`ConnectFailure`] tells them apart: once such a failure has
@@ -37,7 +37,7 @@
 //! - `raw`: the raw librdkafka calls and all their `unsafe` (topic handles, produce
 //!   with and without headers, flush, purge);
 //! - `poll`: the poll thread that serves the delivery reports and checks the
-//!   connection's health ([`crate::health`]).
+//!   connection's health (`crate::health`).
 //!
 //! [`DataSink`]: pseidon_plugin_api::DataSink
 //! [`DataSink::flush`]: pseidon_plugin_api::DataSink::flush

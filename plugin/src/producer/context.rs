@@ -1,0 +1,249 @@
+//! The producer's context ([`SinkContext`]): what librdkafka's callbacks, served by
+//! the poll thread, report to the datasink.
+//!
+//! - Delivery accounting: deliveries are counted with an atomic; each failure (id,
+//!   topic, reason) is kept under a mutex until a flush drains the list. Both counts
+//!   only grow: `delivered + failed` ([`SinkContext::done`]) is every report so far,
+//!   which the sink compares with the records it accepted. The list is bounded
+//!   ([`FailureList`], [`MAX_LISTED_FAILURES`]): beyond the bound, failures are
+//!   counted and summarised by the next flush.
+//! - Room in a full queue: a writer that found librdkafka's queue full sleeps on a
+//!   condition variable until the reports reach the mark it set (`wake_at`); the
+//!   report that reaches it wakes every waiting writer. `wake_at` is `u64::MAX` when
+//!   nobody waits, so that the callback pays one relaxed load then.
+//! - The reason given for a failure names the cause where it is known: the
+//!   connection failure that tripped ([`ConnectFailure`]), `message.timeout.ms`, or the
+//!   shutdown that purged the queue.
+//! - librdkafka's log lines and errors go to the `log` crate ([`crate::kafka_log`])
+//!   with the secret conf values blanked out; an error repeated within a second
+//!   (rdkafka hands the producer each error event twice) is logged once, repeated
+//!   kinds once per [`crate::log_limit`] window.
+
+use std::{
+    sync::{
+        Condvar, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use pseidon_plugin_api::{DeliveryFailure, DeliveryId, secret::Scrubber};
+use rdkafka::{
+    ClientContext, Message,
+    config::RDKafkaLogLevel,
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{BaseProducer, DeliveryResult, ProducerContext},
+};
+
+use super::failures::{FailureList, MAX_LISTED_FAILURES};
+use crate::{
+    config::Config,
+    health::{ConnectFailure, connect_failure_text},
+    kafka_log::{log_librdkafka, scrub, secret_values},
+};
+
+/// How often an undrained failure list is mentioned in the log again.
+const FAILURE_LOG_EVERY: u64 = 100_000;
+
+/// The datasink's producer.
+pub(super) type KafkaProducer = BaseProducer<SinkContext>;
+
+/// The producer's context: delivery reports, librdkafka's logs and errors.
+pub(crate) struct SinkContext {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    failures: Mutex<FailureList>,
+    /// Writers waiting for room in a full queue sleep on `room` until the reports
+    /// reach this count (`u64::MAX`: nobody waits).
+    wake_at: AtomicU64,
+    room_lock: Mutex<()>,
+    room: Condvar,
+    last_error: Mutex<Option<(String, Instant)>>,
+    /// Repeated errors (a broker that is down) are logged once per window.
+    log_limit: crate::log_limit::LogLimit,
+    secrets: Scrubber,
+    message_timeout_ms: u64,
+    /// A TLS or authentication failure to connect, and whether it persisted.
+    pub(super) failure: ConnectFailure,
+}
+
+impl SinkContext {
+    pub(super) fn new(config: &Config, message_timeout_ms: u64) -> Self {
+        let secrets = secret_values(config);
+        SinkContext {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            failures: Mutex::new(FailureList::new(MAX_LISTED_FAILURES)),
+            wake_at: AtomicU64::new(u64::MAX),
+            room_lock: Mutex::new(()),
+            room: Condvar::new(),
+            last_error: Mutex::new(None),
+            log_limit: crate::log_limit::LogLimit::default(),
+            secrets,
+            message_timeout_ms,
+            failure: ConnectFailure::new(config.settings.connect_failure_timeout_ms),
+        }
+    }
+
+    /// `text` with every secret conf value blanked out.
+    pub(super) fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        scrub(&self.secrets, text)
+    }
+
+    /// The failures not drained by a flush yet.
+    pub(super) fn failures(&self) -> MutexGuard<'_, FailureList> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deliveries reported so far, in total.
+    pub(super) fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire)
+    }
+
+    /// Wakes the writers waiting for room once the reports reached their mark.
+    #[cold]
+    fn wake_writers(&self) {
+        let mark = self.wake_at.load(Ordering::Acquire);
+        if self.done() >= mark
+            && self
+                .wake_at
+                .compare_exchange(mark, u64::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let _guard = self
+                .room_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.room.notify_all();
+        }
+    }
+
+    /// Waits (at most `limit`) until `reports` more deliveries or failures were
+    /// reported: a full queue then has room for that many messages again.
+    pub(super) fn wait_for_room(&self, reports: u64, limit: Duration) {
+        let guard = self
+            .room_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mark = self.done().saturating_add(reports);
+        self.wake_at.fetch_min(mark, Ordering::AcqRel);
+        // A report counted before the mark was set would not wake us: check.
+        if self.done() >= mark {
+            return;
+        }
+        let _ = self
+            .room
+            .wait_timeout(guard, limit)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+
+    /// Deliveries and failures reported so far, in total.
+    pub(super) fn done(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire) + self.failed.load(Ordering::Acquire)
+    }
+
+    /// The reason given for a failed delivery.
+    fn failure_reason(&self, err: &KafkaError) -> String {
+        match err {
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                match self.failure.recorded_text() {
+                    Some(text) => format!(
+                        "{} (not delivered within message.timeout.ms = {} ms; connecting to the brokers failed: {text})",
+                        RDKafkaErrorCode::MessageTimedOut,
+                        self.message_timeout_ms
+                    ),
+                    None => format!(
+                        "{} (not delivered within message.timeout.ms = {} ms: is the broker reachable and the topic there?)",
+                        RDKafkaErrorCode::MessageTimedOut,
+                        self.message_timeout_ms
+                    ),
+                }
+            }
+            KafkaError::MessageProduction(code @ RDKafkaErrorCode::PurgeQueue)
+            | KafkaError::MessageProduction(code @ RDKafkaErrorCode::PurgeInflight) => {
+                match self.failure.tripped_reason() {
+                    // Purged by the poll thread: the connection failure is the reason.
+                    Some(reason) => reason,
+                    None => format!("{code} (still queued when the datasink was shut down)"),
+                }
+            }
+            KafkaError::MessageProduction(code) => code.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(&self.secrets, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let fatal = matches!(error, KafkaError::Global(RDKafkaErrorCode::Fatal));
+        let reason = self.scrub(reason);
+        if let Some(failure) = connect_failure_text(&error, &reason) {
+            self.failure.record(&failure);
+        }
+        let text = format!("{error}: {reason}");
+        {
+            // rdkafka hands the producer each error event twice: log it once.
+            let mut last = self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((prev, at)) = last.as_ref()
+                && *prev == text
+                && at.elapsed() < Duration::from_secs(1)
+            {
+                return;
+            }
+            *last = Some((text.clone(), Instant::now()));
+        }
+        if fatal {
+            log::error!(target: "librdkafka", "fatal producer error, the datasink cannot write any more: {text}");
+        } else if let Some(n) = self.log_limit.check(&text) {
+            log::warn!(target: "librdkafka", "{text}{}", crate::log_limit::suppressed_note(n));
+        }
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Release);
+                self.failure.clear();
+            }
+            Err((err, msg)) => {
+                let failure = DeliveryFailure {
+                    id: id as DeliveryId,
+                    topic: msg.topic().to_string(),
+                    reason: self.failure_reason(err),
+                };
+                let mut failures = self.failures();
+                let waiting = failures.len();
+                if waiting == 0 {
+                    log::warn!(
+                        "delivery of message {} to topic `{}` failed: {} (this and later failures are reported by the next flush)",
+                        failure.id,
+                        failure.topic,
+                        failure.reason
+                    );
+                }
+                if failures.push(failure) {
+                    log::warn!(
+                        "{waiting} failed deliveries are waiting to be reported by a flush: later ones are only counted until then (the flush reports their count, first and last ids)"
+                    );
+                } else if waiting > 0 && waiting.is_multiple_of(FAILURE_LOG_EVERY) {
+                    log::warn!("{waiting} failed deliveries are waiting to be reported by a flush");
+                }
+                self.failed.fetch_add(1, Ordering::Release);
+            }
+        }
+        if self.wake_at.load(Ordering::Relaxed) != u64::MAX {
+            self.wake_writers();
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The datasink's poll thread (`pseidon-kafka-sink-poll`): polls the producer every
+//! [`POLL_INTERVAL`], which serves the delivery reports, log lines and errors to
+//! [`SinkContext`](super::context::SinkContext), and after each poll checks the
+//! connection's health ([`crate::health`]).
+//!
+//! Invariants: the thread runs from the sink's creation until its shutdown has
+//! flushed (a flush waits for reports only this thread serves), and it notices a stop
+//! within one [`POLL_INTERVAL`] (plus a connection probe, at most
+//! [`PROBE_TIMEOUT`]).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::Duration,
+};
+
+use pseidon_plugin_api::Error;
+use rdkafka::producer::Producer;
+
+use super::{context::KafkaProducer, raw};
+use crate::health::{ConnectCheck, PROBE_TIMEOUT, broker_answers};
+
+/// How long one call of the poll thread waits for events; also the longest the
+/// thread takes to notice a shutdown.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The poll thread: serves delivery reports, logs and errors.
+pub(super) struct Poller {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl Poller {
+    /// Starts polling `producer`.
+    pub(super) fn start(producer: &Arc<KafkaProducer>) -> Result<Poller, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let producer = Arc::clone(producer);
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("pseidon-kafka-sink-poll".to_string())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        producer.poll(POLL_INTERVAL);
+                        check_connection(&producer);
+                    }
+                })
+                .map_err(|e| {
+                    Error::other(format!("cannot start the datasink's poll thread: {e}"))
+                })?
+        };
+        Ok(Poller { stop, handle })
+    }
+
+    /// Stops the thread and waits for it.
+    pub(super) fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        if self.handle.join().is_err() {
+            log::error!("the datasink's poll thread panicked");
+        }
+    }
+}
+
+/// Run by the poll thread after each poll: once a TLS or authentication failure has
+/// persisted and no broker answers, fails every queued message (their delivery reports
+/// give the failure as the reason; `write` refuses new ones meanwhile).
+fn check_connection(producer: &KafkaProducer) {
+    let context = producer.context();
+    let check = context
+        .failure
+        .check(|| broker_answers(producer.client().native_ptr(), PROBE_TIMEOUT));
+    if let ConnectCheck::Failed {
+        reason,
+        newly,
+        probed,
+    } = check
+    {
+        if newly {
+            log::error!(
+                "the datasink {} fails its queued messages and refuses writes until a broker answers: {reason}",
+                crate::SINK_NAME
+            );
+        }
+        // Again after each unanswered probe: a write may have raced the first purge.
+        if probed {
+            raw::purge(producer);
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The raw librdkafka calls of the datasink, and all its `unsafe`: topic handles,
+//! producing a message (with or without headers), librdkafka's own flush, the purge.
+//! rdkafka's safe `BaseProducer::send` allocates per message and looks the topic up
+//! under librdkafka's global lock; these calls spare both.
+//!
+//! Invariants:
+//! - A topic handle is created once per topic name by [`Active::topic`] and destroyed
+//!   only when the [`Active`] holding it is dropped, while its client is still alive
+//!   (the handles are dropped before the producer). A [`Topic`] borrows the
+//!   [`Active`] it came from, so it cannot outlive its handle.
+//! - Every value, key and header is copied by librdkafka (`RD_KAFKA_MSG_F_COPY`,
+//!   `rd_kafka_header_add`) before the call returns: no buffer of the caller's is
+//!   kept.
+//! - The delivery id travels as the message's opaque pointer: a plain integer, never
+//!   dereferenced, handed back to [`SinkContext`](super::context::SinkContext)'s
+//!   delivery callback.
+
+use std::{
+    collections::HashMap,
+    ffi::{CString, c_int, c_void},
+    marker::PhantomData,
+    ptr::{self, NonNull},
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
+
+use pseidon_plugin_api::{Error, Header};
+use rdkafka::{
+    bindings as rdsys,
+    error::RDKafkaErrorCode,
+    producer::{Producer, PurgeConfig},
+    types::RDKafkaRespErr,
+};
+
+use super::context::KafkaProducer;
+
+/// A librdkafka topic handle, kept for the producer's life: writing through it
+/// spares librdkafka a topic lookup under its global lock and the writer a
+/// C-string allocation per message.
+struct TopicHandle(NonNull<rdsys::rd_kafka_topic_t>);
+
+// SAFETY: librdkafka topic handles are reference-counted and thread-safe.
+unsafe impl Send for TopicHandle {}
+// SAFETY: as above.
+unsafe impl Sync for TopicHandle {}
+
+/// A topic handle of an [`Active`], valid as long as the borrow of it.
+#[derive(Clone, Copy)]
+pub(super) struct Topic<'a> {
+    rkt: NonNull<rdsys::rd_kafka_topic_t>,
+    _active: PhantomData<&'a Active>,
+}
+
+/// The live producer and its topic handles; dropped at shutdown.
+pub(super) struct Active {
+    producer: Arc<KafkaProducer>,
+    topics: RwLock<HashMap<Box<str>, TopicHandle>>,
+}
+
+impl Active {
+    /// Takes `producer` with no topic handle yet.
+    pub(super) fn new(producer: Arc<KafkaProducer>) -> Self {
+        Active {
+            producer,
+            topics: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The producer.
+    pub(super) fn producer(&self) -> &Arc<KafkaProducer> {
+        &self.producer
+    }
+
+    /// The handle of `topic`, created on first use.
+    pub(super) fn topic(&self, topic: &str) -> Result<Topic<'_>, Error> {
+        let borrow = |rkt: NonNull<rdsys::rd_kafka_topic_t>| Topic {
+            rkt,
+            _active: PhantomData,
+        };
+        if let Some(t) = self
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+        {
+            return Ok(borrow(t.0));
+        }
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = topics.get(topic) {
+            return Ok(borrow(t.0));
+        }
+        let write_error = |reason: String| Error::Kafka {
+            operation: format!("write to topic `{topic}`"),
+            reason,
+        };
+        let name = CString::new(topic)
+            .map_err(|_| write_error("a topic name cannot contain a NUL byte".to_string()))?;
+        // SAFETY: a live client and a NUL-terminated name; NULL conf = the defaults.
+        let rkt = unsafe {
+            rdsys::rd_kafka_topic_new(
+                self.producer.client().native_ptr(),
+                name.as_ptr(),
+                ptr::null_mut(),
+            )
+        };
+        let Some(rkt) = NonNull::new(rkt) else {
+            // SAFETY: reads this thread's last librdkafka error.
+            let code = RDKafkaErrorCode::from(unsafe { rdsys::rd_kafka_last_error() });
+            return Err(write_error(format!("invalid topic: {code}")));
+        };
+        topics.insert(topic.into(), TopicHandle(rkt));
+        Ok(borrow(rkt))
+    }
+
+    /// Queues one message (`rd_kafka_produce`, or `rd_kafka_producev` when it has
+    /// headers) with `id` as its opaque; returns librdkafka's code (`NO_ERROR` when
+    /// queued).
+    pub(super) fn produce(
+        &self,
+        topic: Topic<'_>,
+        partition: i32,
+        value: Option<&[u8]>,
+        key: Option<&[u8]>,
+        headers: &[Header<'_>],
+        id: u64,
+    ) -> RDKafkaRespErr {
+        // The delivery id travels as librdkafka's per-message opaque pointer.
+        let opaque = id as usize as *mut c_void;
+        if !headers.is_empty() {
+            return self.produce_with_headers(topic, partition, value, key, headers, opaque);
+        }
+        let (value_ptr, value_len) = value.map_or((ptr::null_mut(), 0), |v| {
+            (v.as_ptr().cast_mut().cast::<c_void>(), v.len())
+        });
+        let (key_ptr, key_len) =
+            key.map_or((ptr::null(), 0), |k| (k.as_ptr().cast::<c_void>(), k.len()));
+        // SAFETY: a live topic handle; value and key are copied (F_COPY)
+        // before the call returns.
+        let rc = unsafe {
+            rdsys::rd_kafka_produce(
+                topic.rkt.as_ptr(),
+                partition,
+                rdsys::RD_KAFKA_MSG_F_COPY as c_int,
+                value_ptr,
+                value_len,
+                key_ptr,
+                key_len,
+                opaque,
+            )
+        };
+        if rc == 0 {
+            return RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR;
+        }
+        // SAFETY: reads this thread's last librdkafka error.
+        unsafe { rdsys::rd_kafka_last_error() }
+    }
+
+    /// Produces one message with headers (`rd_kafka_producev`); returns librdkafka's code.
+    fn produce_with_headers(
+        &self,
+        topic: Topic<'_>,
+        partition: i32,
+        value: Option<&[u8]>,
+        key: Option<&[u8]>,
+        headers: &[Header<'_>],
+        opaque: *mut c_void,
+    ) -> RDKafkaRespErr {
+        // SAFETY: a new header list; every name and value is copied by librdkafka.
+        let hdrs = unsafe { rdsys::rd_kafka_headers_new(headers.len()) };
+        for h in headers {
+            let (v_ptr, v_len) = h.value().map_or((ptr::null(), 0), |v| {
+                (v.as_ptr().cast::<c_void>(), v.len() as isize)
+            });
+            // SAFETY: sizes are given, so no NUL terminators are needed.
+            unsafe {
+                rdsys::rd_kafka_header_add(
+                    hdrs,
+                    h.key().as_ptr().cast(),
+                    h.key().len() as isize,
+                    v_ptr,
+                    v_len,
+                )
+            };
+        }
+        let (value_ptr, value_len) = value.map_or((ptr::null_mut(), 0), |v| {
+            (v.as_ptr().cast_mut().cast::<c_void>(), v.len())
+        });
+        let (key_ptr, key_len) = key.map_or((ptr::null_mut(), 0), |k| {
+            (k.as_ptr().cast_mut().cast::<c_void>(), k.len())
+        });
+        use rdsys::rd_kafka_vtype_t::*;
+        // SAFETY: the argument list follows rd_kafka_producev's contract (type tag, then
+        // its values, ending with END); value and key are copied (F_COPY).
+        let code = unsafe {
+            rdsys::rd_kafka_producev(
+                self.producer.client().native_ptr(),
+                RD_KAFKA_VTYPE_RKT,
+                topic.rkt.as_ptr(),
+                RD_KAFKA_VTYPE_PARTITION,
+                partition,
+                RD_KAFKA_VTYPE_MSGFLAGS,
+                rdsys::RD_KAFKA_MSG_F_COPY as c_int,
+                RD_KAFKA_VTYPE_VALUE,
+                value_ptr,
+                value_len,
+                RD_KAFKA_VTYPE_KEY,
+                key_ptr,
+                key_len,
+                RD_KAFKA_VTYPE_OPAQUE,
+                opaque,
+                RD_KAFKA_VTYPE_HEADERS,
+                hdrs,
+                RD_KAFKA_VTYPE_END,
+            )
+        };
+        if code != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // Only a successful producev takes the headers over.
+            // SAFETY: still ours.
+            unsafe { rdsys::rd_kafka_headers_destroy(hdrs) };
+        }
+        code
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let topics = self
+            .topics
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (_, t) in topics.drain() {
+            // SAFETY: each handle was created once by `rd_kafka_topic_new` and the
+            // client is still alive (`self.producer`).
+            unsafe { rdsys::rd_kafka_topic_destroy(t.0.as_ptr()) };
+        }
+    }
+}
+
+/// librdkafka's own flush: sends at once (linger.ms is skipped) and, as delivery
+/// reports are events served by the poll thread, waits until every message is done
+/// or `timeout` passes. (rdkafka's `Producer::flush` polls in 100 ms slices
+/// instead.) It returns either no error or a timeout: the caller's counters tell
+/// which.
+pub(super) fn flush(producer: &KafkaProducer, timeout: Duration) {
+    let timeout_ms = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
+    // SAFETY: a live client.
+    unsafe { rdsys::rd_kafka_flush(producer.client().native_ptr(), timeout_ms) };
+}
+
+/// Fails every queued and in-flight message: each gets a failed delivery report.
+pub(super) fn purge(producer: &KafkaProducer) {
+    producer.purge(PurgeConfig::default().queue().inflight());
+}

@@ -1,0 +1,426 @@
+//! [`KafkaSink`], the [`DataSink`] of the plugin: creates the producer, writes
+//! batches, flushes, shuts down.
+//!
+//! - `write_batch` refuses the batch at once when the sink is shut down or a
+//!   connection failure has tripped; otherwise each record is size-checked against
+//!   `message.max.bytes` (with librdkafka's largest framing), then queued. A full
+//!   queue is waited on up to `pseidon-kafka.queue-full-timeout-ms`, in steps of a
+//!   quarter of the queue. `accepted` counts every queued record.
+//! - `flush` waits until the reports reach `accepted` (or the timeout), then drains
+//!   the failure list and the deliveries not reported yet: each delivery and each
+//!   failure is reported by exactly one flush (flushes are serialised).
+//! - `shutdown` closes the sink (writes in progress finish first: they hold the read
+//!   lock of `active`), flushes within its timeout, purges the rest, stops the poll
+//!   thread, then drops the topic handles before the client. Failures not drained by
+//!   a flush make its result an error, and stay for a later flush.
+
+use std::{
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use pseidon_plugin_api::{DataSink, DeliveryId, Error, FlushReport, Record};
+use rdkafka::{
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::Producer,
+    types::RDKafkaRespErr,
+};
+
+use super::{
+    context::{KafkaProducer, SinkContext},
+    poll::Poller,
+    raw::{self, Active, Topic},
+};
+use crate::config::{self, Config, Role};
+
+/// librdkafka's default `message.max.bytes`.
+pub(crate) const DEFAULT_MESSAGE_MAX_BYTES: u64 = 1_000_000;
+/// librdkafka's default `message.timeout.ms` (alias `delivery.timeout.ms`).
+pub(crate) const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 300_000;
+/// librdkafka's largest framing of a record (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`):
+/// it refuses a record whose key, value, headers and this exceed `message.max.bytes`.
+const RECORD_MAX_OVERHEAD: usize = 36;
+/// The largest framing of one header (two varint lengths).
+const HEADER_MAX_OVERHEAD: usize = 10;
+/// The longest `write` waits for room in a full queue before it tries again.
+const QUEUE_FULL_SLICE: Duration = Duration::from_millis(10);
+/// librdkafka's default `queue.buffering.max.messages`.
+pub(crate) const DEFAULT_QUEUE_MAX_MESSAGES: u64 = 100_000;
+
+pub(super) struct Shared {
+    /// `None` once shut down. Writers take the read lock once per batch.
+    active: RwLock<Option<Active>>,
+    pub(super) context: Arc<SinkContext>,
+    closed: AtomicBool,
+    /// Records accepted by `write`, in total.
+    accepted: AtomicU64,
+    queue_full_timeout: Duration,
+    /// How many reports a writer waits for when the queue is full.
+    refill_step: u64,
+    max_message_bytes: u64,
+    poller: Mutex<Option<Poller>>,
+    /// Serialises flushes; holds the delivered count already reported.
+    reported_delivered: Mutex<u64>,
+}
+
+/// The Kafka datasink. Cloning gives another handle on the same producer.
+#[derive(Clone)]
+pub struct KafkaSink {
+    pub(super) shared: Arc<Shared>,
+}
+
+fn closed_error() -> Error {
+    Error::Closed {
+        what: format!("the datasink {}", crate::SINK_NAME),
+    }
+}
+
+fn parse_prop(config: &Config, names: &[&str], default: u64) -> Result<u64, Error> {
+    for name in names {
+        if let Some(v) = config.kafka_prop(name) {
+            return v.trim().parse().map_err(|_| {
+                Error::config(
+                    format!("{}{name}", config::KAFKA_PREFIX),
+                    format!("`{v}` is not a whole number"),
+                )
+            });
+        }
+    }
+    Ok(default)
+}
+
+impl KafkaSink {
+    /// Creates the producer (librdkafka checks the whole configuration here) and
+    /// starts its poll thread.
+    pub fn new(config: &Config) -> Result<KafkaSink, Error> {
+        let max_message_bytes =
+            parse_prop(config, &["message.max.bytes"], DEFAULT_MESSAGE_MAX_BYTES)?;
+        let message_timeout_ms = parse_prop(
+            config,
+            &["message.timeout.ms", "delivery.timeout.ms"],
+            DEFAULT_MESSAGE_TIMEOUT_MS,
+        )?;
+        let queue_max_messages = parse_prop(
+            config,
+            &["queue.buffering.max.messages"],
+            DEFAULT_QUEUE_MAX_MESSAGES,
+        )?;
+        let client_config = config.client_config(Role::Producer, &[])?;
+        let context = SinkContext::new(config, message_timeout_ms);
+        let producer: KafkaProducer =
+            client_config
+                .create_with_context(context)
+                .map_err(|e| Error::Kafka {
+                    operation: "create the datasink's producer".to_string(),
+                    reason: match e {
+                        KafkaError::ClientCreation(reason) => reason,
+                        other => other.to_string(),
+                    },
+                })?;
+        let producer = Arc::new(producer);
+        let context = Arc::clone(producer.context());
+        let poller = Poller::start(&producer)?;
+        Ok(KafkaSink {
+            shared: Arc::new(Shared {
+                active: RwLock::new(Some(Active::new(producer))),
+                context,
+                closed: AtomicBool::new(false),
+                accepted: AtomicU64::new(0),
+                queue_full_timeout: Duration::from_millis(config.settings.queue_full_timeout_ms),
+                refill_step: (queue_max_messages / 4).max(1),
+                max_message_bytes,
+                poller: Mutex::new(Some(poller)),
+                reported_delivered: Mutex::new(0),
+            }),
+        })
+    }
+
+    /// The `message.max.bytes` in force.
+    pub fn max_message_bytes(&self) -> u64 {
+        self.shared.max_message_bytes
+    }
+
+    /// Stops the sink: later writes fail with [`Error::Closed`]; what was accepted
+    /// is flushed within `timeout`; what is still not delivered then is purged. Every
+    /// failure is logged, stays available to a later [`DataSink::flush`], and makes
+    /// the result an error counting them.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let shared = &self.shared;
+        shared.closed.store(true, Ordering::Release);
+        // Taking the write lock waits for writes in progress; later ones see `closed`.
+        let producer = shared
+            .active
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|a| Arc::clone(a.producer()));
+        let Some(producer) = producer else {
+            return Ok(());
+        };
+        let target = shared.accepted.load(Ordering::Acquire);
+        let pending = wait_delivered(&producer, &shared.context, target, timeout);
+        if pending > 0 {
+            // Purged messages get a failed delivery report each.
+            raw::purge(&producer);
+            wait_delivered(&producer, &shared.context, target, Duration::from_secs(1));
+        }
+        if let Some(poller) = shared
+            .poller
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            poller.stop();
+        }
+        // Topic handles first, then the client.
+        drop(
+            shared
+                .active
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        // Destroys the librdkafka handle (and its threads) unless a flush still uses it.
+        drop(producer);
+
+        // Failures a flush already returned were reported; what is left is not.
+        let unaccounted = shared
+            .accepted
+            .load(Ordering::Acquire)
+            .saturating_sub(shared.context.done());
+        let failures = shared.context.failures();
+        if unaccounted == 0 && failures.is_empty() {
+            log::info!(
+                "datasink {} shut down; every accepted message was delivered or reported",
+                crate::SINK_NAME
+            );
+            return Ok(());
+        }
+        for f in failures.listed().iter().take(20) {
+            log::error!(
+                "message {} to topic `{}` was not delivered: {}",
+                f.id,
+                f.topic,
+                f.reason
+            );
+        }
+        if failures.len() > 20 {
+            log::error!("... and {} more undelivered messages", failures.len() - 20);
+        }
+        let mut reason = format!(
+            "{} accepted message(s) were not delivered (a flush lists them with their reasons)",
+            failures.len()
+        );
+        if unaccounted > 0 {
+            log::error!("{unaccounted} accepted message(s) have no delivery report at shutdown");
+            reason.push_str(&format!("; {unaccounted} more have no delivery report"));
+        }
+        Err(Error::Kafka {
+            operation: format!("shutdown of the datasink {}", crate::SINK_NAME),
+            reason,
+        })
+    }
+
+    fn report(&self, pending: u64) -> FlushReport {
+        let shared = &self.shared;
+        let mut reported = shared
+            .reported_delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let failed = shared.context.failures().take();
+        let delivered_total = shared.context.delivered();
+        let delivered = delivered_total.saturating_sub(*reported);
+        *reported = delivered_total;
+        FlushReport {
+            delivered,
+            failed,
+            pending,
+        }
+    }
+
+    fn send_one(
+        &self,
+        active: &Active,
+        rkt: Topic<'_>,
+        record: &Record<'_>,
+        id: DeliveryId,
+    ) -> Result<(), Error> {
+        let shared = &self.shared;
+        let topic = record.topic();
+        let value = record.value();
+        let key = record.get_key();
+        let headers = record.get_headers();
+        let mut size = value.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len);
+        let mut overhead = RECORD_MAX_OVERHEAD;
+        if !headers.is_empty() {
+            size += headers
+                .iter()
+                .map(|h| h.key().len() + h.value().map_or(0, <[u8]>::len))
+                .sum::<usize>();
+            overhead += headers.len() * HEADER_MAX_OVERHEAD;
+        }
+        let limit = shared.max_message_bytes;
+        // librdkafka compares the record's largest wire size with the limit: name the
+        // record's own size unless only the framing takes it over.
+        let too_large = || Error::MessageTooLarge {
+            topic: topic.to_string(),
+            size_bytes: if size as u64 > limit {
+                size as u64
+            } else {
+                (size + overhead) as u64
+            },
+            limit_bytes: limit,
+        };
+        if (size + overhead) as u64 > limit {
+            return Err(too_large());
+        }
+        let partition = record
+            .get_partition()
+            .unwrap_or(rdkafka::producer::PARTITION_UA);
+        let mut full_since: Option<Instant> = None;
+        loop {
+            let code = active.produce(rkt, partition, value, key, headers, id);
+            if code == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                return Ok(());
+            }
+            let write_error = |reason: String| Error::Kafka {
+                operation: format!("write to topic `{topic}`"),
+                reason,
+            };
+            match RDKafkaErrorCode::from(code) {
+                RDKafkaErrorCode::QueueFull => {
+                    let since = *full_since.get_or_insert_with(Instant::now);
+                    if shared.closed.load(Ordering::Acquire) {
+                        return Err(closed_error());
+                    }
+                    let waited = since.elapsed();
+                    if waited >= shared.queue_full_timeout {
+                        return Err(Error::QueueFull {
+                            topic: topic.to_string(),
+                            waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                        });
+                    }
+                    // Refill in large steps: wait until a quarter of the queue was
+                    // delivered (the poll thread serves the reports that free it),
+                    // so that librdkafka's sender is not woken for a few messages
+                    // at a time. The slice bounds the wait when the byte limit, not
+                    // the message count, is what is full.
+                    let left = shared.queue_full_timeout.saturating_sub(waited);
+                    shared
+                        .context
+                        .wait_for_room(shared.refill_step, left.min(QUEUE_FULL_SLICE));
+                }
+                RDKafkaErrorCode::MessageSizeTooLarge => return Err(too_large()),
+                RDKafkaErrorCode::Fatal => {
+                    let reason = match active.producer().client().fatal_error() {
+                        Some((code, text)) => format!(
+                            "the producer hit a fatal error and cannot write any more: {code}: {}",
+                            shared.context.scrub(&text)
+                        ),
+                        None => {
+                            "the producer hit a fatal error and cannot write any more".to_string()
+                        }
+                    };
+                    return Err(write_error(reason));
+                }
+                other => return Err(write_error(other.to_string())),
+            }
+        }
+    }
+}
+
+/// Flushes `producer` and waits until `target` deliveries (or failures) were
+/// reported, or `timeout` passes; returns how many are still pending. The poll
+/// thread must be running: it serves the delivery reports.
+fn wait_delivered(
+    producer: &KafkaProducer,
+    context: &SinkContext,
+    target: u64,
+    timeout: Duration,
+) -> u64 {
+    let deadline = Instant::now() + timeout;
+    raw::flush(producer, timeout);
+    // The last reports may still be being counted by the poll thread.
+    loop {
+        let done = context.done();
+        if done >= target {
+            return 0;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return target - done;
+        }
+        thread::sleep((deadline - now).min(Duration::from_millis(1)));
+    }
+}
+
+impl DataSink for KafkaSink {
+    fn write_batch(
+        &self,
+        records: &[Record<'_>],
+        first_id: DeliveryId,
+    ) -> Result<(), (u64, Error)> {
+        let shared = &self.shared;
+        let guard = shared.active.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(active) = guard.as_ref() else {
+            return Err((0, closed_error()));
+        };
+        if shared.closed.load(Ordering::Acquire) {
+            return Err((0, closed_error()));
+        }
+        if let Some(reason) = shared.context.failure.tripped_reason()
+            && let Some(first) = records.first()
+        {
+            let topic = first.topic();
+            return Err((
+                0,
+                Error::Kafka {
+                    operation: format!("write to topic `{topic}`"),
+                    reason,
+                },
+            ));
+        }
+        let mut accepted = 0u64;
+        let mut result = Ok(());
+        // Batches usually go to one topic: look its handle up once.
+        let mut last: Option<(&str, Topic<'_>)> = None;
+        for (i, record) in records.iter().enumerate() {
+            let topic = record.topic();
+            let rkt = match last {
+                Some((t, rkt)) if t == topic => Ok(rkt),
+                _ => active.topic(topic),
+            };
+            let sent = rkt.and_then(|rkt| {
+                last = Some((topic, rkt));
+                self.send_one(active, rkt, record, first_id + i as u64)
+            });
+            if let Err(e) = sent {
+                result = Err(e);
+                break;
+            }
+            accepted += 1;
+        }
+        shared.accepted.fetch_add(accepted, Ordering::AcqRel);
+        result.map_err(|e| (accepted, e))
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
+        let producer = self
+            .shared
+            .active
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|a| Arc::clone(a.producer()));
+        let mut pending = 0;
+        if let Some(producer) = producer {
+            let target = self.shared.accepted.load(Ordering::Acquire);
+            pending = wait_delivered(&producer, &self.shared.context, target, timeout);
+        }
+        Ok(self.report(pending))
+    }
+}

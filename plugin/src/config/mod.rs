@@ -1,0 +1,494 @@
+//! The plugin's settings, parsed from its view of the host conf, and the one place
+//! where librdkafka configurations are built (every `ClientConfig::set` is here).
+//!
+//! Keys:
+//! - `kafka.<property>`: passed to librdkafka as `<property>`, as is (flat quoted keys and
+//!   `[kafka]` tables alike). Strings pass as they are; integers, floats and booleans in
+//!   their string form where librdkafka's type of the property takes them (an integer
+//!   for a string property such as `bootstrap.servers = 9092` is an error naming the
+//!   key, as is a boolean for a string or a float for an integer); arrays, tables and
+//!   datetimes are an error naming the key. A bootstrap host that is a bare number
+//!   (`"9092"`, `"1234:9092"`) is refused: the resolver reads it as an IP address
+//!   (9092 is 0.0.35.196) and the client would connect off the machine.
+//! - `pseidon-kafka.<setting>`: the plugin's own settings, see [`Settings`]. An unknown
+//!   `pseidon-kafka.` key is an error (a typo must not silently fall back to a default).
+//! - `pseidon-host.conf-dir`: set by the host to the conf file's directory; a relative
+//!   `pseidon-kafka.status-db` is resolved against it, like the host's own paths.
+//! - Per reader only (`ReaderOptions::set`, never in the conf):
+//!   `pseidon-kafka.reader-max-messages`, see [`reader_max_messages`].
+//! - Anything else is ignored by this plugin.
+
+use std::{fmt, path::PathBuf};
+
+use pseidon_plugin_api::{ConfView, Error, secret::Scrubber};
+use rdkafka::{ClientConfig, config::RDKafkaLogLevel};
+
+mod types;
+
+use types::{
+    BOOTSTRAP_PROPERTIES, check_bootstrap, check_property_type, check_setting_type, scalar_value,
+};
+
+/// Prefix of the keys passed to librdkafka.
+pub const KAFKA_PREFIX: &str = "kafka.";
+/// Prefix of the plugin's own settings.
+pub const SETTINGS_PREFIX: &str = "pseidon-kafka.";
+/// The entry the host adds with the conf file's directory (see
+/// `pseidon_host::conf::CONF_DIR_KEY`); absent with an older host.
+pub const CONF_DIR_KEY: &str = "pseidon-host.conf-dir";
+/// The per-reader key bounding the messages a reader hands out (see [`reader_max_messages`]).
+pub const READER_MAX_MESSAGES: &str = "pseidon-kafka.reader-max-messages";
+
+/// `pseidon-kafka.reader-max-messages`, a per-reader option (`ReaderOptions::set`): the
+/// most messages the reader hands out in all (at least 1). No group the reader forms
+/// holds more than what remains of it, so a caller printing at most N messages (`pseidon
+/// consume --max N`) can finish, and mark done, every group it got. Once it is used up,
+/// `next_group` hands out what it holds and then returns `None`. A replayed group keeps
+/// its recorded range and may be larger than what remains: the caller checks. `None`
+/// when not set (no bound).
+pub fn reader_max_messages(overrides: &[(String, String)]) -> Result<Option<u64>, Error> {
+    match overrides
+        .iter()
+        .rev()
+        .find(|(k, _)| k == READER_MAX_MESSAGES)
+    {
+        None => Ok(None),
+        Some((key, value)) => match parse_number::<u64>(key, value)? {
+            0 => Err(Error::config(key.as_str(), "must be at least 1")),
+            n => Ok(Some(n)),
+        },
+    }
+}
+
+/// The plugin's own settings (`pseidon-kafka.*` keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `pseidon-kafka.queue-full-timeout-ms`: how long `write` waits for room in a full
+    /// producer queue before it returns a "queue full" error. Default 30000.
+    pub queue_full_timeout_ms: u64,
+    /// `pseidon-kafka.status-db`: the SQLite file that tracks message groups; a
+    /// relative path is relative to the conf file's directory.
+    /// Default `/var/lib/pseidon-kafka/status.db`.
+    pub status_db: PathBuf,
+    /// `pseidon-kafka.group-max-messages`: the most messages in one message group.
+    /// Default 10000.
+    pub group_max_messages: usize,
+    /// `pseidon-kafka.group-max-bytes`: the most bytes of keys, values and headers in
+    /// one message group (a single larger message is a group of its own), so a group's
+    /// memory is bounded whatever the message size.
+    /// Default 1048576 (1 MiB).
+    pub group_max_bytes: usize,
+    /// `pseidon-kafka.group-max-wait-ms`: the longest a message group waits to fill up
+    /// before it is handed out. Default 100.
+    pub group_max_wait_ms: u64,
+    /// `pseidon-kafka.done-retention-ms`: done groups older than this are pruned from the
+    /// status database. Default 604800000 (7 days).
+    pub done_retention_ms: u64,
+    /// `pseidon-kafka.connect-failure-timeout-ms`: how long a TLS or authentication
+    /// failure to connect to the brokers (a wrong CA, a wrong password) may persist
+    /// before the datasink fails its queued messages and refuses writes, and the
+    /// datasource's `next_group` returns the error. A broker that is merely down is not
+    /// such a failure. 0 disables it (librdkafka's `message.timeout.ms` applies). Default 10000.
+    pub connect_failure_timeout_ms: u64,
+    /// `pseidon-kafka.consume-error-timeout-ms`: how long a permanent consume error
+    /// (authorization refused, a message over the fetch limits, a consumer group the
+    /// broker rejects) may persist before the datasource's `next_group` returns it. A
+    /// batch librdkafka cannot decode (decompression failure, corrupt batch) fails at
+    /// once: librdkafka would skip it ([`consume_error`](crate::consume_error)).
+    /// 0: every permanent error at once. Default 30000.
+    pub consume_error_timeout_ms: u64,
+}
+
+/// Default of `pseidon-kafka.queue-full-timeout-ms`.
+pub fn default_queue_full_timeout_ms() -> u64 {
+    30_000
+}
+/// Default of `pseidon-kafka.status-db`.
+pub fn default_status_db() -> PathBuf {
+    PathBuf::from("/var/lib/pseidon-kafka/status.db")
+}
+/// Default of `pseidon-kafka.group-max-messages`.
+pub fn default_group_max_messages() -> usize {
+    10_000
+}
+/// Default of `pseidon-kafka.group-max-bytes`.
+pub fn default_group_max_bytes() -> usize {
+    1 << 20
+}
+/// Default of `pseidon-kafka.group-max-wait-ms`.
+pub fn default_group_max_wait_ms() -> u64 {
+    100
+}
+/// Default of `pseidon-kafka.done-retention-ms`.
+pub fn default_done_retention_ms() -> u64 {
+    7 * 24 * 3600 * 1000
+}
+/// Default of `pseidon-kafka.connect-failure-timeout-ms`.
+pub fn default_connect_failure_timeout_ms() -> u64 {
+    10_000
+}
+/// Default of `pseidon-kafka.consume-error-timeout-ms`.
+pub fn default_consume_error_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            queue_full_timeout_ms: default_queue_full_timeout_ms(),
+            status_db: default_status_db(),
+            group_max_messages: default_group_max_messages(),
+            group_max_bytes: default_group_max_bytes(),
+            group_max_wait_ms: default_group_max_wait_ms(),
+            done_retention_ms: default_done_retention_ms(),
+            connect_failure_timeout_ms: default_connect_failure_timeout_ms(),
+            consume_error_timeout_ms: default_consume_error_timeout_ms(),
+        }
+    }
+}
+
+/// What a client is for; each role has its own safe defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The datasink's producer: idempotent (`enable.idempotence=true`, so `acks=all`).
+    Producer,
+    /// The datasource's group consumer: offsets stored only by the done-watermark,
+    /// `auto.offset.reset=earliest` so a new group misses nothing.
+    Consumer,
+    /// The replay consumer: assigned partitions only, never commits.
+    Replay,
+}
+
+/// The producer role's default `queue.buffering.max.kbytes` (64 MiB).
+pub const PRODUCER_QUEUE_MAX_KBYTES: &str = "65536";
+
+/// librdkafka properties from `kafka.*` keys, prefix removed, in conf order.
+#[derive(Clone, PartialEq)]
+pub struct KafkaProps {
+    props: Vec<(String, String)>,
+}
+
+impl fmt::Debug for KafkaProps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (k, v) in &self.props {
+            if is_secret(k) {
+                map.entry(k, &pseidon_plugin_api::secret::REDACTED);
+            } else {
+                map.entry(k, v);
+            }
+        }
+        map.finish()
+    }
+}
+
+/// True for properties whose values are secrets: never logged, never in an error.
+/// The project's one rule, [`pseidon_plugin_api::secret::is_secret_key`] (with or
+/// without the `kafka.` prefix).
+pub fn is_secret(property: &str) -> bool {
+    pseidon_plugin_api::secret::is_secret_key(property)
+}
+
+/// The parsed configuration of the plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// librdkafka properties.
+    pub kafka: KafkaProps,
+    /// The plugin's own settings.
+    pub settings: Settings,
+}
+
+impl Config {
+    /// Parses the conf: `kafka.*` keys into librdkafka properties, `pseidon-kafka.*`
+    /// keys into [`Settings`]. Every error names the key.
+    pub fn parse(conf: &ConfView) -> Result<Config, Error> {
+        let mut props = Vec::new();
+        let mut settings = Settings::default();
+        for entry in conf.entries() {
+            if let Some(property) = entry.key.strip_prefix(KAFKA_PREFIX) {
+                let value = scalar_value(&entry.key, entry.kind, &entry.value)?;
+                check_property_type(&entry.key, property, entry.kind)?;
+                props.retain(|(k, _): &(String, String)| k != property);
+                props.push((property.to_string(), value));
+            } else if let Some(setting) = entry.key.strip_prefix(SETTINGS_PREFIX) {
+                let value = scalar_value(&entry.key, entry.kind, &entry.value)?;
+                check_setting_type(&entry.key, setting, entry.kind)?;
+                apply_setting(&mut settings, &entry.key, setting, &value)?;
+            }
+        }
+        if settings.status_db.is_relative()
+            && let Some(dir) = conf.get(CONF_DIR_KEY)
+        {
+            settings.status_db = PathBuf::from(&dir.value).join(&settings.status_db);
+        }
+        Ok(Config {
+            kafka: KafkaProps { props },
+            settings,
+        })
+    }
+
+    /// A scrubber of the secret values of the `kafka.*` properties (see [`is_secret`]),
+    /// for librdkafka's log lines and error texts.
+    pub fn scrubber(&self) -> Scrubber {
+        Scrubber::from_pairs(self.kafka.props.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// The configured value of librdkafka property `property`, if set in the conf.
+    pub fn kafka_prop(&self, property: &str) -> Option<&str> {
+        self.kafka
+            .props
+            .iter()
+            .rev()
+            .find(|(k, _)| k == property)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A librdkafka configuration for `role`: the role's defaults, then the conf's
+    /// `kafka.*` properties, then `overrides` (keys as in the conf, `kafka.`-prefixed).
+    /// Each property is checked by librdkafka here: a rejected one is an error naming
+    /// the conf key and librdkafka's reason (secret values redacted).
+    pub fn client_config(
+        &self,
+        role: Role,
+        overrides: &[(String, String)],
+    ) -> Result<ClientConfig, Error> {
+        let mut cfg = ClientConfig::new();
+        match role {
+            Role::Producer => {
+                cfg.set("enable.idempotence", "true");
+                // The producer queue holds at most 64 MiB (librdkafka's default 1 GiB):
+                // past that, `write` waits for room (backpressure) instead of the process
+                // growing by up to a gigabyte. 10 KiB messages ran as fast or faster
+                // (bench/RESULTS.md), at 80 MB RSS instead of 0.5–0.9 GB. Overridable.
+                cfg.set("queue.buffering.max.kbytes", PRODUCER_QUEUE_MAX_KBYTES);
+            }
+            Role::Consumer => {
+                cfg.set("enable.auto.offset.store", "false");
+                cfg.set("enable.auto.commit", "true");
+                cfg.set("auto.offset.reset", "earliest");
+                cfg.set("enable.partition.eof", "false");
+                // librdkafka postpones fetching by this much once its local queue passed
+                // queued.min.messages (default 1000 ms): with small messages that idles
+                // the reader for most of each second. Overridable.
+                cfg.set("fetch.queue.backoff.ms", "10");
+                // Stored watermarks reach the broker within 200 ms (default 5000): another
+                // member taking a partition over after a crash re-reads less of what was
+                // already done. Overridable.
+                cfg.set("auto.commit.interval.ms", "200");
+            }
+            Role::Replay => {
+                cfg.set("fetch.queue.backoff.ms", "10");
+            }
+        }
+        let mut chosen: Vec<(String, String)> = self.kafka.props.clone();
+        for (key, value) in overrides {
+            if key == READER_MAX_MESSAGES {
+                // The reader's own bound, not a librdkafka property.
+                continue;
+            }
+            let Some(property) = key.strip_prefix(KAFKA_PREFIX) else {
+                return Err(Error::config(
+                    key.as_str(),
+                    format!("only kafka.* keys and {READER_MAX_MESSAGES} can be set per reader"),
+                ));
+            };
+            chosen.retain(|(k, _)| k != property);
+            chosen.push((property.to_string(), value.clone()));
+        }
+        for (property, value) in &chosen {
+            if BOOTSTRAP_PROPERTIES.contains(&property.as_str()) {
+                check_bootstrap(&format!("{KAFKA_PREFIX}{property}"), value)?;
+            }
+            validate_property(property, value)?;
+            // One conf serves both clients: a consumer-only property on the producer (or
+            // the reverse) would only make librdkafka warn that it ignores it.
+            if property_applies(role, property) {
+                cfg.set(property.as_str(), value.as_str());
+            }
+        }
+        match role {
+            Role::Producer => {}
+            Role::Consumer => {
+                // The watermark is the only thing that stores offsets: not overridable.
+                cfg.set("enable.auto.offset.store", "false");
+            }
+            Role::Replay => {
+                // Assign-only: it never joins the consumer group (librdkafka's assign
+                // still needs a group.id) and never commits; a static member id must not
+                // fence the group consumer.
+                cfg.remove("group.instance.id");
+                cfg.set("enable.auto.commit", "false");
+                cfg.set("enable.auto.offset.store", "false");
+                cfg.set("enable.partition.eof", "false");
+                // A range deleted during the replay resets to the log start, where the
+                // replay sees (and reports) the missing offsets.
+                cfg.set("auto.offset.reset", "earliest");
+            }
+        }
+        cfg.set_log_level(log_level());
+        Ok(cfg)
+    }
+}
+
+/// librdkafka properties that only consumers use (scope `C` in librdkafka's CONFIGURATION.md).
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+    "group.protocol",
+    "group.remote.assignor",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.offset.reset",
+    "consume.callback.max.messages",
+];
+
+/// librdkafka properties that only producers use (scope `P`).
+const PRODUCER_ONLY: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "queue.buffering.backpressure.threshold",
+    "compression.codec",
+    "compression.type",
+    "compression.level",
+    "batch.num.messages",
+    "batch.size",
+    "delivery.report.only.error",
+    "sticky.partitioning.linger.ms",
+    "request.required.acks",
+    "acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "queuing.strategy",
+    "produce.offset.report",
+    "partitioner",
+];
+
+/// Whether a (validated) property is passed to a client of `role`.
+fn property_applies(role: Role, property: &str) -> bool {
+    match role {
+        Role::Producer => !CONSUMER_ONLY.contains(&property),
+        Role::Consumer | Role::Replay => !PRODUCER_ONLY.contains(&property),
+    }
+}
+
+/// librdkafka's log level matching the host's level, so its log lines reach the host.
+fn log_level() -> RDKafkaLogLevel {
+    match log::max_level() {
+        log::LevelFilter::Off | log::LevelFilter::Error => RDKafkaLogLevel::Error,
+        log::LevelFilter::Warn => RDKafkaLogLevel::Warning,
+        log::LevelFilter::Info => RDKafkaLogLevel::Notice,
+        log::LevelFilter::Debug | log::LevelFilter::Trace => RDKafkaLogLevel::Debug,
+    }
+}
+
+/// Checks one property with librdkafka itself, so a bad key fails at `init`.
+fn validate_property(property: &str, value: &str) -> Result<(), Error> {
+    let mut probe = ClientConfig::new();
+    probe.set(property, value);
+    match probe.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let reason = match e {
+                rdkafka::error::KafkaError::ClientConfig(_, desc, _, _) => desc,
+                other => other.to_string(),
+            };
+            let reason = redact(property, value, &reason);
+            Err(Error::config(
+                format!("{KAFKA_PREFIX}{property}"),
+                format!("librdkafka rejected it: {reason}"),
+            ))
+        }
+    }
+}
+
+/// `text` with the value of a secret property blanked out.
+fn redact(property: &str, value: &str, text: &str) -> String {
+    Scrubber::from_pairs([(property, value)])
+        .scrub(text)
+        .into_owned()
+}
+
+fn apply_setting(
+    settings: &mut Settings,
+    key: &str,
+    setting: &str,
+    value: &str,
+) -> Result<(), Error> {
+    match setting {
+        "queue-full-timeout-ms" => settings.queue_full_timeout_ms = parse_number(key, value)?,
+        "status-db" => {
+            if value.trim().is_empty() {
+                return Err(Error::config(key, "must be the path of a SQLite file"));
+            }
+            settings.status_db = PathBuf::from(value);
+        }
+        "group-max-messages" => settings.group_max_messages = parse_positive(key, value)?,
+        "group-max-bytes" => settings.group_max_bytes = parse_positive(key, value)?,
+        "group-max-wait-ms" => settings.group_max_wait_ms = parse_number(key, value)?,
+        "done-retention-ms" => settings.done_retention_ms = parse_number(key, value)?,
+        "connect-failure-timeout-ms" => {
+            settings.connect_failure_timeout_ms = parse_number(key, value)?
+        }
+        "consume-error-timeout-ms" => settings.consume_error_timeout_ms = parse_number(key, value)?,
+        "reader-max-messages" => {
+            return Err(Error::config(
+                key,
+                "a per-reader option (ReaderOptions::set, or `pseidon consume --max`), not a conf key",
+            ));
+        }
+        _ => {
+            return Err(Error::config(
+                key,
+                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-bytes, group-max-wait-ms, done-retention-ms, connect-failure-timeout-ms, consume-error-timeout-ms)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A number of at least 1.
+fn parse_positive(key: &str, value: &str) -> Result<usize, Error> {
+    match parse_number(key, value)? {
+        0 => Err(Error::config(key, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Error> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::config(key, format!("`{value}` is not a non-negative whole number")))
+}
+
+#[cfg(test)]
+mod tests;

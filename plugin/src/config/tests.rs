@@ -1,0 +1,385 @@
+use pseidon_plugin_api::{ConfEntry, ConfKind};
+
+use super::{types::*, *};
+
+fn conf(entries: &[(&str, ConfKind, &str)]) -> ConfView {
+    ConfView::new(
+        entries
+            .iter()
+            .map(|(k, kind, v)| ConfEntry {
+                key: k.to_string(),
+                kind: *kind,
+                value: v.to_string(),
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn kafka_keys_lose_their_prefix_and_others_are_ignored() {
+    let c = Config::parse(&conf(&[
+        (
+            "kafka.bootstrap.servers",
+            ConfKind::String,
+            "127.0.0.1:9092",
+        ),
+        ("kafka.linger.ms", ConfKind::Integer, "5"),
+        ("plugin-dirs", ConfKind::Array, "[\"/x\"]"),
+        ("kafkaesque", ConfKind::String, "no"),
+    ]))
+    .unwrap();
+    assert_eq!(c.kafka_prop("bootstrap.servers"), Some("127.0.0.1:9092"));
+    assert_eq!(c.kafka_prop("linger.ms"), Some("5"));
+    assert_eq!(c.kafka.props.len(), 2);
+}
+
+#[test]
+fn arrays_are_an_error_naming_the_key() {
+    let err = Config::parse(&conf(&[(
+        "kafka.bootstrap.servers",
+        ConfKind::Array,
+        "[\"a\"]",
+    )]))
+    .unwrap_err();
+    assert!(err.to_string().contains("kafka.bootstrap.servers"), "{err}");
+}
+
+#[test]
+fn rejected_property_names_key_and_reason() {
+    let c = Config::parse(&conf(&[("kafka.no.such.property", ConfKind::String, "1")])).unwrap();
+    let err = c
+        .client_config(Role::Producer, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kafka.no.such.property"), "{err}");
+    assert!(err.contains("No such configuration property"), "{err}");
+}
+
+#[test]
+fn secrets_never_reach_errors_or_debug() {
+    let c = Config::parse(&conf(&[(
+        "kafka.ssl.key.password",
+        ConfKind::String,
+        "hunter2",
+    )]))
+    .unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"));
+    let text = redact(
+        "sasl.password",
+        "hunter2",
+        "Invalid value \"hunter2\" for sasl.password",
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        is_secret("kafka.sasl.password") && is_secret("ssl.key.password") && !is_secret("acks")
+    );
+}
+
+#[test]
+fn each_client_gets_only_the_properties_of_its_role() {
+    let c = Config::parse(&conf(&[
+        ("kafka.group.id", ConfKind::String, "g"),
+        ("kafka.linger.ms", ConfKind::Integer, "7"),
+        ("kafka.client.id", ConfKind::String, "me"),
+    ]))
+    .unwrap();
+    let p = c.client_config(Role::Producer, &[]).unwrap();
+    assert_eq!(p.get("group.id"), None);
+    assert_eq!(p.get("linger.ms"), Some("7"));
+    assert_eq!(p.get("client.id"), Some("me"));
+    let k = c.client_config(Role::Consumer, &[]).unwrap();
+    assert_eq!(k.get("group.id"), Some("g"));
+    assert_eq!(k.get("linger.ms"), None);
+    assert_eq!(k.get("client.id"), Some("me"));
+}
+
+#[test]
+fn producer_queue_is_64_mib_unless_the_conf_says_otherwise() {
+    let c = Config::parse(&conf(&[])).unwrap();
+    let cfg = c.client_config(Role::Producer, &[]).unwrap();
+    assert_eq!(cfg.get("queue.buffering.max.kbytes"), Some("65536"));
+    let c = Config::parse(&conf(&[(
+        "kafka.queue.buffering.max.kbytes",
+        ConfKind::Integer,
+        "1048576",
+    )]))
+    .unwrap();
+    let cfg = c.client_config(Role::Producer, &[]).unwrap();
+    assert_eq!(cfg.get("queue.buffering.max.kbytes"), Some("1048576"));
+    // Not a consumer property.
+    let cfg = c.client_config(Role::Consumer, &[]).unwrap();
+    assert_eq!(cfg.get("queue.buffering.max.kbytes"), None);
+}
+
+#[test]
+fn reader_max_messages_is_per_reader_only() {
+    let ov = |v: &str| vec![(READER_MAX_MESSAGES.to_string(), v.to_string())];
+    assert_eq!(reader_max_messages(&[]).unwrap(), None);
+    assert_eq!(reader_max_messages(&ov("100")).unwrap(), Some(100));
+    let err = reader_max_messages(&ov("0")).unwrap_err().to_string();
+    assert!(
+        err.contains(READER_MAX_MESSAGES) && err.contains("at least 1"),
+        "{err}"
+    );
+    let err = reader_max_messages(&ov("x")).unwrap_err().to_string();
+    assert!(err.contains(READER_MAX_MESSAGES), "{err}");
+    // Not a librdkafka property: the consumer's configuration does not get it.
+    let c = Config::parse(&conf(&[])).unwrap();
+    let cfg = c.client_config(Role::Consumer, &ov("5")).unwrap();
+    assert_eq!(cfg.get("reader-max-messages"), None);
+    // Not a conf key.
+    let err = Config::parse(&conf(&[(READER_MAX_MESSAGES, ConfKind::Integer, "5")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("per-reader"), "{err}");
+}
+
+#[test]
+fn unknown_setting_is_an_error() {
+    let err = Config::parse(&conf(&[(
+        "pseidon-kafka.status-dbb",
+        ConfKind::String,
+        "/x",
+    )]))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("pseidon-kafka.status-dbb"),
+        "{err}"
+    );
+}
+
+#[test]
+fn settings_parse() {
+    let c = Config::parse(&conf(&[
+        ("pseidon-kafka.status-db", ConfKind::String, "/tmp/s.db"),
+        ("pseidon-kafka.group-max-messages", ConfKind::Integer, "10"),
+        ("pseidon-kafka.group-max-bytes", ConfKind::Integer, "4096"),
+        (
+            "pseidon-kafka.connect-failure-timeout-ms",
+            ConfKind::Integer,
+            "2500",
+        ),
+        (
+            "pseidon-kafka.consume-error-timeout-ms",
+            ConfKind::Integer,
+            "0",
+        ),
+    ]))
+    .unwrap();
+    assert_eq!(c.settings.consume_error_timeout_ms, 0);
+    assert_eq!(Settings::default().consume_error_timeout_ms, 30_000);
+    assert_eq!(c.settings.status_db, PathBuf::from("/tmp/s.db"));
+    assert_eq!(c.settings.group_max_messages, 10);
+    assert_eq!(c.settings.group_max_bytes, 4096);
+    assert_eq!(Settings::default().group_max_bytes, 1 << 20);
+    assert_eq!(c.settings.connect_failure_timeout_ms, 2500);
+    assert_eq!(
+        Settings::default().connect_failure_timeout_ms,
+        default_connect_failure_timeout_ms()
+    );
+    let err = Config::parse(&conf(&[(
+        "pseidon-kafka.group-max-messages",
+        ConfKind::Integer,
+        "0",
+    )]))
+    .unwrap_err();
+    assert!(err.to_string().contains("at least 1"));
+    let err = Config::parse(&conf(&[(
+        "pseidon-kafka.group-max-bytes",
+        ConfKind::Integer,
+        "0",
+    )]))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("pseidon-kafka.group-max-bytes")
+            && err.to_string().contains("at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn property_types_match_configuration_md() {
+    let md = include_str!("../../../vendor/rdkafka-sys/librdkafka/CONFIGURATION.md");
+    let mut want: Vec<(String, PropType)> = Vec::new();
+    for line in md.lines() {
+        let Some((name, rest)) = line.split_once(" | ") else {
+            continue;
+        };
+        let name = name.trim();
+        let Some(ty) = rest
+            .split("*Type: ")
+            .nth(1)
+            .and_then(|t| t.split('*').next())
+        else {
+            continue;
+        };
+        let ty = match ty {
+            "string" | "pattern list" => PropType::Text,
+            "enum value" | "CSV flags" => PropType::Enum,
+            "boolean" => PropType::Boolean,
+            "integer" => PropType::Integer,
+            "float" => PropType::Float,
+            _ => continue,
+        };
+        if !want.iter().any(|(n, _)| n == name) {
+            want.push((name.to_string(), ty));
+        }
+    }
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    let got: Vec<(String, PropType)> = PROPERTY_TYPES
+        .iter()
+        .map(|(n, t)| (n.to_string(), *t))
+        .collect();
+    assert!(want.len() > 150, "{}", want.len());
+    assert_eq!(
+        got, want,
+        "PROPERTY_TYPES is out of date with CONFIGURATION.md"
+    );
+}
+
+#[test]
+fn wrongly_typed_values_are_errors_naming_the_key() {
+    for (key, kind, value, needle) in [
+        (
+            "kafka.bootstrap.servers",
+            ConfKind::Integer,
+            "9092",
+            "must be a string",
+        ),
+        (
+            "kafka.group.id",
+            ConfKind::Boolean,
+            "true",
+            "must be a string",
+        ),
+        (
+            "kafka.acks",
+            ConfKind::Boolean,
+            "true",
+            "must be a whole number",
+        ),
+        (
+            "kafka.linger.ms",
+            ConfKind::Boolean,
+            "true",
+            "must be a number",
+        ),
+        (
+            "kafka.retries",
+            ConfKind::Float,
+            "1.5",
+            "must be a whole number",
+        ),
+        (
+            "kafka.enable.idempotence",
+            ConfKind::Integer,
+            "1",
+            "must be a boolean",
+        ),
+        (
+            "kafka.debug",
+            ConfKind::Array,
+            "[\"all\"]",
+            "an array is not allowed",
+        ),
+        (
+            "pseidon-kafka.status-db",
+            ConfKind::Integer,
+            "5",
+            "must be a path string",
+        ),
+        (
+            "pseidon-kafka.group-max-messages",
+            ConfKind::Boolean,
+            "true",
+            "not a non-negative whole number",
+        ),
+    ] {
+        let err = Config::parse(&conf(&[(key, kind, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(needle), "{key}: {err}");
+    }
+    // The types librdkafka takes pass.
+    let c = Config::parse(&conf(&[
+        ("kafka.bootstrap.servers", ConfKind::String, "h:9092"),
+        ("kafka.request.required.acks", ConfKind::Integer, "-1"),
+        ("kafka.linger.ms", ConfKind::Integer, "5"),
+        ("kafka.enable.idempotence", ConfKind::Boolean, "true"),
+        ("kafka.retries", ConfKind::String, "3"),
+        ("kafka.no.such.thing", ConfKind::Integer, "3"),
+        ("pseidon-kafka.group-max-messages", ConfKind::String, "10"),
+    ]))
+    .unwrap();
+    assert_eq!(c.kafka_prop("linger.ms"), Some("5"));
+    assert_eq!(c.settings.group_max_messages, 10);
+}
+
+#[test]
+fn a_bootstrap_host_that_is_a_bare_number_is_refused() {
+    let refused = |key: &str, v: &str| {
+        Config::parse(&conf(&[(key, ConfKind::String, v)]))
+            .unwrap()
+            .client_config(Role::Producer, &[])
+            .unwrap_err()
+            .to_string()
+    };
+    for v in ["9092", "1234:9092", "h:9092, 9092", "PLAINTEXT://1234:9092"] {
+        let err = refused("kafka.bootstrap.servers", v);
+        assert!(
+            err.contains("kafka.bootstrap.servers") && err.contains("bare number"),
+            "{v}: {err}"
+        );
+    }
+    let err = refused("kafka.metadata.broker.list", "9092");
+    assert!(err.contains("kafka.metadata.broker.list"), "{err}");
+    // A per-reader override too.
+    let err = Config::parse(&conf(&[]))
+        .unwrap()
+        .client_config(
+            Role::Consumer,
+            &[("kafka.bootstrap.servers".into(), "9092".into())],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bare number"), "{err}");
+    for v in [
+        "127.0.0.1:9092",
+        "localhost",
+        "b1:9092,b2:9093",
+        "[::1]:9092",
+        "SSL://broker-1.example:9093",
+        "10.0.0.1",
+    ] {
+        Config::parse(&conf(&[("kafka.bootstrap.servers", ConfKind::String, v)]))
+            .and_then(|c| c.client_config(Role::Producer, &[]).map(|_| ()))
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+    }
+}
+
+#[test]
+fn a_relative_status_db_is_relative_to_the_conf_dir() {
+    let c = Config::parse(&conf(&[
+        ("pseidon-kafka.status-db", ConfKind::String, "state/s.db"),
+        (CONF_DIR_KEY, ConfKind::String, "/etc/pseidon"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        c.settings.status_db,
+        PathBuf::from("/etc/pseidon/state/s.db")
+    );
+    let c = Config::parse(&conf(&[
+        ("pseidon-kafka.status-db", ConfKind::String, "/var/s.db"),
+        (CONF_DIR_KEY, ConfKind::String, "/etc/pseidon"),
+    ]))
+    .unwrap();
+    assert_eq!(c.settings.status_db, PathBuf::from("/var/s.db"));
+    // An older host sets no conf dir: as given.
+    let c = Config::parse(&conf(&[(
+        "pseidon-kafka.status-db",
+        ConfKind::String,
+        "s.db",
+    )]))
+    .unwrap();
+    assert_eq!(c.settings.status_db, PathBuf::from("s.db"));
+}

@@ -1,0 +1,97 @@
+//! Reading rows: the one SELECT of listings (by status, topic, consumer group), the
+//! read-only listing another instance may run while the owner holds the lock, and the
+//! row → [`GroupInfo`] conversion.
+
+use std::{path::Path, time::Duration};
+
+use pseidon_plugin_api::{Error, GroupFilter, GroupInfo, GroupStatus};
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::{
+    db_err,
+    schema::{COLUMNS, is_v1, table_columns},
+};
+
+pub(super) fn query_list(
+    conn: &Connection,
+    filter: &GroupFilter,
+) -> rusqlite::Result<Vec<GroupInfo>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM groups
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2)
+           AND (?3 IS NULL OR consumer_group = ?3)
+         ORDER BY consumer_group, cluster_id, topic, partition, min_offset"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            filter.status.map(|s| s.as_str()),
+            filter.topic.as_deref(),
+            filter.consumer_group.as_deref()
+        ],
+        row_to_info,
+    )?;
+    rows.collect()
+}
+
+/// Lists groups of the database at `path` through a read-only connection, without the
+/// instance lock (for listings while another instance runs). A database of schema 1
+/// (not migrated yet: its owner runs an older plugin) lists with unknown scope.
+pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| db_err(path, "cannot open read-only", e))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| db_err(path, "cannot configure", e))?;
+    let columns =
+        table_columns(&conn).map_err(|e| db_err(path, "not a usable status database", e))?;
+    if is_v1(&columns) {
+        if filter
+            .consumer_group
+            .as_deref()
+            .is_some_and(|g| !g.is_empty())
+        {
+            return Ok(Vec::new());
+        }
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, topic, partition, min_offset, max_offset, status, attempt, updated_ms,
+                        '', '', '' FROM groups
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2)
+                 ORDER BY topic, partition, min_offset",
+            )
+            .map_err(|e| db_err(path, "not a usable status database", e))?;
+        let rows: rusqlite::Result<Vec<GroupInfo>> = stmt
+            .query_map(
+                params![filter.status.map(|s| s.as_str()), filter.topic.as_deref()],
+                row_to_info,
+            )
+            .and_then(|rows| rows.collect());
+        return rows.map_err(|e| db_err(path, "query failed", e));
+    }
+    query_list(&conn, filter).map_err(|e| db_err(path, "not a usable status database", e))
+}
+
+pub(super) fn row_to_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupInfo> {
+    let status: String = r.get(5)?;
+    Ok(GroupInfo {
+        id: r.get(0)?,
+        topic: r.get(1)?,
+        partition: r.get(2)?,
+        min_offset: r.get(3)?,
+        max_offset: r.get(4)?,
+        status: GroupStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                5,
+                rusqlite::types::Type::Text,
+                format!("unknown status `{status}`").into(),
+            )
+        })?,
+        attempt: r.get(6)?,
+        updated_ms: r.get(7)?,
+        cluster_id: r.get(8)?,
+        consumer_group: r.get(9)?,
+        topic_id: r.get(10)?,
+    })
+}

@@ -1,0 +1,320 @@
+use super::*;
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "pseidon-kafka-store-{}-{}-{name}",
+        std::process::id(),
+        now_ms()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("status.db")
+}
+
+fn scope(group: &str) -> Scope {
+    Scope {
+        cluster_id: "C1".into(),
+        consumer_group: group.into(),
+    }
+}
+
+fn g(topic: &str, p: i32, min: i64, max: i64) -> NewGroup {
+    NewGroup {
+        id: format!("{topic}:{p}:{min}:{max}"),
+        topic: topic.into(),
+        topic_id: "T1".into(),
+        partition: p,
+        min_offset: min,
+        max_offset: max,
+    }
+}
+
+fn ready(s: &Store, sc: &Scope, groups: &[NewGroup]) -> Vec<u32> {
+    s.insert(sc, groups.iter().map(|g| (g, GroupStatus::Ready)))
+        .unwrap()
+}
+
+fn all(s: &Store) -> Vec<GroupInfo> {
+    s.list(&GroupFilter::default()).unwrap()
+}
+
+fn tid(_: &str) -> String {
+    "T1".into()
+}
+
+#[test]
+fn lifecycle_ready_run_done() {
+    let path = tmp("life");
+    let s = Store::open(&path, 1000).unwrap();
+    let a = scope("gA");
+    assert_eq!(
+        ready(&s, &a, &[g("t", 0, 0, 9), g("t", 0, 10, 19)]),
+        vec![1, 1]
+    );
+    s.set_run(&a, "T1", "t:0:0:9", 1).unwrap();
+    assert_eq!(
+        s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
+        Some(GroupStatus::Run)
+    );
+    assert_eq!(
+        s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
+        Some(GroupStatus::Done)
+    );
+    assert_eq!(s.mark_done(&a, "T1", "t:0:5:9").unwrap(), None);
+    let unfinished = s.unfinished(&a, &["t".into()], tid).unwrap();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].id, "t:0:10:19");
+    assert_eq!(unfinished[0].status, GroupStatus::Ready);
+    assert_eq!(unfinished[0].consumer_group, "gA");
+    assert_eq!(unfinished[0].cluster_id, "C1");
+    assert_eq!(unfinished[0].topic_id, "T1");
+    // Seen again: attempt grows.
+    assert_eq!(ready(&s, &a, &[g("t", 0, 10, 19)]), vec![2]);
+    let r = s.ranges_from(&a, "t", "T1", 0, 10).unwrap();
+    assert_eq!(r.len(), 1);
+    s.set_lost(&a, "T1", "t:0:10:19", 3).unwrap();
+    assert_eq!(
+        s.mark_done(&a, "T1", "t:0:10:19").unwrap(),
+        Some(GroupStatus::Lost)
+    );
+    let lost = s
+        .list(&GroupFilter {
+            status: Some(GroupStatus::Lost),
+            ..GroupFilter::default()
+        })
+        .unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].attempt, 3);
+}
+
+#[test]
+fn consumer_groups_and_clusters_do_not_see_each_others_rows() {
+    let s = Store::open(&tmp("scopes"), 1000).unwrap();
+    let (a, b) = (scope("gA"), scope("gB"));
+    let other_cluster = Scope {
+        cluster_id: "C2".into(),
+        consumer_group: "gA".into(),
+    };
+    ready(&s, &a, &[g("t", 0, 0, 99)]);
+    s.mark_done(&a, "T1", "t:0:0:99").unwrap();
+    ready(&s, &a, &[g("t", 0, 100, 199)]);
+    for sc in [&b, &other_cluster] {
+        assert!(
+            s.ranges_from(sc, "t", "T1", 0, 0).unwrap().is_empty(),
+            "{sc}"
+        );
+        assert!(s.unfinished(sc, &["t".into()], tid).unwrap().is_empty());
+        assert_eq!(s.mark_done(sc, "T1", "t:0:100:199").unwrap(), None);
+    }
+    assert_eq!(s.ranges_from(&a, "t", "T1", 0, 0).unwrap().len(), 2);
+    // The same id in another group is another row.
+    assert_eq!(ready(&s, &b, &[g("t", 0, 0, 99)]), vec![1]);
+    assert_eq!(s.find("t:0:0:99", None).unwrap().len(), 2);
+    assert_eq!(s.find("t:0:0:99", Some("gB")).unwrap().len(), 1);
+    let only_b = s
+        .list(&GroupFilter {
+            consumer_group: Some("gB".into()),
+            ..GroupFilter::default()
+        })
+        .unwrap();
+    assert_eq!(only_b.len(), 1);
+    assert_eq!(only_b[0].status, GroupStatus::Ready);
+}
+
+#[test]
+fn a_new_incarnation_retires_the_old_rows() {
+    let s = Store::open(&tmp("incarnation"), 1000).unwrap();
+    let a = scope("gA");
+    ready(&s, &a, &[g("t", 0, 0, 99), g("t", 0, 100, 149)]);
+    s.mark_done(&a, "T1", "t:0:0:99").unwrap();
+    // The same incarnation: nothing retired.
+    let r = s.retire_incarnations(&a, "t", "T1").unwrap();
+    assert!(r.lost.is_empty() && r.finished == 0);
+    // Recreated: topic id T2.
+    let r = s.retire_incarnations(&a, "t", "T2").unwrap();
+    assert_eq!(r.finished, 1);
+    assert_eq!(r.lost.len(), 1);
+    assert_eq!(r.lost[0].id, "t:0:100:149");
+    assert_eq!(r.old_ids, vec!["T1".to_string()]);
+    let t2 = |_: &str| "T2".to_string();
+    assert!(s.ranges_from(&a, "t", "T2", 0, 0).unwrap().is_empty());
+    assert!(s.unfinished(&a, &["t".into()], t2).unwrap().is_empty());
+    // The new incarnation's group of the same id is a row of its own.
+    let mut n = g("t", 0, 0, 99);
+    n.topic_id = "T2".into();
+    assert_eq!(s.insert(&a, [(&n, GroupStatus::Run)]).unwrap(), vec![1]);
+    assert_eq!(
+        s.mark_done(&a, "T2", "t:0:0:99").unwrap(),
+        Some(GroupStatus::Run)
+    );
+    assert_eq!(all(&s).len(), 3);
+}
+
+#[test]
+fn insert_records_run_and_ready_in_one_call() {
+    let s = Store::open(&tmp("insert"), 1000).unwrap();
+    let a = scope("gA");
+    let (x, y) = (g("t", 0, 0, 9), g("t", 0, 10, 19));
+    assert_eq!(
+        s.insert(&a, [(&x, GroupStatus::Run), (&y, GroupStatus::Ready)])
+            .unwrap(),
+        vec![1, 1]
+    );
+    let status = |id: &str| {
+        all(&s)
+            .into_iter()
+            .find(|i| i.id == id)
+            .map(|i| (i.status, i.attempt))
+    };
+    assert_eq!(status("t:0:0:9"), Some((GroupStatus::Run, 1)));
+    assert_eq!(status("t:0:10:19"), Some((GroupStatus::Ready, 1)));
+    // Seen again (read again by the group consumer): attempt grows.
+    assert_eq!(s.insert(&a, [(&y, GroupStatus::Run)]).unwrap(), vec![2]);
+    assert_eq!(status("t:0:10:19"), Some((GroupStatus::Run, 2)));
+    assert_eq!(
+        s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
+        Some(GroupStatus::Run)
+    );
+}
+
+#[test]
+fn survives_reopen_and_second_instance_is_refused() {
+    let path = tmp("lock");
+    let s = Store::open(&path, 1000).unwrap();
+    let a = scope("gA");
+    ready(&s, &a, &[g("t", 1, 5, 6)]);
+    let err = Store::open(&path, 1000)
+        .err()
+        .expect("second open must fail");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(is_locked_error(&err));
+    // A symlink to the same file is the same database: refused too.
+    let link = path.with_file_name("link.db");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let err = Store::open(&link, 1000).err().expect("a symlink must fail");
+    assert!(is_locked_error(&err), "{err}");
+    // A listing still works, read-only, while the owner runs.
+    let rows = list_read_only(&path, &GroupFilter::default()).unwrap();
+    assert_eq!(rows.len(), 1);
+    drop(s);
+    let s = Store::open(&link, 1000).unwrap();
+    assert_eq!(s.unfinished(&a, &["t".into()], tid).unwrap().len(), 1);
+}
+
+#[test]
+fn done_rows_are_pruned_after_retention() {
+    let path = tmp("prune");
+    let s = Store::open(&path, 0).unwrap();
+    let a = scope("gA");
+    ready(&s, &a, &[g("t", 0, 0, 1), g("t", 0, 2, 3)]);
+    s.mark_done(&a, "T1", "t:0:0:1").unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(s.prune().unwrap(), 1);
+    assert_eq!(all(&s).len(), 1);
+}
+
+#[test]
+fn schema_1_is_migrated_without_forgetting_unfinished_groups() {
+    let path = tmp("migrate");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE groups (
+                id TEXT PRIMARY KEY NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                min_offset INTEGER NOT NULL, max_offset INTEGER NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('ready', 'run', 'done', 'lost')),
+                attempt INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+             CREATE INDEX groups_by_partition ON groups (topic, partition, max_offset);
+             CREATE INDEX groups_by_status ON groups (status, updated_ms);
+             PRAGMA user_version = 1;
+             INSERT INTO groups VALUES ('t:0:0:9', 't', 0, 0, 9, 'done', 1, 9999999999999);
+             INSERT INTO groups VALUES ('t:0:10:19', 't', 0, 10, 19, 'run', 2, 9999999999999);
+             INSERT INTO groups VALUES ('u:0:0:9', 'u', 0, 0, 9, 'ready', 1, 9999999999999);",
+        )
+        .unwrap();
+    }
+    // A listing of the old schema, read-only, before anything migrates it.
+    assert_eq!(
+        list_read_only(&path, &GroupFilter::default())
+            .unwrap()
+            .len(),
+        3
+    );
+    let s = Store::open(&path, 1000).unwrap();
+    let rows = all(&s);
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r.consumer_group.is_empty() && r.cluster_id.is_empty())
+    );
+    let a = scope("gA");
+    // Old done rows hide nothing from any scope.
+    assert!(s.ranges_from(&a, "t", "T1", 0, 0).unwrap().is_empty());
+    // The first reader of `t` adopts its unfinished row, and replays it.
+    assert_eq!(s.adopt_unscoped(&a, &["t".into()]).unwrap(), 1);
+    let u = s.unfinished(&a, &["t".into()], tid).unwrap();
+    assert_eq!(u.len(), 1);
+    assert_eq!((u[0].id.as_str(), u[0].attempt), ("t:0:10:19", 2));
+    assert_eq!(u[0].topic_id, "", "its incarnation is unknown");
+    // `u`'s row waits for a reader of `u`.
+    assert_eq!(s.find("u:0:0:9", None).unwrap()[0].consumer_group, "");
+    drop(s);
+    let s = Store::open(&path, 1000).unwrap();
+    assert_eq!(all(&s).len(), 3, "migrated once");
+    let user_version: i64 = {
+        let c = Connection::open(&path).unwrap();
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(user_version, SCHEMA_VERSION);
+}
+
+#[test]
+fn unwritable_shm_file_is_a_clear_error() {
+    // As root every file is writable; a directory in place of -shm is not.
+    let path = tmp("shm");
+    std::fs::create_dir_all(suffixed(&path, "-shm")).unwrap();
+    let err = Store::open(&path, 1000).err().expect("must fail");
+    let text = err.to_string();
+    assert!(text.contains("-shm"), "{text}");
+}
+
+#[test]
+fn garbage_file_is_a_clear_error_and_is_not_reset() {
+    let path = tmp("corrupt");
+    let garbage = vec![0xA5u8; 8192];
+    std::fs::write(&path, &garbage).unwrap();
+    let err = Store::open(&path, 1000).err().expect("garbage must fail");
+    assert!(matches!(err, Error::StatusDb { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("not a database"), "{text}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        garbage,
+        "the file must not be reset"
+    );
+}
+
+#[test]
+fn path_below_a_regular_file_is_a_clear_error() {
+    let path = tmp("notdir");
+    std::fs::write(&path, b"x").unwrap();
+    let below = path.join("status.db");
+    let err = Store::open(&below, 1000).err().expect("must fail");
+    assert!(
+        err.to_string().contains(&below.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn foreign_schema_is_refused() {
+    let path = tmp("foreign");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE groups (name TEXT)").unwrap();
+    }
+    let err = Store::open(&path, 1000).err().expect("must fail");
+    assert!(err.to_string().contains("another schema"), "{err}");
+}

@@ -39,7 +39,9 @@ pub struct DeliveryFailure {
 pub struct FlushReport {
     /// Records acknowledged by the broker since the previous flush.
     pub delivered: u64,
-    /// Records that failed since the previous flush, each once.
+    /// Records that failed since the previous flush, each once. A sink may bound the
+    /// failures it keeps between two flushes (the Kafka sink keeps 100 000 in full): the
+    /// rest then come as one summary entry naming their count and first and last ids.
     pub failed: Vec<DeliveryFailure>,
     /// Records still in flight when the flush timed out (0 if it did not).
     pub pending: u64,

@@ -4,16 +4,16 @@
 #![deny(missing_docs)]
 
 pub mod config;
-pub mod consume_error;
+pub(crate) mod consume_error;
 pub(crate) mod consumer;
 pub(crate) mod error;
 pub(crate) mod health;
 pub(crate) mod identity;
 pub(crate) mod kafka_log;
-pub mod log_limit;
+pub(crate) mod log_limit;
 pub(crate) mod message;
 pub mod producer;
-pub mod progress;
+pub(crate) mod progress;
 pub(crate) mod replay;
 pub mod source;
 pub(crate) mod state;

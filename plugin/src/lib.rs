@@ -4,7 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
-pub(crate) mod consume_error;
+pub mod consume_error;
 pub(crate) mod consumer;
 pub(crate) mod error;
 pub(crate) mod health;

@@ -1,7 +1,7 @@
 //! The datasource registered as [`SOURCE_NAME`](crate::SOURCE_NAME): opens readers
-//! ([`consumer`](crate::consumer)), marks groups done, lists them.
+//! (the crate's `consumer` module), marks groups done, lists them.
 //!
-//! The source holds the state it shares with its readers ([`state`](crate::state):
+//! The source holds the state it shares with its readers (the crate's `state` module:
 //! configuration, status database, claims) and the list of its live readers, whose
 //! per-partition watermarks `mark_done` advances (only the readers of the group's scope).
 //! It holds them weakly: a reader dropped by its user leaves the list.

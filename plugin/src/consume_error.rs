@@ -182,11 +182,6 @@ impl ConsumeErrors {
             .map(|(first, _)| *first + self.timeout)
     }
 
-    /// The reason this consumer gave up with, if it did.
-    pub fn failed(&self) -> Option<&str> {
-        self.failed.as_deref()
-    }
-
     /// [`on_error`](Self::on_error) now, as `next_group`'s error; `what` names what is
     /// read (`reading ["t"]`, `replay of group t:0:0:9`), `detail` as in `on_error`.
     pub fn poll_error(
@@ -250,18 +245,18 @@ impl ErrorText {
     }
 }
 
-/// librdkafka's `builtin.features` of this build (codecs, SASL mechanisms, ...).
-pub fn builtin_features() -> Option<String> {
-    rdkafka::ClientConfig::new()
-        .create_native_config()
-        .ok()?
-        .get("builtin.features")
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// librdkafka's `builtin.features` of this build (codecs, SASL mechanisms, ...).
+    fn builtin_features() -> Option<String> {
+        rdkafka::ClientConfig::new()
+            .create_native_config()
+            .ok()?
+            .get("builtin.features")
+            .ok()
+    }
 
     fn consumption(code: RDKafkaErrorCode) -> KafkaError {
         KafkaError::MessageConsumption(code)
@@ -335,7 +330,7 @@ mod tests {
             Verdict::GiveUp(reason.clone())
         );
         assert_eq!(errs.check("x", now), Verdict::GiveUp(reason.clone()));
-        assert_eq!(errs.failed(), Some(reason.as_str()));
+        assert_eq!(errs.failed.as_deref(), Some(reason.as_str()));
     }
 
     #[test]

@@ -5,17 +5,20 @@
 
 pub mod config;
 pub mod consume_error;
-pub mod consumer;
+pub(crate) mod consumer;
+pub(crate) mod error;
 pub(crate) mod health;
 pub(crate) mod identity;
 pub(crate) mod kafka_log;
-pub mod log_limit;
+pub(crate) mod log_limit;
+pub(crate) mod message;
 pub mod producer;
-pub mod progress;
-pub mod replay;
+pub(crate) mod progress;
+pub(crate) mod replay;
 pub mod source;
+pub(crate) mod state;
 pub mod store;
-pub mod tracker;
+pub(crate) mod tracker;
 
 use std::time::Duration;
 

@@ -27,8 +27,9 @@ use rdkafka::{
 
 use crate::{
     consume_error::ConsumeErrors,
-    consumer::{copy_message, kafka_err},
-    source::SourceState,
+    error::kafka_err,
+    message::copy_message,
+    state::{GroupKey, SourceState},
     store::{Scope, Store},
 };
 
@@ -38,7 +39,7 @@ const MAX_SKIP_FORWARD: i64 = 10_000;
 
 /// The replay consumer's context: its librdkafka log lines and errors, with the
 /// secrets blanked out (the one rule of `pseidon_plugin_api::secret`).
-pub struct ReplayCtx {
+struct ReplayCtx {
     secrets: Scrubber,
 }
 
@@ -68,7 +69,7 @@ struct Current {
 }
 
 /// Replays unfinished groups, in topic, partition and offset order.
-pub struct Replayer {
+pub(crate) struct Replayer {
     consumer: ReplayConsumer,
     groups: VecDeque<GroupInfo>,
     cur: Option<Current>,
@@ -87,7 +88,7 @@ pub struct Replayer {
 impl Replayer {
     /// A replayer of `groups` with a consumer from `cfg` (role Replay).
     /// Gives up on a permanent consume error after `error_timeout_ms`.
-    pub fn new(
+    pub(crate) fn new(
         cfg: &ClientConfig,
         secrets: Scrubber,
         groups: Vec<GroupInfo>,
@@ -108,7 +109,7 @@ impl Replayer {
     }
 
     /// True when every group was handed out or found lost.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.cur.is_none() && self.groups.is_empty()
     }
 
@@ -235,7 +236,7 @@ impl Replayer {
 
     /// The next replayed group; `None` when the deadline passed (call again) or
     /// [`is_finished`](Self::is_finished).
-    pub fn next_group(
+    pub(crate) fn next_group(
         &mut self,
         store: &Arc<Store>,
         state: &Arc<SourceState>,
@@ -374,14 +375,9 @@ impl Replayer {
             cur.attempt,
             cur.parts.len()
         );
-        Ok(Some(MessageGroup::with_range(
-            &cur.info.topic,
-            cur.info.partition,
-            cur.info.min_offset,
-            cur.info.max_offset,
-            cur.attempt,
-            cur.parts,
-        )))
+        Ok(Some(
+            GroupKey::from(&cur.info).message_group(cur.attempt, cur.parts),
+        ))
     }
 }
 

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 /// The watermark of one partition.
 #[derive(Debug, Clone)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     pos: i64,
     seen: i64,
     /// (min, max) → done. Keyed by the whole range: the status database may hold
@@ -30,7 +30,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// A tracker whose first received message is at `start`.
-    pub fn new(start: i64) -> Self {
+    pub(crate) fn new(start: i64) -> Self {
         Tracker {
             pos: start,
             seen: start,
@@ -40,7 +40,7 @@ impl Tracker {
     }
 
     /// A group the status database knows: `done` for done or lost ones.
-    pub fn add_known(&mut self, min: i64, max: i64, done: bool) {
+    pub(crate) fn add_known(&mut self, min: i64, max: i64, done: bool) {
         if max < self.pos {
             return;
         }
@@ -49,28 +49,18 @@ impl Tracker {
     }
 
     /// A group this reader formed from messages it read: not done yet.
-    pub fn add_group(&mut self, min: i64, max: i64) {
+    pub(crate) fn add_group(&mut self, min: i64, max: i64) {
         self.entries.insert((min, max), false);
         self.seen = self.seen.max(max + 1);
     }
 
     /// A message the consumer read and skipped (its offset is already tracked).
-    pub fn skip(&mut self, offset: i64) {
+    pub(crate) fn skip(&mut self, offset: i64) {
         self.seen = self.seen.max(offset + 1);
     }
 
-    /// True if `offset` is below the watermark or inside a tracked group: the consumer
-    /// must not hand it out again.
-    pub fn is_known(&self, offset: i64) -> bool {
-        offset < self.pos
-            || self
-                .entries
-                .range(..=(offset, i64::MAX))
-                .any(|(&(_, max), _)| max >= offset)
-    }
-
     /// Marks the group `min..=max` done; false if the tracker does not hold it.
-    pub fn mark_done(&mut self, min: i64, max: i64) -> bool {
+    pub(crate) fn mark_done(&mut self, min: i64, max: i64) -> bool {
         match self.entries.get_mut(&(min, max)) {
             Some(done) => {
                 *done = true;
@@ -81,7 +71,7 @@ impl Tracker {
     }
 
     /// The watermark: the offset to commit (the first one not known done).
-    pub fn watermark(&mut self) -> i64 {
+    pub(crate) fn watermark(&mut self) -> i64 {
         loop {
             let Some((&(min, max), &done)) = self.entries.first_key_value() else {
                 self.pos = self.pos.max(self.seen);
@@ -111,24 +101,14 @@ impl Tracker {
     }
 
     /// The watermark if it differs from the last one stored.
-    pub fn to_store(&mut self) -> Option<i64> {
+    pub(crate) fn watermark_to_store(&mut self) -> Option<i64> {
         let w = self.watermark();
         (self.stored != Some(w)).then_some(w)
     }
 
     /// Records that `offset` was stored.
-    pub fn stored(&mut self, offset: i64) {
+    pub(crate) fn stored(&mut self, offset: i64) {
         self.stored = Some(offset);
-    }
-
-    /// How many groups are tracked.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True when no group is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 
@@ -180,15 +160,15 @@ mod tests {
         let mut t = Tracker::new(100);
         t.add_known(200, 299, true);
         assert_eq!(t.watermark(), 100, "100..199 were never handed out");
-        assert!(!t.is_known(150));
-        assert!(t.is_known(250));
         t.add_group(100, 199);
         assert_eq!(t.watermark(), 100);
         t.mark_done(100, 199);
         assert_eq!(t.watermark(), 300, "the known done range joins the chain");
-        // The consumer then reads 200..=299: below the watermark, so skipped.
-        assert!(t.is_known(200) && t.is_known(299));
-        assert!(!t.is_known(300));
+        // The consumer then reads 200..=299: below the watermark, so skipped; 300 is not.
+        for o in 200..=299 {
+            t.skip(o);
+        }
+        assert_eq!(t.watermark(), 300);
     }
 
     #[test]
@@ -196,7 +176,6 @@ mod tests {
         // A replayed (not yet done) group is skipped by the consumer but holds the mark.
         let mut t = Tracker::new(0);
         t.add_known(0, 49, false);
-        assert!(t.is_known(10));
         for o in 0..50 {
             t.skip(o);
         }
@@ -217,7 +196,12 @@ mod tests {
         let mut t = Tracker::new(150);
         t.add_known(100, 199, false);
         assert_eq!(t.watermark(), 150);
-        assert!(t.is_known(160));
+        t.skip(160);
+        assert_eq!(
+            t.watermark(),
+            150,
+            "a skipped offset inside it does not move it"
+        );
         t.mark_done(100, 199);
         assert_eq!(t.watermark(), 200, "the whole group is done");
     }
@@ -226,8 +210,12 @@ mod tests {
     fn skipped_messages_advance_when_everything_is_done() {
         let mut t = Tracker::new(0);
         t.add_known(0, 9, true);
+        assert_eq!(
+            t.watermark(),
+            10,
+            "a known done group at the start is passed"
+        );
         for o in 0..10 {
-            assert!(t.is_known(o));
             t.skip(o);
         }
         assert_eq!(t.watermark(), 10);
@@ -241,7 +229,6 @@ mod tests {
         t.add_known(100, 180, true);
         t.add_known(100, 149, false);
         for o in 100..=180 {
-            assert!(t.is_known(o));
             t.skip(o);
         }
         assert_eq!(t.watermark(), 100);
@@ -255,16 +242,16 @@ mod tests {
     }
 
     #[test]
-    fn to_store_reports_changes_once() {
+    fn watermark_to_store_reports_changes_once() {
         let mut t = Tracker::new(0);
         t.add_group(0, 4);
-        assert_eq!(t.to_store(), Some(0));
+        assert_eq!(t.watermark_to_store(), Some(0));
         t.stored(0);
-        assert_eq!(t.to_store(), None);
+        assert_eq!(t.watermark_to_store(), None);
         t.mark_done(0, 4);
-        assert_eq!(t.to_store(), Some(5));
+        assert_eq!(t.watermark_to_store(), Some(5));
         t.stored(5);
-        assert_eq!(t.to_store(), None);
-        assert!(t.is_empty());
+        assert_eq!(t.watermark_to_store(), None);
+        assert!(!t.mark_done(0, 4), "the done group is no longer held");
     }
 }

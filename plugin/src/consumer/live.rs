@@ -1,0 +1,332 @@
+//! What a reader shares with its consumer context and with the source: the trackers
+//! (one per partition read since its assignment, [`tracker`](crate::tracker)), the
+//! partitions revoked and not yet applied to the reader's groups, the connection
+//! failure, the last error text, the progress and the log limit ([`ReaderShared`]).
+//!
+//! The consumer context ([`Ctx`]) logs librdkafka's lines with the secrets blanked out,
+//! records connection failures, and on a revoke stores and synchronously commits the
+//! watermarks of the revoked partitions, drops their trackers and records them revoked
+//! (the reader drops their pending and queued groups at its next step).
+//!
+//! [`LiveReader`] is the part of a reader the source reaches: the consumer and its
+//! scope; `mark_done` advances a tracker through it ([`LiveReader::group_done`]). The
+//! only offsets ever stored are the watermarks (`enable.auto.offset.store=false`).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use pseidon_plugin_api::{Error, secret::Scrubber};
+use rdkafka::{
+    ClientContext, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
+    error::{KafkaError, RDKafkaErrorCode},
+};
+
+use crate::{
+    consume_error::ErrorText,
+    error::{is_state_error, kafka_err},
+    health::{ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text},
+    kafka_log::{log_librdkafka, scrub},
+    log_limit::{LogLimit, suppressed_note},
+    progress::Progress,
+    state::GroupKey,
+    store::Scope,
+    tracker::Tracker,
+};
+
+/// Per topic, per partition trackers.
+type Trackers = HashMap<String, HashMap<i32, Tracker>>;
+
+/// What the reader shares with its consumer context (rebalance callbacks) and the source.
+pub(crate) struct ReaderShared {
+    trackers: Mutex<Trackers>,
+    /// Partitions revoked since the reader last looked (`has_revoked` says if any).
+    pub(super) revoked: Mutex<Vec<(String, i32)>>,
+    pub(super) has_revoked: AtomicBool,
+    /// A TLS or authentication failure to connect, and whether it persisted.
+    pub(super) failure: ConnectFailure,
+    /// librdkafka's text of the last error event, for the consume error it becomes.
+    pub(super) error_text: ErrorText,
+    /// The assignment and the partitions read to their end ([`progress`](crate::progress)).
+    pub(super) progress: Progress,
+    /// Repeated errors (a broker that is down) are logged once per window.
+    log_limit: LogLimit,
+}
+
+impl ReaderShared {
+    /// Nothing read, assigned or failed yet; a connection failure is the caller's error
+    /// once it persisted `connect_failure_timeout_ms`.
+    pub(super) fn new(connect_failure_timeout_ms: u64) -> Self {
+        ReaderShared {
+            trackers: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(Vec::new()),
+            has_revoked: AtomicBool::new(false),
+            failure: ConnectFailure::new(connect_failure_timeout_ms),
+            error_text: ErrorText::default(),
+            progress: Progress::default(),
+            log_limit: LogLimit::default(),
+        }
+    }
+
+    /// The trackers, per topic and partition.
+    pub(super) fn lock(&self) -> MutexGuard<'_, Trackers> {
+        self.trackers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The consumer context: commits watermarks on revoke, records connection failures.
+pub(crate) struct Ctx {
+    shared: Arc<ReaderShared>,
+    /// Secret conf values, blanked out of the log lines and errors.
+    secrets: Scrubber,
+}
+
+impl Ctx {
+    /// The context of a reader's consumer.
+    pub(super) fn new(shared: Arc<ReaderShared>, secrets: Scrubber) -> Self {
+        Ctx { shared, secrets }
+    }
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(&self.secrets, level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_)
+        ) {
+            // The end of a partition (`enable.partition.eof`) is no error.
+            log::debug!(target: "librdkafka", "{reason}");
+            return;
+        }
+        let reason = scrub(&self.secrets, reason);
+        if let Some(failure) = connect_failure_text(&error, &reason) {
+            self.shared.failure.record(&failure);
+        }
+        self.shared.error_text.set(&reason);
+        let text = format!("librdkafka: {error}: {reason}");
+        if let Some(n) = self.shared.log_limit.check(&text) {
+            log::error!(target: "librdkafka", "{text}{}", suppressed_note(n));
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let mut revoked = Vec::new();
+                let mut commit = TopicPartitionList::new();
+                {
+                    let mut trackers = self.shared.lock();
+                    for e in tpl.elements() {
+                        let (topic, partition) = (e.topic().to_string(), e.partition());
+                        if let Some(mut t) = trackers
+                            .get_mut(&topic)
+                            .and_then(|per| per.remove(&partition))
+                        {
+                            let w = t.watermark();
+                            let _ =
+                                commit.add_partition_offset(&topic, partition, Offset::Offset(w));
+                        }
+                        revoked.push((topic, partition));
+                    }
+                }
+                if commit.count() > 0 {
+                    match consumer.store_offsets(&commit) {
+                        Ok(()) => {}
+                        Err(e) if is_state_error(&e) => {}
+                        Err(e) => log::warn!("storing watermarks on revoke: {e}"),
+                    }
+                    match consumer.commit(&commit, CommitMode::Sync) {
+                        Ok(()) => log::debug!("committed watermarks on revoke: {commit:?}"),
+                        Err(e) if is_state_error(&e) => {}
+                        Err(e) => log::warn!("committing watermarks on revoke failed: {e}"),
+                    }
+                }
+                log::info!("partitions revoked: {revoked:?}");
+                self.shared.progress.revoked(&revoked);
+                self.shared
+                    .revoked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(revoked);
+                self.shared.has_revoked.store(true, Ordering::SeqCst);
+            }
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<_> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                    .collect();
+                // The group coordinator answered: the connection works.
+                self.shared.failure.clear();
+                self.shared.progress.assigned();
+                log::info!("partitions assigned: {parts:?}");
+            }
+            Rebalance::Error(e) => log::error!("consumer group rebalance failed: {e}"),
+        }
+    }
+}
+
+/// The part of a reader the source reaches: its consumer and watermarks.
+pub(crate) struct LiveReader {
+    pub(super) shared: Arc<ReaderShared>,
+    pub(super) consumer: BaseConsumer<Ctx>,
+    /// Set by the source's shutdown: the reader's next call is an error.
+    pub(super) closed: AtomicBool,
+    /// The reader's scope, once the cluster answered.
+    pub(super) scope: OnceLock<Scope>,
+}
+
+impl LiveReader {
+    /// A live reader of `consumer`, whose context holds `shared`.
+    pub(super) fn new(shared: Arc<ReaderShared>, consumer: BaseConsumer<Ctx>) -> Self {
+        LiveReader {
+            shared,
+            consumer,
+            closed: AtomicBool::new(false),
+            scope: OnceLock::new(),
+        }
+    }
+
+    /// The cluster and consumer group the reader reads, once known.
+    pub(crate) fn scope(&self) -> Option<Scope> {
+        self.scope.get().cloned()
+    }
+
+    fn store_offsets(&self, tpl: &TopicPartitionList) {
+        match self.consumer.store_offsets(tpl) {
+            Ok(()) => {}
+            Err(e) if is_state_error(&e) => {
+                log::debug!("watermark of a partition no longer assigned not stored: {tpl:?}")
+            }
+            Err(e) => log::warn!("storing watermarks {tpl:?} failed: {e}"),
+        }
+    }
+
+    /// A group was marked done: advance its partition's watermark and store it.
+    pub(crate) fn group_done(&self, key: &GroupKey) {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut trackers = self.shared.lock();
+            let Some(t) = trackers
+                .get_mut(&key.topic)
+                .and_then(|per| per.get_mut(&key.partition))
+            else {
+                return;
+            };
+            if !t.mark_done(key.min_offset, key.max_offset) {
+                return;
+            }
+            if let Some(w) = t.watermark_to_store() {
+                t.stored(w);
+                let _ = tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(w));
+            }
+        }
+        if tpl.count() > 0 {
+            self.store_offsets(&tpl);
+        }
+    }
+
+    /// Stores the watermarks that moved.
+    pub(super) fn store_dirty(&self) {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut trackers = self.shared.lock();
+            for (topic, per) in trackers.iter_mut() {
+                for (p, t) in per.iter_mut() {
+                    if let Some(w) = t.watermark_to_store() {
+                        t.stored(w);
+                        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(w));
+                    }
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            self.store_offsets(&tpl);
+        }
+    }
+
+    /// A TLS or authentication failure that persisted is the caller's error (reading
+    /// `topics`); otherwise when the next check is due.
+    pub(super) fn connect_failure(&self, topics: &[String]) -> Result<Option<Instant>, Error> {
+        let consumer = &self.consumer;
+        match self
+            .shared
+            .failure
+            .check(|| broker_answers(consumer.client().native_ptr(), PROBE_TIMEOUT))
+        {
+            ConnectCheck::Fine => Ok(None),
+            ConnectCheck::Pending(due) => Ok(Some(due)),
+            ConnectCheck::Failed { reason, newly, .. } => {
+                if newly {
+                    log::error!("the datasource cannot read {topics:?}: {reason}");
+                }
+                self.store_dirty();
+                Err(Error::Kafka {
+                    operation: format!("reading {topics:?}"),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Stores and synchronously commits every watermark, and closes the reader.
+    pub(crate) fn commit_watermarks(&self, timeout: Duration) -> Result<(), Error> {
+        self.closed.store(true, Ordering::SeqCst);
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut trackers = self.shared.lock();
+            for (topic, per) in trackers.iter_mut() {
+                for (p, t) in per.iter_mut() {
+                    let w = t.watermark();
+                    t.stored(w);
+                    let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(w));
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        self.store_offsets(&tpl);
+        let _ = timeout; // librdkafka's synchronous commit has its own socket timeouts.
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                log::info!("committed done-watermarks {tpl:?}");
+                Ok(())
+            }
+            Err(e) if is_state_error(&e) => Ok(()),
+            Err(e) => Err(kafka_err("commit of the done-watermarks", &e)),
+        }
+    }
+}
+
+/// Logs an error the consumer's poll returned (repeats once per window). Connection
+/// errors come as well through the error callback, which logs them: here they are debug.
+pub(super) fn poll_error(shared: &ReaderShared, topics: &[String], e: &KafkaError) {
+    if matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+        )
+    ) {
+        log::debug!("consumer of {topics:?}: {e}");
+        return;
+    }
+    let text = format!("consumer of {topics:?}: {e}");
+    if let Some(n) = shared.log_limit.check(&text) {
+        log::warn!("{text}{}", suppressed_note(n));
+    }
+}

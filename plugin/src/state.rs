@@ -1,0 +1,324 @@
+//! The state the datasource ([`source`](crate::source)) shares with its readers
+//! ([`consumer`](crate::consumer), [`replay`](crate::replay)), and the group id.
+//!
+//! [`SourceState`] holds:
+//! - the plugin's configuration;
+//! - the status database ([`store`](crate::store)), opened at first use so that
+//!   sink-only users need none; a bad database is an error at that first use;
+//! - the *claims*: ids of unfinished groups this process has handed out (or is
+//!   replaying) and not seen done yet, each under its [`Scope`] (cluster and consumer
+//!   group) and with its topic id. A reader opened later does not replay them, and
+//!   the group consumer skips their offsets instead of handing them out twice. A claim
+//!   has one owner (a reader); another reader cannot take it;
+//! - the count of groups found lost since start, and whether the plugin is shut down.
+//!
+//! It knows nothing of the readers themselves: the live readers, whose watermarks a
+//! `mark_done` advances, are the source's.
+//!
+//! The group id `topic:partition:min-offset:max-offset` ([`GroupKey`]) is formatted by
+//! [`GroupKey::id`] and parsed by [`parse_group_id`], nowhere else in the plugin; the
+//! groups handed out are built from a key ([`GroupKey::message_group`]), so the id
+//! plugin-api's `MessageGroup` carries is the same.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use pseidon_plugin_api::{Error, GroupInfo, MessageGroup, message_group::MessageParts};
+
+use crate::{
+    config::Config,
+    store::{NewGroup, Scope, Store},
+};
+
+/// The parts of a group id `topic:partition:min-offset:max-offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupKey {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// First offset.
+    pub min_offset: i64,
+    /// Last offset.
+    pub max_offset: i64,
+}
+
+impl GroupKey {
+    /// The group id: `topic:partition:min-offset:max-offset` (what [`parse_group_id`]
+    /// parses back).
+    pub(crate) fn id(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.topic, self.partition, self.min_offset, self.max_offset
+        )
+    }
+
+    /// The row of a group about to be recorded, of the topic incarnation `topic_id`.
+    pub(crate) fn new_group(&self, topic_id: &str) -> NewGroup {
+        NewGroup {
+            id: self.id(),
+            topic: self.topic.clone(),
+            topic_id: topic_id.to_string(),
+            partition: self.partition,
+            min_offset: self.min_offset,
+            max_offset: self.max_offset,
+        }
+    }
+
+    /// The group of this key handed out, with its `attempt` and messages (in offset
+    /// order, inside the key's range; some offsets of it may hold none).
+    pub(crate) fn message_group(&self, attempt: u32, parts: Vec<MessageParts>) -> MessageGroup {
+        let g = MessageGroup::with_range(
+            &self.topic,
+            self.partition,
+            self.min_offset,
+            self.max_offset,
+            attempt,
+            parts,
+        );
+        debug_assert_eq!(g.id(), self.id(), "plugin-api formats the id alike");
+        g
+    }
+}
+
+impl From<&NewGroup> for GroupKey {
+    fn from(g: &NewGroup) -> Self {
+        GroupKey {
+            topic: g.topic.clone(),
+            partition: g.partition,
+            min_offset: g.min_offset,
+            max_offset: g.max_offset,
+        }
+    }
+}
+
+impl From<&GroupInfo> for GroupKey {
+    fn from(g: &GroupInfo) -> Self {
+        GroupKey {
+            topic: g.topic.clone(),
+            partition: g.partition,
+            min_offset: g.min_offset,
+            max_offset: g.max_offset,
+        }
+    }
+}
+
+/// Parses a group id; the error names the id and what is wrong with it.
+pub fn parse_group_id(id: &str) -> Result<GroupKey, Error> {
+    let bad = |reason: &str| Error::InvalidGroupId {
+        group_id: id.to_string(),
+        reason: format!("{reason} (expected topic:partition:min-offset:max-offset)"),
+    };
+    let mut parts = id.rsplitn(4, ':');
+    let (Some(max), Some(min), Some(partition), Some(topic)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("it has fewer than four `:`-separated parts"));
+    };
+    if topic.is_empty() {
+        return Err(bad("the topic is empty"));
+    }
+    let number = |what: &str, s: &str| -> Result<i64, Error> {
+        s.parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0 && s.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                bad(&format!(
+                    "the {what} `{s}` is not a non-negative whole number"
+                ))
+            })
+    };
+    let partition = number("partition", partition)?;
+    let partition = i32::try_from(partition).map_err(|_| bad("the partition is too large"))?;
+    let min_offset = number("min-offset", min)?;
+    let max_offset = number("max-offset", max)?;
+    if min_offset > max_offset {
+        return Err(bad(&format!(
+            "the min-offset {min_offset} is greater than the max-offset {max_offset}"
+        )));
+    }
+    Ok(GroupKey {
+        topic: topic.to_string(),
+        partition,
+        min_offset,
+        max_offset,
+    })
+}
+
+/// A claim: which reader holds an unfinished group, of which topic incarnation.
+#[derive(Debug, Clone)]
+struct Claim {
+    owner: u64,
+    topic_id: String,
+}
+
+/// What the source and its readers share (module docs).
+pub(crate) struct SourceState {
+    /// The plugin's configuration.
+    pub(crate) config: Config,
+    store: Mutex<Option<Arc<Store>>>,
+    /// Unfinished groups handed out (or being replayed) by this process, by scope and
+    /// id, and the reader that holds each.
+    claims: Mutex<HashMap<(Scope, String), Claim>>,
+    /// Groups found lost (by replays, or with a deleted topic) since start.
+    pub(crate) lost: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl SourceState {
+    /// The state of a source with `config`; nothing is opened yet.
+    pub(crate) fn new(config: Config) -> Self {
+        SourceState {
+            config,
+            store: Mutex::new(None),
+            claims: Mutex::new(HashMap::new()),
+            lost: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The status database, opened at first use.
+    pub(crate) fn store(&self) -> Result<Arc<Store>, Error> {
+        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = guard.as_ref() {
+            return Ok(Arc::clone(s));
+        }
+        let s = Arc::new(Store::open(
+            &self.config.settings.status_db,
+            self.config.settings.done_retention_ms,
+        )?);
+        log::info!(
+            "status database {} opened",
+            self.config.settings.status_db.display()
+        );
+        *guard = Some(Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// True once the plugin is shut down.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The plugin is shut down: no reader opens any more.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// True if this process holds the unfinished group `id` of `scope`.
+    pub(crate) fn is_claimed(&self, scope: &Scope, id: &str) -> bool {
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&(scope.clone(), id.to_string()))
+    }
+
+    /// Claims `id` of `scope` for reader `owner`; false if another reader holds it.
+    pub(crate) fn claim(&self, scope: &Scope, id: &str, topic_id: &str, owner: u64) -> bool {
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (scope.clone(), id.to_string());
+        match claims.get(&key) {
+            Some(c) if c.owner != owner => false,
+            _ => {
+                claims.insert(
+                    key,
+                    Claim {
+                        owner,
+                        topic_id: topic_id.to_string(),
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Releases every claim of reader `owner` (it closed: a reader opened later replays
+    /// what it left unfinished).
+    pub(crate) fn release_owner(&self, owner: u64) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, c| c.owner != owner);
+    }
+
+    /// Releases the claims on `ids` of `scope`.
+    pub(crate) fn release<'a>(&self, scope: &Scope, ids: impl IntoIterator<Item = &'a str>) {
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            claims.remove(&(scope.clone(), id.to_string()));
+        }
+    }
+
+    /// The scopes (and topic ids) in which this process holds `id`, optionally only of
+    /// consumer group `group`.
+    pub(crate) fn claims_of(&self, id: &str, group: Option<&str>) -> Vec<(Scope, String)> {
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((scope, cid), _)| {
+                cid == id && group.is_none_or(|g| g == scope.consumer_group)
+            })
+            .map(|((scope, _), c)| (scope.clone(), c.topic_id.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_parse_and_errors_say_what_is_wrong() {
+        let k = parse_group_id("my.topic-1:3:10:19").unwrap();
+        assert_eq!(
+            k,
+            GroupKey {
+                topic: "my.topic-1".into(),
+                partition: 3,
+                min_offset: 10,
+                max_offset: 19
+            }
+        );
+        let cases = [
+            ("t:0:5", "fewer than four"),
+            (":0:1:2", "topic is empty"),
+            ("t:x:1:2", "partition `x`"),
+            ("t:-1:1:2", "partition `-1`"),
+            ("t:0:a:2", "min-offset `a`"),
+            ("t:0:1:+2", "max-offset `+2`"),
+            ("t:0:9:2", "greater than"),
+        ];
+        for (id, want) in cases {
+            let err = parse_group_id(id).unwrap_err();
+            assert!(matches!(err, Error::InvalidGroupId { .. }), "{id}: {err:?}");
+            let text = err.to_string();
+            assert!(text.contains(id) && text.contains(want), "{id}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_id_is_formatted_as_parsed_and_as_plugin_api_formats_it() {
+        let k = GroupKey {
+            topic: "a:b".into(),
+            partition: 2,
+            min_offset: 5,
+            max_offset: 9,
+        };
+        assert_eq!(k.id(), "a:b:2:5:9");
+        assert_eq!(parse_group_id(&k.id()).unwrap(), k);
+        let g = k.message_group(3, Vec::new());
+        assert_eq!((g.id(), g.attempt()), ("a:b:2:5:9", 3));
+        let row = k.new_group("T1");
+        assert_eq!(
+            (row.id.as_str(), row.topic_id.as_str()),
+            ("a:b:2:5:9", "T1")
+        );
+        assert_eq!(GroupKey::from(&row), k);
+    }
+}

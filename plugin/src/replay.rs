@@ -41,6 +41,8 @@ const MAX_SKIP_FORWARD: i64 = 10_000;
 /// secrets blanked out (the one rule of `pseidon_plugin_api::secret`).
 struct ReplayCtx {
     secrets: Scrubber,
+    /// Repeated errors (a broker that is down) are logged once per window.
+    log_limit: crate::log_limit::LogLimit,
 }
 
 impl ClientContext for ReplayCtx {
@@ -50,7 +52,11 @@ impl ClientContext for ReplayCtx {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let reason = self.secrets.scrub(reason);
-        log::error!(target: "librdkafka", "librdkafka (replay): {error}: {reason}");
+        let text = format!("librdkafka (replay): {error}: {reason}");
+        // A broker that is down repeats its errors: once per window.
+        if let Some(n) = self.log_limit.check(&text) {
+            log::error!(target: "librdkafka", "{text}{}", crate::log_limit::suppressed_note(n));
+        }
     }
 }
 
@@ -95,7 +101,10 @@ impl Replayer {
         error_timeout_ms: u64,
     ) -> Result<Replayer, Error> {
         let consumer: ReplayConsumer = cfg
-            .create_with_context(ReplayCtx { secrets })
+            .create_with_context(ReplayCtx {
+                secrets,
+                log_limit: crate::log_limit::LogLimit::default(),
+            })
             .map_err(|e| kafka_err("creating the replay consumer", &e))?;
         Ok(Replayer {
             consumer,

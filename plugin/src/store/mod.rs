@@ -311,7 +311,7 @@ impl Store {
         f(&mut inner.conn).map_err(|e| self.err("query failed", e))
     }
 
-    /// Prunes done rows if the last pruning is [`PRUNE_EVERY`] ago (called by the
+    /// Prunes done rows if the last pruning is `PRUNE_EVERY` (a minute) ago (called by the
     /// readers between groups, never inside a query); a failure is logged, not returned.
     pub fn prune_if_due(&self) {
         let mut inner = self.conn.lock().unwrap_or_else(|p| p.into_inner());

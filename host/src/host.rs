@@ -312,25 +312,23 @@ impl Drop for Host {
 }
 
 fn stop_processor(p: &RunningProcessor, timeout: Duration) -> Result<(), ProcessorError> {
-    let (tx, rx) = std::sync::mpsc::channel();
     let handle = p.handle.clone();
-    std::thread::Builder::new()
-        .name(format!("stop-{}", p.name))
-        .spawn(move || {
-            let _receiver_gone = tx.send(handle.stop(timeout));
+    let stopped =
+        crate::bounded::call_with_timeout(format!("stop-{}", p.name), timeout, move || {
+            handle.stop(timeout)
         })
         .map_err(|source| ProcessorError::Thread {
             name: p.name.clone(),
             source,
         })?;
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(ProcessorError::Stop {
+    match stopped {
+        Some(Ok(())) => Ok(()),
+        Some(Err(error)) => Err(ProcessorError::Stop {
             name: p.name.clone(),
             owner: p.owner.clone(),
             error: Box::new(error),
         }),
-        Err(_) => Err(ProcessorError::StopTimedOut {
+        None => Err(ProcessorError::StopTimedOut {
             name: p.name.clone(),
             owner: p.owner.clone(),
             timeout,

@@ -18,6 +18,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bounded;
 pub mod conf;
 pub mod host;
 pub mod loader;

@@ -5,8 +5,6 @@ use std::{
     fmt, fs, io,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    sync::mpsc,
-    thread,
     time::Duration,
 };
 
@@ -297,24 +295,23 @@ impl LoadedPlugin {
     pub fn shutdown(&self, timeout: Duration) -> Result<(), ShutdownError> {
         let shutdown = self.module.shutdown();
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let (tx, rx) = mpsc::channel();
-        thread::Builder::new()
-            .name(format!("shutdown-{}", self.name))
-            .spawn(move || {
-                let _receiver_gone = tx.send(shutdown(timeout_ms).into_result());
-            })
-            .map_err(|source| ShutdownError::Thread {
-                plugin: self.name.clone(),
-                source,
-            })?;
-        match rx.recv_timeout(timeout) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ShutdownError::Failed {
+        let done = crate::bounded::call_with_timeout(
+            format!("shutdown-{}", self.name),
+            timeout,
+            move || shutdown(timeout_ms).into_result(),
+        )
+        .map_err(|source| ShutdownError::Thread {
+            plugin: self.name.clone(),
+            source,
+        })?;
+        match done {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(ShutdownError::Failed {
                 plugin: self.name.clone(),
                 path: self.path.clone(),
                 error: Box::new(e.into()),
             }),
-            Err(_) => Err(ShutdownError::TimedOut {
+            None => Err(ShutdownError::TimedOut {
                 plugin: self.name.clone(),
                 path: self.path.clone(),
                 timeout,

@@ -53,12 +53,12 @@ impl<'a> Header<'a> {
 /// ```
 /// use pseidon_plugin_api::{Header, Record};
 /// let headers = [Header::new("source", b"doc")];
-/// let r = Record::new("test", b"test-0").key(b"k").partition(2).headers(&headers);
+/// let r = Record::new("test", b"test-0").with_key(b"k").with_partition(2).with_headers(&headers);
 /// assert_eq!(r.topic(), "test");
 /// assert_eq!(r.value(), Some(&b"test-0"[..]));
-/// assert_eq!(r.get_key(), Some(&b"k"[..]));
-/// assert_eq!(r.get_partition(), Some(2));
-/// assert_eq!(r.get_headers().len(), 1);
+/// assert_eq!(r.key(), Some(&b"k"[..]));
+/// assert_eq!(r.partition(), Some(2));
+/// assert_eq!(r.headers().len(), 1);
 /// ```
 #[repr(transparent)]
 #[derive(Debug, Clone, Copy)]
@@ -88,19 +88,19 @@ impl<'a> Record<'a> {
     }
 
     /// Sets the key.
-    pub fn key(mut self, key: &'a [u8]) -> Self {
+    pub fn with_key(mut self, key: &'a [u8]) -> Self {
         self.0.key = ROption::RSome(RSlice::from_slice(key));
         self
     }
 
     /// Sets an explicit partition.
-    pub fn partition(mut self, partition: i32) -> Self {
+    pub fn with_partition(mut self, partition: i32) -> Self {
         self.0.partition = partition;
         self
     }
 
     /// Sets the headers.
-    pub fn headers(mut self, headers: &'a [Header<'a>]) -> Self {
+    pub fn with_headers(mut self, headers: &'a [Header<'a>]) -> Self {
         // SAFETY: `Header` is `repr(transparent)` over `FfiHeader`.
         let raw: &'a [FfiHeader<'a>] = unsafe {
             std::slice::from_raw_parts(headers.as_ptr().cast::<FfiHeader<'a>>(), headers.len())
@@ -115,7 +115,7 @@ impl<'a> Record<'a> {
     }
 
     /// The key, if set.
-    pub fn get_key(&self) -> Option<&'a [u8]> {
+    pub fn key(&self) -> Option<&'a [u8]> {
         self.0.key.into_option().map(|k| k.as_slice())
     }
 
@@ -125,12 +125,12 @@ impl<'a> Record<'a> {
     }
 
     /// The explicit partition, if set.
-    pub fn get_partition(&self) -> Option<i32> {
+    pub fn partition(&self) -> Option<i32> {
         (self.0.partition >= 0).then_some(self.0.partition)
     }
 
     /// The headers.
-    pub fn get_headers(&self) -> &'a [Header<'a>] {
+    pub fn headers(&self) -> &'a [Header<'a>] {
         let raw = self.0.headers.as_slice();
         // SAFETY: `Header` is `repr(transparent)` over `FfiHeader`.
         unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<Header<'a>>(), raw.len()) }

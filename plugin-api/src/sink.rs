@@ -151,7 +151,7 @@ impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
 ///     sink.write("test", format!("test-{i}").as_bytes())?;
 /// }
 /// let headers = [Header::new("h", b"1")];
-/// sink.send(&Record::new("test", b"v").key(b"k").headers(&headers))?;
+/// sink.send(&Record::new("test", b"v").with_key(b"k").with_headers(&headers))?;
 /// let report = sink.flush(Duration::from_secs(30))?;
 /// assert!(report.is_clean());
 /// # Ok::<(), Error>(())

@@ -94,9 +94,9 @@ fn keys_headers_and_explicit_partition_round_trip() {
     let records: Vec<Record<'_>> = (0..30)
         .map(|i| {
             Record::new(&topic, values[i].as_bytes())
-                .key(keys[i].as_bytes())
-                .headers(&headers[i])
-                .partition(2)
+                .with_key(keys[i].as_bytes())
+                .with_headers(&headers[i])
+                .with_partition(2)
         })
         .collect();
     let accepted = sink.write_batch(&records).expect("write_batch");
@@ -542,7 +542,7 @@ fn tombstone_is_written_with_a_null_value() {
     let sink = sink_of(&host);
     sink.send(&Record::tombstone(&topic, b"gone"))
         .expect("send");
-    sink.send(&Record::new(&topic, b"").key(b"empty"))
+    sink.send(&Record::new(&topic, b"").with_key(b"empty"))
         .expect("send");
     let report = sink.flush(Duration::from_secs(60)).expect("flush");
     assert!(report.is_clean() && report.delivered == 2, "{report:?}");

@@ -316,10 +316,10 @@ impl Copier<'_> {
                     (None, None) => Record::new(to, &[]),
                 };
                 let r = match (m.key(), m.value()) {
-                    (Some(k), Some(_)) => r.key(k),
+                    (Some(k), Some(_)) => r.with_key(k),
                     _ => r,
                 };
-                r.headers(hs)
+                r.with_headers(hs)
             })
             .collect();
         let mut from = 0;

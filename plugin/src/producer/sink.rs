@@ -252,8 +252,8 @@ impl KafkaSink {
         let shared = &self.shared;
         let topic = record.topic();
         let value = record.value();
-        let key = record.get_key();
-        let headers = record.get_headers();
+        let key = record.key();
+        let headers = record.headers();
         let mut size = value.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len);
         let mut overhead = RECORD_MAX_OVERHEAD;
         if !headers.is_empty() {
@@ -279,7 +279,7 @@ impl KafkaSink {
             return Err(too_large());
         }
         let partition = record
-            .get_partition()
+            .partition()
             .unwrap_or(rdkafka::producer::PARTITION_UA);
         let mut full_since: Option<Instant> = None;
         loop {

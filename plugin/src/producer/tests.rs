@@ -48,9 +48,9 @@ fn delivers_to_a_mock_cluster_and_reports_each_delivery_once() {
     let records: Vec<Record<'_>> = (0..1000)
         .map(|i| {
             Record::new("t", b"value")
-                .key(b"k")
-                .headers(&headers)
-                .partition(i % 3)
+                .with_key(b"k")
+                .with_headers(&headers)
+                .with_partition(i % 3)
         })
         .collect();
     sink.write_batch(&records, 0).unwrap();
@@ -82,7 +82,10 @@ fn oversize_is_refused_before_it_is_queued() {
     let key = vec![0u8; 900];
     let headers = [Header::new("h", &[0u8; 100])];
     let err = sink
-        .write_batch(&[Record::new("t", b"v").key(&key).headers(&headers)], 2)
+        .write_batch(
+            &[Record::new("t", b"v").with_key(&key).with_headers(&headers)],
+            2,
+        )
         .unwrap_err()
         .1;
     assert!(

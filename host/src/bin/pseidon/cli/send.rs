@@ -599,7 +599,7 @@ fn write_batch(
         .map(|v| {
             let r = Record::new(&args.topic, v);
             match &args.key {
-                Some(k) => r.key(k.as_bytes()),
+                Some(k) => r.with_key(k.as_bytes()),
                 None => r,
             }
         })

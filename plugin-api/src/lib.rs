@@ -21,6 +21,18 @@
 //! [`Source`], [`Reader`], [`Record`], [`Message`]); the `R`-types and `_TO`
 //! trait objects of the [`ffi`] module are the wire format between the host and
 //! the plugins and stay behind these wrappers.
+//!
+//! ## Versions
+//!
+//! The host refuses a plugin built against another `0.y` of this crate (abi_stable
+//! compares the crate version). Within a `0.y`, additions come after the
+//! `#[sabi(last_prefix_field)]` of a trait, so a plugin built before them still loads.
+//! 0.3.0 broke the layout once, on purpose: [`Error::Kafka`] keeps librdkafka's error
+//! code and whether a retry may cure it, a locked status database is its own variant
+//! ([`Error::StatusDbLocked`]), and [`Record`]'s builders are `with_key`,
+//! `with_partition`, `with_headers` (its getters `key`, `partition`, `headers`, as
+//! [`Message`]'s). Plugins built against 0.2 must be rebuilt; the host says so,
+//! naming both versions.
 #![deny(missing_docs)]
 
 pub mod conf;

@@ -148,10 +148,13 @@ impl FfiRegistry for RegistryCore {
             }
             let elapsed = start.elapsed();
             if elapsed >= timeout {
-                return RResult::RErr(FfiError::NotRegistered {
-                    name: name.into(),
-                    waited_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-                });
+                return RResult::RErr(
+                    Error::NotRegistered {
+                        name: name.into(),
+                        waited: elapsed,
+                    }
+                    .into(),
+                );
             }
             table = match self.registered.wait_timeout(table, timeout - elapsed) {
                 Ok((t, _)) => t,

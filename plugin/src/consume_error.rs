@@ -86,18 +86,27 @@ pub fn classify_code(code: RDKafkaErrorCode) -> Kind {
 pub enum Verdict {
     /// Log it and poll on.
     Continue,
-    /// Give up: return this reason (`next_group` fails with it).
-    GiveUp(String),
+    /// Give up: return this failure (`next_group` fails with it).
+    GiveUp(Failure),
+}
+
+/// An error given up on: librdkafka's code (when the error had one) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// librdkafka's error code.
+    pub code: Option<RDKafkaErrorCode>,
+    /// What failed, in words.
+    pub reason: String,
 }
 
 /// The consume errors one consumer has seen, and whether it gave up.
 #[derive(Debug)]
 pub struct ConsumeErrors {
     timeout: Duration,
-    /// The first permanent error not given up on yet: when, and its text.
-    pending: Option<(Instant, String)>,
-    /// The reason given up with: every later check returns it again.
-    failed: Option<String>,
+    /// The first permanent error not given up on yet: when, its code and text.
+    pending: Option<(Instant, Option<RDKafkaErrorCode>, String)>,
+    /// The failure given up with: every later check returns it again.
+    failed: Option<Failure>,
 }
 
 impl ConsumeErrors {
@@ -120,12 +129,11 @@ impl ConsumeErrors {
         what: &str,
         now: Instant,
     ) -> Verdict {
-        if let Some(reason) = &self.failed {
-            return Verdict::GiveUp(reason.clone());
+        if let Some(failure) = &self.failed {
+            return Verdict::GiveUp(failure.clone());
         }
-        let name = e
-            .rdkafka_error_code()
-            .map_or_else(|| "-".to_string(), |c| format!("{c:?}"));
+        let rd_code = e.rdkafka_error_code();
+        let name = rd_code.map_or_else(|| "-".to_string(), |c| format!("{c:?}"));
         let code = match detail.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
             Some(d) => format!("{name}: {d}"),
             None => format!("{name}: {e}"),
@@ -135,13 +143,14 @@ impl ConsumeErrors {
             Kind::Transient => Verdict::Continue,
             Kind::Data => self.fail(
                 what,
+                rd_code,
                 format!(
                     "librdkafka cannot decode a message batch ({code}): it is corrupt, or uses a \
                      codec or format this build lacks; librdkafka would skip it, so the reader \
                      stops before it and commits no offset past it"
                 ),
             ),
-            Kind::Fatal => self.fail(what, format!("a fatal librdkafka error ({code})")),
+            Kind::Fatal => self.fail(what, rd_code, format!("a fatal librdkafka error ({code})")),
             Kind::Permanent => {
                 let text = code;
                 log::error!(
@@ -150,7 +159,7 @@ impl ConsumeErrors {
                     self.timeout.as_millis()
                 );
                 if self.pending.is_none() {
-                    self.pending = Some((now, text));
+                    self.pending = Some((now, rd_code, text));
                 }
                 self.check(what, now)
             }
@@ -159,17 +168,17 @@ impl ConsumeErrors {
 
     /// Whether a pending permanent error is due at `now`.
     pub fn check(&mut self, what: &str, now: Instant) -> Verdict {
-        if let Some(reason) = &self.failed {
-            return Verdict::GiveUp(reason.clone());
+        if let Some(failure) = &self.failed {
+            return Verdict::GiveUp(failure.clone());
         }
         match &self.pending {
-            Some((first, text)) if now.duration_since(*first) >= self.timeout => {
+            Some((first, code, text)) if now.duration_since(*first) >= self.timeout => {
                 let reason = format!(
                     "{text}, first seen {} ms ago (pseidon-kafka.consume-error-timeout-ms is {})",
                     now.duration_since(*first).as_millis(),
                     self.timeout.as_millis()
                 );
-                self.fail(what, reason)
+                self.fail(what, *code, reason)
             }
             _ => Verdict::Continue,
         }
@@ -179,7 +188,7 @@ impl ConsumeErrors {
     pub fn due(&self) -> Option<Instant> {
         self.pending
             .as_ref()
-            .map(|(first, _)| *first + self.timeout)
+            .map(|(first, _, _)| *first + self.timeout)
     }
 
     /// [`on_error`](Self::on_error) now, as `next_group`'s error; `what` names what is
@@ -204,11 +213,12 @@ impl ConsumeErrors {
         as_result(self.check(&what, Instant::now()), &what)
     }
 
-    fn fail(&mut self, what: &str, reason: String) -> Verdict {
+    fn fail(&mut self, what: &str, code: Option<RDKafkaErrorCode>, reason: String) -> Verdict {
         log::error!("{what}: {reason}");
-        self.failed = Some(reason.clone());
+        let failure = Failure { code, reason };
+        self.failed = Some(failure.clone());
         self.pending = None;
-        Verdict::GiveUp(reason)
+        Verdict::GiveUp(failure)
     }
 }
 
@@ -220,9 +230,12 @@ pub fn is_transient(e: &KafkaError) -> bool {
 fn as_result(v: Verdict, what: &str) -> Result<(), Error> {
     match v {
         Verdict::Continue => Ok(()),
-        Verdict::GiveUp(reason) => Err(Error::Kafka {
+        // Given up on: a data, fatal or permanent error, none of which a retry cures.
+        Verdict::GiveUp(Failure { code, reason }) => Err(Error::Kafka {
             operation: what.to_string(),
             reason,
+            code: code.map(|c| c as i32),
+            retriable: false,
         }),
     }
 }
@@ -314,9 +327,11 @@ mod tests {
             "reading [\"t\"]",
             now,
         );
-        let Verdict::GiveUp(reason) = v else {
+        let Verdict::GiveUp(failure) = v else {
             panic!("{v:?}")
         };
+        assert_eq!(failure.code, Some(RDKafkaErrorCode::BadCompression));
+        let reason = &failure.reason;
         assert!(reason.contains("BadCompression"), "{reason}");
         assert!(reason.contains("message at 10"), "{reason}");
         // Sticky: a later transient error or a check still fails with the same reason.
@@ -327,10 +342,10 @@ mod tests {
                 "x",
                 now
             ),
-            Verdict::GiveUp(reason.clone())
+            Verdict::GiveUp(failure.clone())
         );
-        assert_eq!(errs.check("x", now), Verdict::GiveUp(reason.clone()));
-        assert_eq!(errs.failed.as_deref(), Some(reason.as_str()));
+        assert_eq!(errs.check("x", now), Verdict::GiveUp(failure.clone()));
+        assert_eq!(errs.failed.as_ref(), Some(&failure));
     }
 
     #[test]
@@ -347,11 +362,12 @@ mod tests {
             errs.check("topics [\"t\"]", t0 + Duration::from_millis(999)),
             Verdict::Continue
         );
-        let Verdict::GiveUp(reason) =
+        let Verdict::GiveUp(Failure { code, reason }) =
             errs.check("topics [\"t\"]", t0 + Duration::from_millis(1000))
         else {
             panic!("not given up at the timeout")
         };
+        assert_eq!(code, Some(RDKafkaErrorCode::TopicAuthorizationFailed));
         assert!(reason.contains("TopicAuthorizationFailed"), "{reason}");
         assert!(reason.contains("consume-error-timeout-ms"), "{reason}");
         assert!(errs.due().is_none());

@@ -30,28 +30,29 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// True for the errors that no retry cures: the TLS handshake or the authentication
 /// failed (a wrong CA or certificate, a wrong password). A broker that is down
 /// (connection refused, transport errors, all brokers down) is not one of them.
-pub(crate) fn is_persistent_connect_error(error: &KafkaError) -> bool {
+pub(crate) fn is_persistent_connect_code(code: RDKafkaErrorCode) -> bool {
     matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::SSL
-                | RDKafkaErrorCode::Authentication
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-        )
+        code,
+        RDKafkaErrorCode::SSL
+            | RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
     )
 }
 
 /// For a TLS or authentication failure, the text to record and give as the reason
 /// (`reason`, librdkafka's own text, must have its secrets blanked out already).
-pub(crate) fn connect_failure_text(error: &KafkaError, reason: &str) -> Option<String> {
-    if !is_persistent_connect_error(error) {
-        return None;
-    }
-    let kind = match error.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::SSL) => "TLS failure",
+pub(crate) fn connect_failure_text(
+    error: &KafkaError,
+    reason: &str,
+) -> Option<(RDKafkaErrorCode, String)> {
+    let code = error
+        .rdkafka_error_code()
+        .filter(|c| is_persistent_connect_code(*c))?;
+    let kind = match code {
+        RDKafkaErrorCode::SSL => "TLS failure",
         _ => "authentication failure",
     };
-    Some(format!("{kind} connecting to the brokers: {reason}"))
+    Some((code, format!("{kind} connecting to the brokers: {reason}")))
 }
 
 /// What [`ConnectFailure::check`] found.
@@ -65,6 +66,8 @@ pub(crate) enum ConnectCheck {
     Failed {
         /// The failure, secrets blanked out.
         reason: String,
+        /// librdkafka's code of the failure.
+        code: RDKafkaErrorCode,
         /// True the first time (since the failure was recorded) it is found failed.
         newly: bool,
         /// True if this check asked a broker (and got no answer).
@@ -74,6 +77,8 @@ pub(crate) enum ConnectCheck {
 
 #[derive(Debug)]
 struct Recorded {
+    /// librdkafka's error code.
+    code: RDKafkaErrorCode,
     /// librdkafka's error text, secrets blanked out.
     text: String,
     since: Instant,
@@ -112,10 +117,11 @@ impl ConnectFailure {
 
     /// Records a TLS or authentication failure (`text`: secrets already blanked out);
     /// the first one since the connection last worked is kept, with its time.
-    pub(crate) fn record(&self, text: &str) {
+    pub(crate) fn record(&self, code: RDKafkaErrorCode, text: &str) {
         let mut state = self.state();
         if state.is_none() {
             *state = Some(Recorded {
+                code,
                 text: text.to_string(),
                 since: Instant::now(),
                 failed_probe: None,
@@ -151,12 +157,13 @@ impl ConnectFailure {
         self.state().as_ref().map(|r| r.text.clone())
     }
 
-    /// The reason to give while the failure counts as persistent (writes refused).
-    pub(crate) fn tripped_reason(&self) -> Option<String> {
+    /// The code and reason to give while the failure counts as persistent (writes
+    /// refused).
+    pub(crate) fn tripped(&self) -> Option<(RDKafkaErrorCode, String)> {
         if !self.tripped.load(Ordering::Acquire) {
             return None;
         }
-        self.state().as_ref().map(|r| self.reason(r))
+        self.state().as_ref().map(|r| (r.code, self.reason(r)))
     }
 
     fn reason(&self, r: &Recorded) -> String {
@@ -193,6 +200,7 @@ impl ConnectFailure {
             {
                 return ConnectCheck::Failed {
                     reason: self.reason(r),
+                    code: r.code,
                     newly: false,
                     probed: false,
                 };
@@ -212,6 +220,7 @@ impl ConnectFailure {
         let newly = !self.tripped.swap(true, Ordering::AcqRel);
         ConnectCheck::Failed {
             reason: self.reason(r),
+            code: r.code,
             newly,
             probed: true,
         }
@@ -248,10 +257,8 @@ mod tests {
             RDKafkaErrorCode::Authentication,
             RDKafkaErrorCode::SaslAuthenticationFailed,
         ] {
-            assert!(is_persistent_connect_error(&KafkaError::Global(code)));
-            assert!(is_persistent_connect_error(
-                &KafkaError::MessageConsumption(code)
-            ));
+            assert!(is_persistent_connect_code(code));
+            assert!(connect_failure_text(&KafkaError::MessageConsumption(code), "x").is_some());
         }
         // A broker that is down: transient, waited for.
         for code in [
@@ -261,7 +268,8 @@ mod tests {
             RDKafkaErrorCode::MessageTimedOut,
             RDKafkaErrorCode::RequestTimedOut,
         ] {
-            assert!(!is_persistent_connect_error(&KafkaError::Global(code)));
+            assert!(!is_persistent_connect_code(code));
+            assert!(connect_failure_text(&KafkaError::Global(code), "x").is_none());
             assert_eq!(
                 connect_failure_text(&KafkaError::Global(code), "Connection refused"),
                 None
@@ -272,20 +280,24 @@ mod tests {
                 &KafkaError::Global(RDKafkaErrorCode::SSL),
                 "SSL handshake failed: certificate verify failed"
             )
-            .as_deref(),
-            Some(
+            .map(|(code, text)| (code, text.to_string())),
+            Some((
+                RDKafkaErrorCode::SSL,
                 "TLS failure connecting to the brokers: SSL handshake failed: certificate verify failed"
-            )
+                    .to_string()
+            ))
         );
         assert_eq!(
             connect_failure_text(
                 &KafkaError::Global(RDKafkaErrorCode::Authentication),
                 "SASL authentication error: Authentication failed"
             )
-            .as_deref(),
-            Some(
+            .map(|(code, text)| (code, text.to_string())),
+            Some((
+                RDKafkaErrorCode::Authentication,
                 "authentication failure connecting to the brokers: SASL authentication error: Authentication failed"
-            )
+                    .to_string()
+            ))
         );
     }
 
@@ -296,21 +308,28 @@ mod tests {
             f.check(|| panic!("no probe without a failure")),
             ConnectCheck::Fine
         );
-        f.record("SSL handshake failed: certificate verify failed");
-        f.record("a later error is not kept");
+        f.record(
+            RDKafkaErrorCode::SSL,
+            "SSL handshake failed: certificate verify failed",
+        );
+        f.record(RDKafkaErrorCode::SSL, "a later error is not kept");
         assert!(matches!(
             f.check(|| panic!("not due")),
             ConnectCheck::Pending(_)
         ));
-        assert_eq!(f.tripped_reason(), None);
+        assert_eq!(f.tripped(), None);
         thread::sleep(Duration::from_millis(120));
         // Due, but a broker answers: it was stale.
         assert_eq!(f.check(|| true), ConnectCheck::Fine);
         assert_eq!(f.recorded_text(), None);
-        f.record("SSL handshake failed: certificate verify failed");
+        f.record(
+            RDKafkaErrorCode::SSL,
+            "SSL handshake failed: certificate verify failed",
+        );
         thread::sleep(Duration::from_millis(120));
         let ConnectCheck::Failed {
             reason,
+            code: RDKafkaErrorCode::SSL,
             newly: true,
             probed: true,
         } = f.check(|| false)
@@ -322,7 +341,7 @@ mod tests {
             reason.contains("connect-failure-timeout-ms = 100"),
             "{reason}"
         );
-        assert!(f.tripped_reason().is_some());
+        assert!(f.tripped().is_some());
         // Asked again only every PROBE_EVERY.
         assert!(matches!(
             f.check(|| panic!("probed too soon")),
@@ -333,11 +352,11 @@ mod tests {
             }
         ));
         f.clear();
-        assert_eq!(f.tripped_reason(), None);
+        assert_eq!(f.tripped(), None);
         assert_eq!(f.check(|| panic!("cleared")), ConnectCheck::Fine);
         // 0 disables it.
         let off = ConnectFailure::new(0);
-        off.record("Authentication failed");
+        off.record(RDKafkaErrorCode::SSL, "Authentication failed");
         assert_eq!(off.check(|| panic!("disabled")), ConnectCheck::Fine);
     }
 }

@@ -180,7 +180,7 @@ impl DataSource for KafkaSource {
             Ok(store) => store.list(filter),
             // Another live instance owns the file (e.g. `pseidon groups` while a consumer
             // runs): a listing only reads, and WAL mode lets readers in.
-            Err(e) if crate::store::is_locked_error(&e) => {
+            Err(Error::StatusDbLocked { .. }) => {
                 crate::store::list_read_only(&self.state.config.settings.status_db, filter)
             }
             Err(e) => Err(e),

@@ -325,7 +325,11 @@ fn an_incompatible_interface_version_gets_a_short_message_naming_both_versions()
     assert!(matches!(f.error, LoadError::Incompatible { .. }), "{msg}");
     assert!(msg.contains(&format!("10-{INCOMPATIBLE}.so")), "{msg}");
     assert!(
-        msg.contains("pseidon-plugin-api 0.9.0") && msg.contains("this host has 0.2.1"),
+        msg.contains("pseidon-plugin-api 0.9.0")
+            && msg.contains(&format!(
+                "this host has {}",
+                pseidon_plugin_api::INTERFACE_VERSION
+            )),
         "{msg}"
     );
     assert!(msg.contains("first mismatch:"), "{msg}");
@@ -347,7 +351,10 @@ fn a_plugin_built_against_an_older_interface_version_is_refused_by_version() {
     assert!(
         msg.contains(&format!("10-{INCOMPATIBLE_OLD}.so"))
             && msg.contains("pseidon-plugin-api 0.0.5")
-            && msg.contains("this host has 0.2.1"),
+            && msg.contains(&format!(
+                "this host has {}",
+                pseidon_plugin_api::INTERFACE_VERSION
+            )),
         "{msg}"
     );
     assert!(!msg.contains('\n') && msg.len() < 500, "not short: {msg}");

@@ -30,7 +30,7 @@ use rdkafka::{
 
 use crate::{
     consume_error::ErrorText,
-    error::{is_state_error, kafka_err},
+    error::{is_state_error, kafka_code_err, kafka_err},
     health::{ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text},
     kafka_log::{log_librdkafka, scrub},
     log_limit::{LogLimit, suppressed_note},
@@ -109,8 +109,8 @@ impl ClientContext for Ctx {
             return;
         }
         let reason = scrub(&self.secrets, reason);
-        if let Some(failure) = connect_failure_text(&error, &reason) {
-            self.shared.failure.record(&failure);
+        if let Some((code, failure)) = connect_failure_text(&error, &reason) {
+            self.shared.failure.record(code, &failure);
         }
         self.shared.error_text.set(&reason);
         let text = format!("librdkafka: {error}: {reason}");
@@ -268,15 +268,17 @@ impl LiveReader {
         {
             ConnectCheck::Fine => Ok(None),
             ConnectCheck::Pending(due) => Ok(Some(due)),
-            ConnectCheck::Failed { reason, newly, .. } => {
+            ConnectCheck::Failed {
+                reason,
+                code,
+                newly,
+                ..
+            } => {
                 if newly {
                     log::error!("the datasource cannot read {topics:?}: {reason}");
                 }
                 self.store_dirty();
-                Err(Error::Kafka {
-                    operation: format!("reading {topics:?}"),
-                    reason,
-                })
+                Err(kafka_code_err(format!("reading {topics:?}"), code, reason))
             }
         }
     }

@@ -12,6 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::live::Ctx;
 use crate::{
+    error::kafka_code_err,
     identity::{self, TopicId},
     state::SourceState,
     store::{Scope, Store},
@@ -49,10 +50,11 @@ pub(super) fn resolve_topic_ids(
             }
         }
         Err(e) if e.is_transient() => {
-            return Err(Error::Kafka {
-                operation: format!("describing topics {topics:?} (their topic ids)"),
-                reason: format!("{:?}: {}", e.code, e.reason),
-            });
+            return Err(kafka_code_err(
+                format!("describing topics {topics:?} (their topic ids)"),
+                e.code,
+                format!("{:?}: {}", e.code, e.reason),
+            ));
         }
         Err(e) => log::warn!(
             "topics {topics:?}: no topic ids ({:?}: {}); a deleted and recreated topic cannot \

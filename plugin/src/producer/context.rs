@@ -161,9 +161,9 @@ impl SinkContext {
             }
             KafkaError::MessageProduction(code @ RDKafkaErrorCode::PurgeQueue)
             | KafkaError::MessageProduction(code @ RDKafkaErrorCode::PurgeInflight) => {
-                match self.failure.tripped_reason() {
+                match self.failure.tripped() {
                     // Purged by the poll thread: the connection failure is the reason.
-                    Some(reason) => reason,
+                    Some((_, reason)) => reason,
                     None => format!("{code} (still queued when the datasink was shut down)"),
                 }
             }
@@ -181,8 +181,8 @@ impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let fatal = matches!(error, KafkaError::Global(RDKafkaErrorCode::Fatal));
         let reason = self.scrub(reason);
-        if let Some(failure) = connect_failure_text(&error, &reason) {
-            self.failure.record(&failure);
+        if let Some((code, failure)) = connect_failure_text(&error, &reason) {
+            self.failure.record(code, &failure);
         }
         let text = format!("{error}: {reason}");
         {

@@ -76,6 +76,7 @@ fn check_connection(producer: &KafkaProducer) {
         reason,
         newly,
         probed,
+        ..
     } = check
     {
         if newly {

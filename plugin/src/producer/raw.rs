@@ -33,6 +33,7 @@ use rdkafka::{
 };
 
 use super::context::KafkaProducer;
+use crate::error::kafka_code_err;
 
 /// A librdkafka topic handle, kept for the producer's life: writing through it
 /// spares librdkafka a topic lookup under its global lock and the writer a
@@ -89,12 +90,9 @@ impl Active {
         if let Some(t) = topics.get(topic) {
             return Ok(borrow(t.0));
         }
-        let write_error = |reason: String| Error::Kafka {
-            operation: format!("write to topic `{topic}`"),
-            reason,
-        };
+        let operation = || format!("write to topic `{topic}`");
         let name = CString::new(topic)
-            .map_err(|_| write_error("a topic name cannot contain a NUL byte".to_string()))?;
+            .map_err(|_| Error::kafka(operation(), "a topic name cannot contain a NUL byte"))?;
         // SAFETY: a live client and a NUL-terminated name; NULL conf = the defaults.
         let rkt = unsafe {
             rdsys::rd_kafka_topic_new(
@@ -106,7 +104,11 @@ impl Active {
         let Some(rkt) = NonNull::new(rkt) else {
             // SAFETY: reads this thread's last librdkafka error.
             let code = RDKafkaErrorCode::from(unsafe { rdsys::rd_kafka_last_error() });
-            return Err(write_error(format!("invalid topic: {code}")));
+            return Err(kafka_code_err(
+                operation(),
+                code,
+                format!("invalid topic: {code}"),
+            ));
         };
         topics.insert(topic.into(), TopicHandle(rkt));
         Ok(borrow(rkt))

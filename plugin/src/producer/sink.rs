@@ -35,7 +35,10 @@ use super::{
     poll::Poller,
     raw::{self, Active, Topic},
 };
-use crate::config::{self, Config, Role};
+use crate::{
+    config::{self, Config, Role},
+    error::{kafka_code_err, kafka_err},
+};
 
 /// librdkafka's default `message.max.bytes`.
 pub(crate) const DEFAULT_MESSAGE_MAX_BYTES: u64 = 1_000_000;
@@ -114,12 +117,11 @@ impl KafkaSink {
         let producer: KafkaProducer =
             client_config
                 .create_with_context(context)
-                .map_err(|e| Error::Kafka {
-                    operation: "create the datasink's producer".to_string(),
-                    reason: match e {
-                        KafkaError::ClientCreation(reason) => reason,
-                        other => other.to_string(),
-                    },
+                .map_err(|e| match e {
+                    KafkaError::ClientCreation(reason) => {
+                        Error::kafka("create the datasink's producer", reason)
+                    }
+                    other => kafka_err("create the datasink's producer", &other),
                 })?;
         let producer = Arc::new(producer);
         let context = Arc::clone(producer.context());
@@ -219,10 +221,10 @@ impl KafkaSink {
             log::error!("{unaccounted} accepted message(s) have no delivery report at shutdown");
             reason.push_str(&format!("; {unaccounted} more have no delivery report"));
         }
-        Err(Error::Kafka {
-            operation: format!("shutdown of the datasink {}", crate::SINK_NAME),
+        Err(Error::kafka(
+            format!("shutdown of the datasink {}", crate::SINK_NAME),
             reason,
-        })
+        ))
     }
 
     fn report(&self, pending: u64) -> FlushReport {
@@ -287,11 +289,10 @@ impl KafkaSink {
             if code == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
                 return Ok(());
             }
-            let write_error = |reason: String| Error::Kafka {
-                operation: format!("write to topic `{topic}`"),
-                reason,
-            };
-            match RDKafkaErrorCode::from(code) {
+            let code = RDKafkaErrorCode::from(code);
+            let write_error =
+                |reason: String| kafka_code_err(format!("write to topic `{topic}`"), code, reason);
+            match code {
                 RDKafkaErrorCode::QueueFull => {
                     let since = *full_since.get_or_insert_with(Instant::now);
                     if shared.closed.load(Ordering::Acquire) {
@@ -372,16 +373,13 @@ impl DataSink for KafkaSink {
         if shared.closed.load(Ordering::Acquire) {
             return Err((0, closed_error()));
         }
-        if let Some(reason) = shared.context.failure.tripped_reason()
+        if let Some((code, reason)) = shared.context.failure.tripped()
             && let Some(first) = records.first()
         {
             let topic = first.topic();
             return Err((
                 0,
-                Error::Kafka {
-                    operation: format!("write to topic `{topic}`"),
-                    reason,
-                },
+                kafka_code_err(format!("write to topic `{topic}`"), code, reason),
             ));
         }
         let mut accepted = 0u64;

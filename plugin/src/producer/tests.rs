@@ -166,10 +166,18 @@ fn a_persistent_failure_fails_queued_messages_and_refuses_writes_until_a_broker_
     );
     let (accepted, err) = sink.write_batch(&[Record::new("t", b"3")], 3).unwrap_err();
     assert_eq!(accepted, 0);
-    let Error::Kafka { operation, reason } = err else {
+    let Error::Kafka {
+        operation,
+        reason,
+        code,
+        retriable,
+    } = err
+    else {
         panic!("{err:?}");
     };
     assert_eq!(operation, "write to topic `t`");
+    assert_eq!(code, Some(RDKafkaErrorCode::Authentication as i32));
+    assert!(!retriable);
     assert!(reason.contains("SASL authentication error"), "{reason}");
     // The broker is back: the next check (every 2 s) finds it answering.
     cluster.broker_up(1).unwrap();

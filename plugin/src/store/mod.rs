@@ -207,12 +207,8 @@ impl Store {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::StatusDb {
+                return Err(Error::StatusDbLocked {
                     path: path.display().to_string(),
-                    reason: format!(
-                        "{LOCKED} (the file is locked); give each instance its own \
-                         pseidon-kafka.status-db"
-                    ),
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => {
@@ -645,14 +641,6 @@ fn prune_done(conn: &Connection, retention_ms: u64) -> rusqlite::Result<usize> {
         "DELETE FROM groups WHERE status = 'done' AND updated_ms < ?1",
         params![cutoff],
     )
-}
-
-/// The reason of the error for a database another live instance holds.
-const LOCKED: &str = "in use by another live pseidon-kafka instance";
-
-/// True if `e` is the error of a database locked by another live instance.
-pub fn is_locked_error(e: &Error) -> bool {
-    matches!(e, Error::StatusDb { reason, .. } if reason.starts_with(LOCKED))
 }
 
 #[cfg(test)]

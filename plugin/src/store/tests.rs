@@ -187,12 +187,16 @@ fn survives_reopen_and_second_instance_is_refused() {
         .expect("second open must fail");
     let text = err.to_string();
     assert!(text.contains(&path.display().to_string()), "{text}");
-    assert!(is_locked_error(&err));
+    assert!(matches!(err, Error::StatusDbLocked { .. }), "{err:?}");
+    assert!(
+        text.contains("in use by another live pseidon-kafka instance"),
+        "{text}"
+    );
     // A symlink to the same file is the same database: refused too.
     let link = path.with_file_name("link.db");
     std::os::unix::fs::symlink(&path, &link).unwrap();
     let err = Store::open(&link, 1000).err().expect("a symlink must fail");
-    assert!(is_locked_error(&err), "{err}");
+    assert!(matches!(err, Error::StatusDbLocked { .. }), "{err}");
     // A listing still works, read-only, while the owner runs.
     let rows = list_read_only(&path, &GroupFilter::default()).unwrap();
     assert_eq!(rows.len(), 1);

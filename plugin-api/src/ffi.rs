@@ -200,7 +200,34 @@ pub trait FfiDataSink: Send + Sync {
     /// Waits up to `timeout_ms` for everything queued, and drains the delivery failures.
     #[sabi(last_prefix_field)]
     fn flush(&self, timeout_ms: u64) -> FfiResult<FfiFlushReport>;
+    /// [`write_batch`](FfiDataSink::write_batch) with a flush ticket: the accepted
+    /// records' deliveries are reported by `flush_ticket(first_id, ..)` only. (Added
+    /// in 0.3.0; a sink without tickets refuses with an error saying so.)
+    fn write_batch_ticketed(
+        &self,
+        records: RSlice<'_, FfiRecord<'_>>,
+    ) -> FfiResult<FfiBatchAccepted> {
+        let _ = records;
+        RResult::RErr(FfiError::Other {
+            message: NO_TICKETS.into(),
+        })
+    }
+    /// Waits up to `timeout_ms` for the deliveries of ticket `first_id` and reports
+    /// them (each once); a ticket with nothing pending any more is closed.
+    fn flush_ticket(&self, first_id: u64, timeout_ms: u64) -> FfiResult<FfiFlushReport> {
+        let _ = (first_id, timeout_ms);
+        RResult::RErr(FfiError::Other {
+            message: NO_TICKETS.into(),
+        })
+    }
+    /// Closes ticket `first_id` unflushed: its reports go to `flush`.
+    fn release_ticket(&self, first_id: u64) {
+        let _ = first_id;
+    }
 }
+
+const NO_TICKETS: &str = "this datasink has no flush tickets (they came with \
+                          pseidon-plugin-api 0.3.0): use write_batch and flush";
 
 /// A shared data sink object.
 pub type FfiSinkArc = RArc<FfiDataSink_TO<'static, RBox<()>>>;

@@ -54,7 +54,9 @@ pub use processor::{Processor, ProcessorHandle, ProcessorStatus};
 pub use record::message_group;
 pub use record::{GroupInfo, GroupStatus, Header, Message, MessageGroup, MessageHeader, Record};
 pub use registry::{Entry, EntryKind, Registration, Registry};
-pub use sink::{BatchAccepted, DataSink, DeliveryFailure, DeliveryId, FlushReport, Sink};
+pub use sink::{
+    BatchAccepted, DataSink, DeliveryFailure, DeliveryId, FlushReport, FlushTicket, Sink,
+};
 pub use source::{
     DataSource, GroupFilter, Reader, ReaderOptions, ReaderProgress, ReaderSeq, Source, SourceReader,
 };

@@ -78,8 +78,81 @@ pub trait DataSink: Send + Sync + 'static {
     -> Result<(), (u64, Error)>;
 
     /// Waits up to `timeout` for queued records and reports (once each) the
-    /// deliveries since the previous flush.
+    /// deliveries since the previous flush, leaving out those of open flush tickets.
     fn flush(&self, timeout: Duration) -> Result<FlushReport, Error>;
+
+    /// [`write_batch`](DataSink::write_batch), opening a flush ticket for the ids
+    /// `first_id ..` of the accepted records before the first is queued: their
+    /// deliveries are reported by [`flush_ticket`](DataSink::flush_ticket)`(first_id)`
+    /// only. The default refuses: this sink has no tickets.
+    fn write_batch_ticketed(
+        &self,
+        records: &[Record<'_>],
+        first_id: DeliveryId,
+    ) -> Result<(), (u64, Error)> {
+        let _ = (records, first_id);
+        Err((0, Error::other(NO_TICKETS)))
+    }
+
+    /// Waits up to `timeout` for the deliveries of ticket `first_id` and reports those
+    /// since its previous flush (each once), and how many are still pending; a ticket
+    /// with none pending is closed (flushing it again is an error).
+    fn flush_ticket(&self, first_id: DeliveryId, timeout: Duration) -> Result<FlushReport, Error> {
+        let _ = (first_id, timeout);
+        Err(Error::other(NO_TICKETS))
+    }
+
+    /// Closes ticket `first_id` without flushing it: what it holds and what is still
+    /// to come are reported by [`flush`](DataSink::flush).
+    fn release_ticket(&self, first_id: DeliveryId) {
+        let _ = first_id;
+    }
+}
+
+const NO_TICKETS: &str = "this datasink has no flush tickets: use write_batch and flush";
+
+fn report_to_ffi(r: FlushReport) -> FfiFlushReport {
+    FfiFlushReport {
+        delivered: r.delivered,
+        failed: r
+            .failed
+            .into_iter()
+            .map(|f| FfiDeliveryFailure {
+                id: f.id,
+                topic: f.topic.into(),
+                reason: f.reason.into(),
+            })
+            .collect(),
+        pending: r.pending,
+    }
+}
+
+fn report_from_ffi(r: FfiFlushReport) -> FlushReport {
+    FlushReport {
+        delivered: r.delivered,
+        failed: r
+            .failed
+            .into_iter()
+            .map(|f| DeliveryFailure {
+                id: f.id,
+                topic: f.topic.into_string(),
+                reason: f.reason.into_string(),
+            })
+            .collect(),
+        pending: r.pending,
+    }
+}
+
+fn batch_from_ffi(b: FfiBatchAccepted) -> BatchAccepted {
+    BatchAccepted {
+        first_id: b.first_id,
+        accepted: b.accepted,
+        error: b.error.into_option().map(Error::from),
+    }
+}
+
+fn ms(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
 }
 
 struct SinkAdapter<T> {
@@ -88,14 +161,21 @@ struct SinkAdapter<T> {
     inner: T,
 }
 
-impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
-    fn write_batch(&self, records: RSlice<'_, FfiRecord<'_>>) -> FfiResult<FfiBatchAccepted> {
+impl<T: DataSink> SinkAdapter<T> {
+    fn write_with(
+        &self,
+        records: RSlice<'_, FfiRecord<'_>>,
+        ticketed: bool,
+    ) -> FfiResult<FfiBatchAccepted> {
         let n = records.len() as u64;
         let first_id = self.next_id.fetch_add(n, Ordering::Relaxed);
         let result = catch_panic(&self.owner, "write", || {
-            Ok(self
-                .inner
-                .write_batch(Record::from_ffi_slice(records), first_id))
+            let records = Record::from_ffi_slice(records);
+            Ok(if ticketed {
+                self.inner.write_batch_ticketed(records, first_id)
+            } else {
+                self.inner.write_batch(records, first_id)
+            })
         });
         match result {
             Ok(Ok(())) => RResult::ROk(FfiBatchAccepted {
@@ -111,26 +191,44 @@ impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
             Err(panic) => RResult::RErr(panic.into()),
         }
     }
+}
+
+impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
+    fn write_batch(&self, records: RSlice<'_, FfiRecord<'_>>) -> FfiResult<FfiBatchAccepted> {
+        self.write_with(records, false)
+    }
 
     fn flush(&self, timeout_ms: u64) -> FfiResult<FfiFlushReport> {
         catch_panic(&self.owner, "flush", || {
             self.inner.flush(Duration::from_millis(timeout_ms))
         })
-        .map(|r| FfiFlushReport {
-            delivered: r.delivered,
-            failed: r
-                .failed
-                .into_iter()
-                .map(|f| FfiDeliveryFailure {
-                    id: f.id,
-                    topic: f.topic.into(),
-                    reason: f.reason.into(),
-                })
-                .collect(),
-            pending: r.pending,
-        })
+        .map(report_to_ffi)
         .map_err(Into::into)
         .into()
+    }
+
+    fn write_batch_ticketed(
+        &self,
+        records: RSlice<'_, FfiRecord<'_>>,
+    ) -> FfiResult<FfiBatchAccepted> {
+        self.write_with(records, true)
+    }
+
+    fn flush_ticket(&self, first_id: u64, timeout_ms: u64) -> FfiResult<FfiFlushReport> {
+        catch_panic(&self.owner, "flush", || {
+            self.inner
+                .flush_ticket(first_id, Duration::from_millis(timeout_ms))
+        })
+        .map(report_to_ffi)
+        .map_err(Into::into)
+        .into()
+    }
+
+    fn release_ticket(&self, first_id: u64) {
+        let _ = catch_panic(&self.owner, "release a flush ticket", || {
+            self.inner.release_ticket(first_id);
+            Ok(())
+        });
     }
 }
 
@@ -202,30 +300,106 @@ impl Sink {
             .inner
             .write_batch(Record::as_ffi_slice(records))
             .into_result()?;
-        Ok(BatchAccepted {
-            first_id: b.first_id,
-            accepted: b.accepted,
-            error: b.error.into_option().map(Error::from),
-        })
+        Ok(batch_from_ffi(b))
     }
 
     /// Waits up to `timeout` for every queued record, and returns the deliveries
-    /// and failures since the previous flush.
+    /// and failures since the previous flush (each reported once), except those of
+    /// batches written with a flush ticket ([`write_batch_ticket`](Sink::write_batch_ticket)):
+    /// those are their ticket's.
     pub fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let r = self.inner.flush(timeout_ms).into_result()?;
-        Ok(FlushReport {
-            delivered: r.delivered,
-            failed: r
-                .failed
-                .into_iter()
-                .map(|f| DeliveryFailure {
-                    id: f.id,
-                    topic: f.topic.into_string(),
-                    reason: f.reason.into_string(),
-                })
-                .collect(),
-            pending: r.pending,
-        })
+        let r = self.inner.flush(ms(timeout)).into_result()?;
+        Ok(report_from_ffi(r))
+    }
+
+    /// [`write_batch`](Sink::write_batch) with a [`FlushTicket`] for the accepted
+    /// records: flushing the ticket reports exactly their deliveries, whoever else
+    /// writes to and flushes this sink meanwhile.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use pseidon_plugin_api::{Registry, Record, Error};
+    /// # fn run(sink: &pseidon_plugin_api::Sink) -> Result<(), Error> {
+    /// let records = [Record::new("test", b"a"), Record::new("test", b"b")];
+    /// let (batch, mut ticket) = sink.write_batch_ticket(&records)?;
+    /// assert_eq!(batch.accepted, 2);
+    /// let report = ticket.flush(Duration::from_secs(30))?;
+    /// assert_eq!(report.delivered + report.failed.len() as u64 + report.pending, 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn write_batch_ticket(
+        &self,
+        records: &[Record<'_>],
+    ) -> Result<(BatchAccepted, FlushTicket), Error> {
+        let b = batch_from_ffi(
+            self.inner
+                .write_batch_ticketed(Record::as_ffi_slice(records))
+                .into_result()?,
+        );
+        let ticket = FlushTicket {
+            sink: self.inner.clone(),
+            first_id: b.first_id,
+            count: b.accepted,
+            open: b.accepted > 0,
+        };
+        Ok((b, ticket))
+    }
+}
+
+/// The deliveries of one batch written with [`Sink::write_batch_ticket`], to be
+/// flushed by their writer alone. Dropped unflushed (or before its last delivery was
+/// reported), its reports go to the sink's [`Sink::flush`]: none is lost.
+pub struct FlushTicket {
+    sink: FfiSinkArc,
+    first_id: DeliveryId,
+    count: u64,
+    /// False once every report was taken (the sink closed the ticket).
+    open: bool,
+}
+
+impl FlushTicket {
+    /// The delivery ids of the batch's accepted records.
+    pub fn ids(&self) -> std::ops::Range<DeliveryId> {
+        self.first_id..self.first_id + self.count
+    }
+
+    /// True while reports of the batch are still to be taken.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Waits up to `timeout` for the batch's deliveries and returns those since this
+    /// ticket's previous flush (each once) and how many are still pending. Once
+    /// nothing is pending, later flushes report nothing more.
+    pub fn flush(&mut self, timeout: Duration) -> Result<FlushReport, Error> {
+        if !self.open {
+            return Ok(FlushReport::default());
+        }
+        let r = report_from_ffi(
+            self.sink
+                .flush_ticket(self.first_id, ms(timeout))
+                .into_result()?,
+        );
+        if r.pending == 0 {
+            self.open = false;
+        }
+        Ok(r)
+    }
+}
+
+impl Drop for FlushTicket {
+    fn drop(&mut self) {
+        if self.open {
+            self.sink.release_ticket(self.first_id);
+        }
+    }
+}
+
+impl std::fmt::Debug for FlushTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlushTicket")
+            .field("ids", &self.ids())
+            .field("open", &self.open)
+            .finish()
     }
 }

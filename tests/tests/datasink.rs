@@ -550,3 +550,130 @@ fn tombstone_is_written_with_a_null_value() {
     let out = String::from_utf8(kcat_formatted(&bootstrap(), &topic, "%k %S\n")).unwrap();
     assert_eq!(out, "gone -1\nempty 0\n");
 }
+
+/// Two users of one sink: a writer with flush tickets and another that flushes the
+/// shared way all along. Each ticket reports exactly its batch — its deliveries and
+/// its failure (a record to a topic that does not exist) — and the shared flush never
+/// reports them; kcat sees every delivered record once.
+#[test]
+fn flush_tickets_report_exactly_their_batch_while_another_user_flushes() {
+    let _serial = plugin_lock();
+    let topic = unique("tickets");
+    create_topic(&topic, 1);
+    let conf = format!(
+        "{}allow.auto.create.topics = false\nmessage.timeout.ms = 5000\n\
+         topic.metadata.propagation.max.ms = 1000\n",
+        conf_for(&bootstrap())
+    );
+    let mut host = kafka_host(&conf).expect("host loads the plugin");
+    let sink = sink_of(&host);
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared_user = {
+        let (sink, topic, stop) = (sink.clone(), topic.clone(), Arc::clone(&stop));
+        thread::spawn(move || {
+            let (mut written, mut delivered, mut failed) = (0u64, 0u64, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                sink.write(&topic, format!("plain-{written}").as_bytes())
+                    .expect("plain write");
+                written += 1;
+                let r = sink.flush(Duration::from_millis(50)).expect("plain flush");
+                delivered += r.delivered;
+                failed.extend(r.failed);
+            }
+            loop {
+                let r = sink.flush(Duration::from_secs(10)).expect("plain flush");
+                delivered += r.delivered;
+                failed.extend(r.failed);
+                if r.pending == 0 {
+                    break;
+                }
+            }
+            (written, delivered, failed)
+        })
+    };
+    let mut ticket_delivered = 0;
+    for round in 0..5 {
+        let values: Vec<String> = (0..199).map(|i| format!("t{round}-{i}")).collect();
+        let missing = unique("ticket-missing");
+        let mut records: Vec<Record<'_>> = values
+            .iter()
+            .map(|v| Record::new(&topic, v.as_bytes()))
+            .collect();
+        // The last record of each batch goes to a topic that does not exist: librdkafka
+        // queues it (it does not know yet) and reports its delivery failed.
+        records.push(Record::new(&missing, b"lost on purpose"));
+        let (batch, mut ticket) = sink.write_batch_ticket(&records).expect("ticketed write");
+        assert_eq!(
+            (batch.accepted, batch.error.is_none()),
+            (200, true),
+            "{batch:?}"
+        );
+        assert_eq!(ticket.ids(), batch.first_id..batch.first_id + 200);
+        let mut delivered = 0;
+        let mut failed = Vec::new();
+        loop {
+            let r = ticket.flush(Duration::from_secs(10)).expect("ticket flush");
+            delivered += r.delivered;
+            failed.extend(r.failed);
+            if r.pending == 0 {
+                break;
+            }
+        }
+        assert!(!ticket.is_open());
+        assert_eq!(delivered, 199, "round {round}");
+        let ids: Vec<(u64, &str)> = failed.iter().map(|f| (f.id, f.topic.as_str())).collect();
+        assert_eq!(
+            ids,
+            [(batch.first_id + 199, missing.as_str())],
+            "round {round}: {failed:?}"
+        );
+        ticket_delivered += delivered;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (written, delivered, failed) = shared_user.join().expect("shared user");
+    assert!(written > 0);
+    assert_eq!(
+        delivered, written,
+        "the shared flush reports only its own deliveries"
+    );
+    assert!(
+        failed.is_empty(),
+        "the tickets' failures are theirs: {failed:?}"
+    );
+    assert!(host.shutdown().is_empty());
+    let values = kcat_values(&topic);
+    assert_eq!(values.len() as u64, written + ticket_delivered);
+    let distinct: BTreeSet<&Vec<u8>> = values.iter().collect();
+    assert_eq!(distinct.len(), values.len(), "each record once");
+}
+
+/// A ticket dropped before its deliveries are known hands them to the shared flush:
+/// nothing is lost, nothing reported twice.
+#[test]
+fn a_dropped_flush_ticket_leaves_its_reports_to_the_shared_flush() {
+    let _serial = plugin_lock();
+    let topic = unique("ticket-drop");
+    create_topic(&topic, 1);
+    let mut host = kafka_host(&conf_for(&bootstrap())).expect("host loads the plugin");
+    let sink = sink_of(&host);
+    let values: Vec<String> = (0..500).map(|i| format!("d-{i}")).collect();
+    let records: Vec<Record<'_>> = values
+        .iter()
+        .map(|v| Record::new(&topic, v.as_bytes()))
+        .collect();
+    let (batch, ticket) = sink.write_batch_ticket(&records).expect("ticketed write");
+    assert_eq!(batch.accepted, 500);
+    drop(ticket);
+    let mut delivered = 0;
+    loop {
+        let r = sink.flush(Duration::from_secs(10)).expect("flush");
+        assert!(r.failed.is_empty(), "{r:?}");
+        delivered += r.delivered;
+        if r.pending == 0 {
+            break;
+        }
+    }
+    assert_eq!(delivered, 500);
+    assert!(host.shutdown().is_empty());
+    assert_eq!(kcat_values(&topic).len(), 500);
+}

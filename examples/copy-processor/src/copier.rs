@@ -5,8 +5,9 @@
 //! At-least-once: a group is marked done only after a clean delivery of all its
 //! messages, so a crash (or a stop) between the write and the mark leaves the group
 //! unfinished, and the datasource replays it at the next start: the target may then
-//! hold its messages twice, never miss one. The processor must be the only user of
-//! its sink's `flush` (flush reports are per sink, not per caller).
+//! hold its messages twice, never miss one. Its writes carry flush tickets: the
+//! processor learns the outcome of exactly its own writes, whoever else writes to and
+//! flushes the same datasink.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -14,8 +15,8 @@ use std::{
 };
 
 use pseidon_plugin_api::{
-    DeliveryFailure, DeliveryId, Error, Header, MessageGroup, ReaderOptions, Record, Registry,
-    Sink, Source, SourceReader,
+    DeliveryFailure, DeliveryId, Error, FlushTicket, Header, MessageGroup, ReaderOptions, Record,
+    Registry, Sink, Source, SourceReader,
 };
 
 use crate::settings::Settings;
@@ -72,6 +73,7 @@ pub fn run_notify(
         totals: &mut totals,
         started: Instant::now(),
         carried: Vec::new(),
+        tickets: Vec::new(),
     }
     .copy_until_stopped(&mut reader);
     let closed = reader.close();
@@ -92,6 +94,8 @@ struct Copier<'a> {
     started: Instant,
     /// Failures a flush between writes reported, for the attempt to map to groups.
     carried: Vec<DeliveryFailure>,
+    /// The flush tickets of the attempt's writes not flushed to their end yet.
+    tickets: Vec<FlushTicket>,
 }
 
 /// The outcome of one attempt at a batch of groups.
@@ -266,15 +270,16 @@ impl Copier<'_> {
             }
         };
         absorb(&std::mem::take(&mut self.carried));
-        loop {
-            let report = self.sink.flush(SLICE)?;
-            self.totals.messages += report.delivered;
-            absorb(&report.failed);
-            if report.pending == 0 {
-                break;
-            }
-            if self.stopping() {
-                return Ok(Attempt::Stopped);
+        // Each ticket reports exactly its own writes: another user of the sink
+        // flushing meanwhile takes none of them.
+        for mut ticket in std::mem::take(&mut self.tickets) {
+            while ticket.is_open() {
+                let report = ticket.flush(SLICE)?;
+                self.totals.messages += report.delivered;
+                absorb(&report.failed);
+                if report.pending > 0 && self.stopping() {
+                    return Ok(Attempt::Stopped);
+                }
             }
         }
         Ok(match first_reason {
@@ -324,7 +329,8 @@ impl Copier<'_> {
             .collect();
         let mut from = 0;
         while from < records.len() {
-            let b = self.sink.write_batch(&records[from..])?;
+            let (b, ticket) = self.sink.write_batch_ticket(&records[from..])?;
+            self.tickets.push(ticket);
             let accepted = usize::try_from(b.accepted)
                 .unwrap_or(usize::MAX)
                 .min(records.len() - from);
@@ -335,10 +341,13 @@ impl Copier<'_> {
             match b.error {
                 None => {}
                 Some(Error::QueueFull { .. }) if !self.stopping() => {
-                    // The producer is behind: let it deliver, then write the rest.
-                    let report = self.sink.flush(SLICE)?;
-                    self.totals.messages += report.delivered;
-                    self.carried.extend(report.failed);
+                    // The producer is behind: let it deliver (our oldest writes
+                    // first), then write the rest.
+                    if let Some(ticket) = self.tickets.iter_mut().find(|t| t.is_open()) {
+                        let report = ticket.flush(SLICE)?;
+                        self.totals.messages += report.delivered;
+                        self.carried.extend(report.failed);
+                    }
                 }
                 Some(e) => return Ok(Some(e.to_string())),
             }

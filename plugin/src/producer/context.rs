@@ -4,7 +4,8 @@
 //! - Delivery accounting: deliveries are counted with an atomic; each failure (id,
 //!   topic, reason) is kept under a mutex until a flush drains the list. Both counts
 //!   only grow: `delivered + failed` ([`SinkContext::done`]) is every report so far,
-//!   which the sink compares with the records it accepted. The list is bounded
+//!   which the sink compares with the records it accepted. A report whose id lies in an
+//!   open flush ticket ([`Tickets`]) is counted there instead of in the shared list. The list is bounded
 //!   ([`FailureList`], [`MAX_LISTED_FAILURES`]): beyond the bound, failures are
 //!   counted and summarised by the next flush.
 //! - Room in a full queue: a writer that found librdkafka's queue full sleeps on a
@@ -35,7 +36,10 @@ use rdkafka::{
     producer::{BaseProducer, DeliveryResult, ProducerContext},
 };
 
-use super::failures::{FailureList, MAX_LISTED_FAILURES};
+use super::{
+    failures::{FailureList, MAX_LISTED_FAILURES},
+    tickets::{Routed, Tickets},
+};
 use crate::{
     config::Config,
     health::{ConnectFailure, connect_failure_text},
@@ -65,6 +69,8 @@ pub(crate) struct SinkContext {
     message_timeout_ms: u64,
     /// A TLS or authentication failure to connect, and whether it persisted.
     pub(super) failure: ConnectFailure,
+    /// The open flush tickets: their deliveries bypass the shared accounting.
+    pub(super) tickets: Tickets,
 }
 
 impl SinkContext {
@@ -82,6 +88,7 @@ impl SinkContext {
             secrets,
             message_timeout_ms,
             failure: ConnectFailure::new(config.settings.connect_failure_timeout_ms),
+            tickets: Tickets::new(),
         }
     }
 
@@ -211,39 +218,50 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
+        let id = id as DeliveryId;
         match result {
             Ok(_) => {
+                let _ = self.tickets.route(id, None);
                 self.delivered.fetch_add(1, Ordering::Release);
                 self.failure.clear();
             }
             Err((err, msg)) => {
                 let failure = DeliveryFailure {
-                    id: id as DeliveryId,
+                    id,
                     topic: msg.topic().to_string(),
                     reason: self.failure_reason(err),
                 };
-                let mut failures = self.failures();
-                let waiting = failures.len();
-                if waiting == 0 {
-                    log::warn!(
-                        "delivery of message {} to topic `{}` failed: {} (this and later failures are reported by the next flush)",
-                        failure.id,
-                        failure.topic,
-                        failure.reason
-                    );
-                }
-                if failures.push(failure) {
-                    log::warn!(
-                        "{waiting} failed deliveries are waiting to be reported by a flush: later ones are only counted until then (the flush reports their count, first and last ids)"
-                    );
-                } else if waiting > 0 && waiting.is_multiple_of(FAILURE_LOG_EVERY) {
-                    log::warn!("{waiting} failed deliveries are waiting to be reported by a flush");
+                if let Routed::Shared(Some(failure)) = self.tickets.route(id, Some(failure)) {
+                    self.push_failure(failure);
                 }
                 self.failed.fetch_add(1, Ordering::Release);
             }
         }
         if self.wake_at.load(Ordering::Relaxed) != u64::MAX {
             self.wake_writers();
+        }
+    }
+}
+
+impl SinkContext {
+    /// Adds a failure to the shared list (drained by the next flush).
+    pub(super) fn push_failure(&self, failure: DeliveryFailure) {
+        let mut failures = self.failures();
+        let waiting = failures.len();
+        if waiting == 0 {
+            log::warn!(
+                "delivery of message {} to topic `{}` failed: {} (this and later failures are reported by the next flush)",
+                failure.id,
+                failure.topic,
+                failure.reason
+            );
+        }
+        if failures.push(failure) {
+            log::warn!(
+                "{waiting} failed deliveries are waiting to be reported by a flush: later ones are only counted until then (the flush reports their count, first and last ids)"
+            );
+        } else if waiting > 0 && waiting.is_multiple_of(FAILURE_LOG_EVERY) {
+            log::warn!("{waiting} failed deliveries are waiting to be reported by a flush");
         }
     }
 }

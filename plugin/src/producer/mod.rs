@@ -34,6 +34,9 @@
 //!   the failure list of `failures`), the signal that a full queue has room again, the reasons given
 //!   for failures, librdkafka's logs and errors;
 //! - `failures`: `FailureList`, the bounded list of failures waiting for a flush;
+//! - `tickets`: `Tickets`, the flush tickets: a batch written with
+//!   `write_batch_ticketed` has its deliveries reported to its own `flush_ticket`
+//!   only, never to the shared `flush` of another user of the sink;
 //! - `raw`: the raw librdkafka calls and all their `unsafe` (topic handles, produce
 //!   with and without headers, flush, purge);
 //! - `poll`: the poll thread that serves the delivery reports and checks the
@@ -52,5 +55,6 @@ mod raw;
 mod sink;
 #[cfg(test)]
 mod tests;
+mod tickets;
 
 pub use sink::KafkaSink;

@@ -194,6 +194,9 @@ impl KafkaSink {
             .accepted
             .load(Ordering::Acquire)
             .saturating_sub(shared.context.done());
+        for f in shared.context.tickets.untaken_failures() {
+            shared.context.push_failure(f);
+        }
         let failures = shared.context.failures();
         if unaccounted == 0 && failures.is_empty() {
             log::info!(
@@ -234,7 +237,11 @@ impl KafkaSink {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let failed = shared.context.failures().take();
-        let delivered_total = shared.context.delivered();
+        // Deliveries a ticket counted are that ticket's to report.
+        let delivered_total = shared
+            .context
+            .delivered()
+            .saturating_sub(shared.context.tickets.delivered());
         let delivered = delivered_total.saturating_sub(*reported);
         *reported = delivered_total;
         FlushReport {
@@ -404,6 +411,48 @@ impl DataSink for KafkaSink {
         }
         shared.accepted.fetch_add(accepted, Ordering::AcqRel);
         result.map_err(|e| (accepted, e))
+    }
+
+    fn write_batch_ticketed(
+        &self,
+        records: &[Record<'_>],
+        first_id: DeliveryId,
+    ) -> Result<(), (u64, Error)> {
+        let tickets = &self.shared.context.tickets;
+        // Opened before the first record is queued: no report can miss it.
+        tickets.open(first_id, records.len() as u64);
+        let result = self.write_batch(records, first_id);
+        let accepted = match &result {
+            Ok(()) => records.len() as u64,
+            Err((accepted, _)) => *accepted,
+        };
+        tickets.trim(first_id, accepted);
+        result
+    }
+
+    fn flush_ticket(&self, first_id: DeliveryId, timeout: Duration) -> Result<FlushReport, Error> {
+        // Waits for this ticket's reports only (served by the poll thread), not for
+        // every queued message as the shared flush does.
+        self.shared
+            .context
+            .tickets
+            .take(first_id, timeout)
+            .ok_or_else(|| Error::Other {
+                message: format!(
+                    "flush ticket {first_id} of the datasink {} is not open (flushed to the end or \
+                     released already)",
+                    crate::SINK_NAME
+                ),
+            })
+    }
+
+    fn release_ticket(&self, first_id: DeliveryId) {
+        let context = &self.shared.context;
+        if let Some((_, failures)) = context.tickets.release(first_id) {
+            for f in failures {
+                context.push_failure(f);
+            }
+        }
     }
 
     fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {

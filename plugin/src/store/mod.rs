@@ -381,7 +381,8 @@ impl Store {
         })
     }
 
-    /// Marks a group `run` (handed out), with its attempt count.
+    /// Marks a group `run` (handed out), with its attempt count; only a `ready` or
+    /// `run` row changes (a done or lost one stays).
     pub fn set_run(
         &self,
         scope: &Scope,
@@ -389,23 +390,7 @@ impl Store {
         id: &str,
         attempt: u32,
     ) -> Result<(), Error> {
-        let now = now_ms();
-        self.with(|conn| {
-            conn.prepare_cached(
-                "UPDATE groups SET status = 'run', attempt = ?2, updated_ms = ?3
-                 WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1
-                   AND status IN ('ready', 'run')",
-            )?
-            .execute(params![
-                id,
-                attempt,
-                now,
-                scope.cluster_id,
-                scope.consumer_group,
-                topic_id
-            ])
-            .map(|_| ())
-        })
+        self.set_status(scope, topic_id, id, GroupStatus::Run, attempt)
     }
 
     /// Marks a group done. Returns its previous status, `None` if the row is unknown.
@@ -446,7 +431,7 @@ impl Store {
         })
     }
 
-    /// Marks a group `lost` (its offsets are gone from Kafka).
+    /// Marks a group `lost` (its offsets are gone from Kafka), whatever its status.
     pub fn set_lost(
         &self,
         scope: &Scope,
@@ -454,20 +439,40 @@ impl Store {
         id: &str,
         attempt: u32,
     ) -> Result<(), Error> {
+        self.set_status(scope, topic_id, id, GroupStatus::Lost, attempt)
+    }
+
+    /// Sets the status and attempt of one row: the one statement behind the status
+    /// changes that need no look at the previous status. `run` only replaces an
+    /// unfinished status; `lost` replaces any.
+    fn set_status(
+        &self,
+        scope: &Scope,
+        topic_id: &str,
+        id: &str,
+        status: GroupStatus,
+        attempt: u32,
+    ) -> Result<(), Error> {
+        let from = match status {
+            GroupStatus::Run => "AND status IN ('ready', 'run')",
+            _ => "",
+        };
         let now = now_ms();
         self.with(|conn| {
-            conn.execute(
-                "UPDATE groups SET status = 'lost', attempt = ?2, updated_ms = ?3
-                 WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1",
-                params![
-                    id,
-                    attempt,
-                    now,
-                    scope.cluster_id,
-                    scope.consumer_group,
-                    topic_id
-                ],
-            )
+            conn.prepare_cached(&format!(
+                "UPDATE groups SET status = ?7, attempt = ?2, updated_ms = ?3
+                 WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1
+                   {from}"
+            ))?
+            .execute(params![
+                id,
+                attempt,
+                now,
+                scope.cluster_id,
+                scope.consumer_group,
+                topic_id,
+                status.as_str()
+            ])
             .map(|_| ())
         })
     }

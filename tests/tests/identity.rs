@@ -6,6 +6,7 @@
 //! Kafka's consumer-groups tool) besides what `pseidon` printed.
 
 use std::{
+    collections::BTreeSet,
     fs,
     io::Write,
     path::PathBuf,
@@ -14,18 +15,23 @@ use std::{
 };
 
 use pseidon_tests::{
-    bootstrap, copy_plugins, create_topic, kafka_tool, kcat_values, pseidon_bin, temp_dir, unique,
+    OwnBroker, bootstrap, copy_plugins, create_topic, kafka_tool, kcat_values, pseidon_bin,
+    temp_dir, unique,
 };
 
 /// A work dir with the Kafka plugin, a conf and one status database for every run.
 struct Setup {
     root: PathBuf,
     conf: PathBuf,
+    /// False for a [`Setup::sibling`]: the first setup removes the dir.
+    owns_root: bool,
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
+        if self.owns_root {
+            let _ = fs::remove_dir_all(&self.root);
+        }
     }
 }
 
@@ -35,18 +41,40 @@ impl Setup {
         let plugins = root.join("plugins");
         fs::create_dir(&plugins).unwrap();
         copy_plugins(&plugins, &["pseidon_kafka"]);
-        let conf = root.join("pseidon.toml");
+        let conf = Setup::write_conf(&root, "pseidon.toml", &bootstrap());
+        Setup {
+            root,
+            conf,
+            owns_root: true,
+        }
+    }
+
+    fn write_conf(root: &std::path::Path, name: &str, bootstrap: &str) -> PathBuf {
+        let conf = root.join(name);
         fs::write(
             &conf,
             format!(
                 "plugin-dirs = [{:?}]\n\n[kafka]\nbootstrap.servers = {:?}\n\n[pseidon-kafka]\nstatus-db = {:?}\ngroup-max-messages = 25\n",
-                plugins,
-                bootstrap(),
+                root.join("plugins"),
+                bootstrap,
                 root.join("status.db")
             ),
         )
         .unwrap();
-        Setup { root, conf }
+        conf
+    }
+
+    /// The same plugins and status database, with the brokers at `bootstrap`.
+    fn sibling(&self, bootstrap: &str) -> Setup {
+        Setup {
+            root: self.root.clone(),
+            conf: Setup::write_conf(
+                &self.root,
+                &format!("{}.toml", unique("sibling")),
+                bootstrap,
+            ),
+            owns_root: false,
+        }
     }
 
     fn db(&self) -> PathBuf {
@@ -97,6 +125,18 @@ impl Setup {
 
     /// `pseidon groups` rows (id, status, consumer group) for `topic`, optionally of one group.
     fn groups(&self, topic: &str, group: Option<&str>) -> Vec<(String, String, String)> {
+        self.groups_with_cluster(topic, group)
+            .into_iter()
+            .map(|(id, status, group, _)| (id, status, group))
+            .collect()
+    }
+
+    /// `pseidon groups` rows (id, status, consumer group, cluster) for `topic`.
+    fn groups_with_cluster(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+    ) -> Vec<(String, String, String, String)> {
         let mut args = vec!["groups", "--topic", topic];
         if let Some(g) = group {
             args.extend(["--group", g]);
@@ -115,7 +155,12 @@ impl Setup {
             .map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 // id status attempt date time group cluster
-                (f[0].to_string(), f[1].to_string(), f[5].to_string())
+                (
+                    f[0].to_string(),
+                    f[1].to_string(),
+                    f[5].to_string(),
+                    f[6].to_string(),
+                )
             })
             .collect()
     }
@@ -123,8 +168,13 @@ impl Setup {
 
 /// Writes `values` to `topic` with kcat (an independent producer).
 fn kcat_produce(topic: &str, values: &[String]) {
+    kcat_produce_at(&bootstrap(), topic, values);
+}
+
+/// Writes `values` to `topic` of the brokers at `bootstrap` with kcat.
+fn kcat_produce_at(bootstrap: &str, topic: &str, values: &[String]) {
     let mut child = Command::new("kcat")
-        .args(["-b", &bootstrap(), "-t", topic, "-P"])
+        .args(["-b", bootstrap, "-t", topic, "-P"])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -142,10 +192,15 @@ fn numbered(prefix: &str, n: usize) -> Vec<String> {
 
 /// The committed offset of `group` on `topic` partition 0, by Kafka's own tool.
 fn committed_offset(group: &str, topic: &str) -> Option<i64> {
+    committed_offset_at(&bootstrap(), group, topic)
+}
+
+/// [`committed_offset`] on the brokers at `bootstrap`.
+fn committed_offset_at(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
     let out = kafka_tool(&[
         "consumer-groups",
         "--bootstrap-server",
-        &bootstrap(),
+        bootstrap,
         "--describe",
         "--group",
         group,
@@ -234,6 +289,67 @@ fn two_consumer_groups_on_one_status_db_each_read_everything() {
             .all(|(_, st, _)| st == "done"),
         "C untouched"
     );
+}
+
+/// Two Kafka clusters, one status database, the same topic name and the same
+/// consumer group on both: each cluster's groups are its own. What one leaves
+/// unfinished the other neither replays nor skips, and it is replayed on its own
+/// cluster only; the committed offsets of both (by Kafka's tool) end at the end.
+#[test]
+fn two_clusters_on_one_status_db_keep_their_groups_apart() {
+    let s = Setup::new();
+    let other = OwnBroker::start(19751, "");
+    let sb = s.sibling(&other.bootstrap);
+    let topic = unique("id-clusters");
+    create_topic(&topic, 1);
+    other.create_topic(&topic, 1);
+    let (va, vb) = (numbered("a", 50), numbered("b", 50));
+    kcat_produce(&topic, &va);
+    kcat_produce_at(&other.bootstrap, &topic, &vb);
+    let group = unique("id-cl-g");
+
+    // Cluster A: read, not marked done (its groups stay `run`).
+    let (a, _) = s.consume(&topic, &group, false);
+    assert_eq!(sorted(a), sorted(va.clone()));
+    // Cluster B, same names: its own messages only, all of them.
+    let (b, stderr) = sb.consume(&topic, &group, true);
+    assert_eq!(sorted(b), sorted(vb.clone()), "cluster B: {stderr}");
+    let rows = s.groups_with_cluster(&topic, Some(&group));
+    let clusters: BTreeSet<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+    assert_eq!(clusters.len(), 2, "two clusters: {rows:?}");
+    assert!(!clusters.contains("-"), "{rows:?}");
+    let status_of = |cluster: &str| -> BTreeSet<String> {
+        rows.iter()
+            .filter(|r| r.3 == cluster)
+            .map(|r| r.1.clone())
+            .collect()
+    };
+    let mut statuses: Vec<BTreeSet<String>> = clusters.iter().map(|c| status_of(c)).collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            BTreeSet::from(["done".to_string()]),
+            BTreeSet::from(["run".to_string()])
+        ],
+        "{rows:?}"
+    );
+    assert_eq!(
+        committed_offset_at(&other.bootstrap, &group, &topic),
+        Some(50)
+    );
+    // Cluster A replays exactly its own unfinished groups.
+    let (a2, stderr) = s.consume(&topic, &group, true);
+    assert_eq!(sorted(a2), sorted(va), "cluster A replayed: {stderr}");
+    assert!(
+        s.groups(&topic, Some(&group))
+            .iter()
+            .all(|(_, st, _)| st == "done")
+    );
+    assert_eq!(committed_offset(&group, &topic), Some(50));
+    // Cluster B has nothing more to read.
+    let (b2, _) = sb.consume(&topic, &group, true);
+    assert!(b2.is_empty(), "{b2:?}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-use super::*;
+use super::{open::suffixed, schema::SCHEMA_VERSION, *};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -273,6 +273,123 @@ pub fn copy_plugins(dir: &Path, crate_names: &[&str]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A work dir for runs of the `pseidon` binary: copies of plugins in `plugins/`, a conf
+/// `pseidon.toml` naming them, the brokers and a status database of its own
+/// (`status.db`); removed on drop.
+pub struct Workdir {
+    /// The dir.
+    pub root: PathBuf,
+    /// Its conf file.
+    pub conf: PathBuf,
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Workdir {
+    /// A dir named after `prefix` with copies of `plugins` (crate names, as for
+    /// [`copy_plugins`]) and a conf of `top` lines at the top level, `kafka` lines in
+    /// `[kafka]` (its `bootstrap.servers` is the test broker unless `kafka` sets one),
+    /// and `settings` lines in `[pseidon-kafka]` after its `status-db`.
+    pub fn new(prefix: &str, plugins: &[&str], top: &str, kafka: &str, settings: &str) -> Workdir {
+        let root = temp_dir(prefix);
+        let dir = root.join("plugins");
+        std::fs::create_dir(&dir).expect("create plugins dir");
+        copy_plugins(&dir, plugins);
+        let conf = root.join("pseidon.toml");
+        let w = Workdir { root, conf };
+        w.write_conf("pseidon.toml", top, kafka, settings);
+        w
+    }
+
+    /// [`Workdir::new`] with the Kafka plugin only.
+    pub fn kafka(prefix: &str, kafka: &str, settings: &str) -> Workdir {
+        Workdir::new(prefix, &["pseidon_kafka"], "", kafka, settings)
+    }
+
+    /// Writes another conf `name` of this dir (same plugins and status database), as
+    /// [`Workdir::new`] describes; returns its path.
+    pub fn write_conf(&self, name: &str, top: &str, kafka: &str, settings: &str) -> PathBuf {
+        let servers = if kafka.contains("bootstrap.servers") {
+            String::new()
+        } else {
+            format!("bootstrap.servers = {:?}\n", bootstrap())
+        };
+        let conf = self.root.join(name);
+        std::fs::write(
+            &conf,
+            format!(
+                "plugin-dirs = [{:?}]\n{top}\n\n[kafka]\n{servers}{kafka}\n\n[pseidon-kafka]\nstatus-db = {:?}\n{settings}\n",
+                self.root.join("plugins"),
+                self.db()
+            ),
+        )
+        .expect("write conf");
+        conf
+    }
+
+    /// The status database.
+    pub fn db(&self) -> PathBuf {
+        self.root.join("status.db")
+    }
+
+    /// `pseidon --conf <conf> args…`, with the caller's log settings removed.
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with(&self.conf, args)
+    }
+
+    /// [`Workdir::command`] with another conf (e.g. one of [`Workdir::write_conf`]).
+    pub fn command_with(&self, conf: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(pseidon_bin());
+        cmd.arg("--conf")
+            .arg(conf)
+            .args(args)
+            .env_remove("PSEIDON_CONF")
+            .env_remove("PSEIDON_LOG")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// Runs [`Workdir::command`] with `stdin` fed in and closed; asserts that it did not
+    /// panic.
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        self.run_with(&self.conf, args, stdin)
+    }
+
+    /// [`Workdir::run`] with another conf.
+    pub fn run_with(&self, conf: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        let mut child = self
+            .command_with(conf, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pseidon");
+        // Fed by a thread: a child that writes much before it reads all its input
+        // must not deadlock with us. One that exits early closes its stdin: not this
+        // test's failure.
+        let writer = child.stdin.take().map(|mut input| {
+            let data = stdin.to_vec();
+            std::thread::spawn(move || {
+                let _ = input.write_all(&data);
+            })
+        });
+        let out = child.wait_with_output().expect("wait for pseidon");
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.to_lowercase().contains("backtrace"),
+            "pseidon {args:?} panicked:\n{stderr}"
+        );
+        out
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // The Kafka plugin loaded by the real host, its own brokers, and the host's log.
 // ---------------------------------------------------------------------------------

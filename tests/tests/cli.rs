@@ -8,50 +8,31 @@ use std::{
     collections::BTreeSet,
     fs,
     io::Write as _,
-    path::PathBuf,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
 use pseidon_tests::{
-    bootstrap, copy_plugins, create_topic, kcat_formatted, kcat_values, pseidon_bin, temp_dir,
-    unique,
+    Workdir, bootstrap, create_topic, kcat_formatted, kcat_values, pseidon_bin, unique,
 };
 use serde_json::Value;
 
 /// A work dir with a copy of the Kafka plugin and a conf naming it, the test broker
 /// and a status db of its own.
-struct Setup {
-    root: PathBuf,
-    conf: PathBuf,
-}
+struct Setup(Workdir);
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
+impl std::ops::Deref for Setup {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.0
     }
 }
 
 impl Setup {
-    /// `extra` is appended to the conf (after the `[kafka]` table: use dotted keys
-    /// or tables of their own).
+    /// `extra` is appended to the conf (after `[pseidon-kafka]`'s status-db: use dotted
+    /// keys or tables of their own).
     fn new(extra: &str) -> Setup {
-        let root = temp_dir("pseidon-cli");
-        let plugins = root.join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        copy_plugins(&plugins, &["pseidon_kafka"]);
-        let conf = root.join("pseidon.toml");
-        fs::write(
-            &conf,
-            format!(
-                "plugin-dirs = [{:?}]\n\n[kafka]\nbootstrap.servers = {:?}\n\n[pseidon-kafka]\nstatus-db = {:?}\n{extra}\n",
-                plugins,
-                bootstrap(),
-                root.join("status.db")
-            ),
-        )
-        .unwrap();
-        Setup { root, conf }
+        Setup(Workdir::kafka("pseidon-cli", "", extra))
     }
 
     fn pseidon(&self, args: &[&str]) -> Output {

@@ -24,73 +24,29 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use pseidon_tests::{
-    bootstrap, copy_plugins, create_topic, kafka_tool, kcat_values, pseidon_bin, repo_root,
-    temp_dir, unique,
-};
+use pseidon_tests::{Workdir, bootstrap, create_topic, kafka_tool, kcat_values, repo_root, unique};
 
 const N: usize = 60;
 
 /// A work dir with a copy of the Kafka plugin and a conf naming the test broker and a
 /// status db of its own; `kafka_extra` goes into the `[kafka]` table.
-struct Setup {
-    root: PathBuf,
-    conf: PathBuf,
-}
+struct Setup(Workdir);
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
+impl std::ops::Deref for Setup {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.0
     }
 }
 
 impl Setup {
     fn new(kafka_extra: &str) -> Setup {
-        let root = temp_dir("pseidon-codecs");
-        let plugins = root.join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        copy_plugins(&plugins, &["pseidon_kafka"]);
-        let conf = root.join("pseidon.toml");
-        fs::write(
-            &conf,
-            format!(
-                "plugin-dirs = [{:?}]\n\n[kafka]\nbootstrap.servers = {:?}\n{kafka_extra}\n\n[pseidon-kafka]\nstatus-db = {:?}\n",
-                plugins,
-                bootstrap(),
-                root.join("status.db")
-            ),
-        )
-        .unwrap();
-        Setup { root, conf }
+        Setup(Workdir::kafka("pseidon-codecs", kafka_extra, ""))
     }
 
     /// Runs `pseidon --conf <conf> args…` with `stdin` fed in.
     fn pseidon(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(pseidon_bin())
-            .arg("--conf")
-            .arg(&self.conf)
-            .args(args)
-            .env_remove("PSEIDON_CONF")
-            .env_remove("PSEIDON_LOG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let data = stdin.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !stderr.contains("panicked") && !stderr.to_lowercase().contains("backtrace"),
-            "pseidon {args:?} panicked:\n{stderr}"
-        );
-        out
+        self.run(args, stdin)
     }
 
     /// `pseidon consume` of `topic` in a group of its own: the printed values.

@@ -9,58 +9,35 @@
 
 use std::{
     collections::BTreeSet,
-    fs,
     io::{BufRead as _, BufReader, Read as _},
-    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use pseidon_tests::{
-    bootstrap, copy_plugins, create_topic, kafka_tool, kcat_values, pseidon_bin, temp_dir, unique,
-};
+use pseidon_tests::{Workdir, bootstrap, create_topic, kafka_tool, kcat_values, unique};
 
 /// A work dir with a copy of the Kafka plugin and a conf naming it, `servers` and a
 /// status db of its own.
-struct Setup {
-    root: PathBuf,
-    conf: PathBuf,
-}
+struct Setup(Workdir);
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
+impl std::ops::Deref for Setup {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.0
     }
 }
 
 impl Setup {
     /// `kafka` goes into the `[kafka]` table, `settings` into `[pseidon-kafka]`.
     fn new(servers: &str, kafka: &str, settings: &str) -> Setup {
-        let root = temp_dir("pseidon-exits");
-        let plugins = root.join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        copy_plugins(&plugins, &["pseidon_kafka"]);
-        let conf = root.join("pseidon.toml");
-        fs::write(
-            &conf,
-            format!(
-                "plugin-dirs = [{plugins:?}]\n\n[kafka]\nbootstrap.servers = {servers:?}\n{kafka}\n\n\
-                 [pseidon-kafka]\nstatus-db = {:?}\n{settings}\n",
-                root.join("status.db")
-            ),
-        )
-        .unwrap();
-        Setup { root, conf }
+        let kafka = format!("bootstrap.servers = {servers:?}\n{kafka}");
+        Setup(Workdir::kafka("pseidon-exits", &kafka, settings))
     }
 
+    /// [`Workdir::command`] with stdin closed and the outputs captured.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(pseidon_bin());
-        cmd.args(["--conf", self.conf.to_str().unwrap()])
-            .args(args)
-            .env_remove("PSEIDON_CONF")
-            .env_remove("PSEIDON_LOG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
+        let mut cmd = self.0.command(args);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd

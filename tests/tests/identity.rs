@@ -7,97 +7,48 @@
 
 use std::{
     collections::BTreeSet,
-    fs,
     io::Write,
     path::PathBuf,
     process::{Command, Output, Stdio},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
-use pseidon_tests::{
-    OwnBroker, bootstrap, copy_plugins, create_topic, kafka_tool, kcat_values, pseidon_bin,
-    temp_dir, unique,
-};
+use pseidon_tests::{OwnBroker, Workdir, bootstrap, create_topic, kafka_tool, kcat_values, unique};
 
-/// A work dir with the Kafka plugin, a conf and one status database for every run.
+/// A conf of one work dir (the Kafka plugin, one status database for every run).
 struct Setup {
-    root: PathBuf,
+    dir: Rc<Workdir>,
     conf: PathBuf,
-    /// False for a [`Setup::sibling`]: the first setup removes the dir.
-    owns_root: bool,
 }
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        if self.owns_root {
-            let _ = fs::remove_dir_all(&self.root);
-        }
-    }
-}
+const SETTINGS: &str = "group-max-messages = 25";
 
 impl Setup {
     fn new() -> Setup {
-        let root = temp_dir("pseidon-identity");
-        let plugins = root.join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        copy_plugins(&plugins, &["pseidon_kafka"]);
-        let conf = Setup::write_conf(&root, "pseidon.toml", &bootstrap());
+        let dir = Workdir::kafka("pseidon-identity", "", SETTINGS);
         Setup {
-            root,
-            conf,
-            owns_root: true,
+            conf: dir.conf.clone(),
+            dir: Rc::new(dir),
         }
-    }
-
-    fn write_conf(root: &std::path::Path, name: &str, bootstrap: &str) -> PathBuf {
-        let conf = root.join(name);
-        fs::write(
-            &conf,
-            format!(
-                "plugin-dirs = [{:?}]\n\n[kafka]\nbootstrap.servers = {:?}\n\n[pseidon-kafka]\nstatus-db = {:?}\ngroup-max-messages = 25\n",
-                root.join("plugins"),
-                bootstrap,
-                root.join("status.db")
-            ),
-        )
-        .unwrap();
-        conf
     }
 
     /// The same plugins and status database, with the brokers at `bootstrap`.
     fn sibling(&self, bootstrap: &str) -> Setup {
+        let name = format!("{}.toml", unique("sibling"));
+        let kafka = format!("bootstrap.servers = {bootstrap:?}");
         Setup {
-            root: self.root.clone(),
-            conf: Setup::write_conf(
-                &self.root,
-                &format!("{}.toml", unique("sibling")),
-                bootstrap,
-            ),
-            owns_root: false,
+            conf: self.dir.write_conf(&name, "", &kafka, SETTINGS),
+            dir: Rc::clone(&self.dir),
         }
     }
 
     fn db(&self) -> PathBuf {
-        self.root.join("status.db")
+        self.dir.db()
     }
 
     fn pseidon(&self, args: &[&str]) -> Output {
-        let out = Command::new(pseidon_bin())
-            .arg("--conf")
-            .arg(&self.conf)
-            .args(args)
-            .env_remove("PSEIDON_CONF")
-            .env_remove("PSEIDON_LOG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !stderr.contains("panicked"),
-            "pseidon {args:?} panicked:\n{stderr}"
-        );
-        out
+        self.dir.run_with(&self.conf, args, b"")
     }
 
     /// `consume -e [--mark-done]` in `group`: the values printed, and stderr.

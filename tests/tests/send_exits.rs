@@ -9,15 +9,14 @@
 use std::{
     fs,
     io::{BufRead, BufReader, Write as _},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, ChildStdin, Command, Output, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use pseidon_tests::{
-    RunChild, bootstrap, copy_plugins, create_topic, kafka_tool, kcat_produce_keyed, kcat_values,
-    pseidon_bin, temp_dir, unique,
+    RunChild, Workdir, bootstrap, create_topic, kafka_tool, kcat_produce_keyed, kcat_values, unique,
 };
 
 const KAFKA: &str = "pseidon_kafka";
@@ -29,38 +28,18 @@ const COPY: &str = "pseidon_copy_processor";
 /// A work dir with copies of `plugins` and a conf: `top` at the top level, `kafka`
 /// in `[kafka]` (the bootstrap is the test broker unless `kafka` names one), a status
 /// db of its own, then `extra`.
-struct Setup {
-    root: PathBuf,
-    conf: PathBuf,
-}
+struct Setup(Workdir);
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
+impl std::ops::Deref for Setup {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.0
     }
 }
 
 impl Setup {
     fn new(plugins: &[&str], top: &str, kafka: &str, extra: &str) -> Setup {
-        let root = temp_dir("pseidon-exits");
-        let dir = root.join("plugins");
-        fs::create_dir(&dir).unwrap();
-        copy_plugins(&dir, plugins);
-        let conf = root.join("pseidon.toml");
-        let servers = if kafka.contains("bootstrap.servers") {
-            String::new()
-        } else {
-            format!("bootstrap.servers = {:?}\n", bootstrap())
-        };
-        fs::write(
-            &conf,
-            format!(
-                "plugin-dirs = [{dir:?}]\n{top}\n[kafka]\n{servers}{kafka}\n\n[pseidon-kafka]\nstatus-db = {:?}\n{extra}\n",
-                root.join("status.db")
-            ),
-        )
-        .unwrap();
-        Setup { root, conf }
+        Setup(Workdir::new("pseidon-exits", plugins, top, kafka, extra))
     }
 
     /// `pseidon --conf C args…` with `stdin` fed in and closed.
@@ -78,12 +57,8 @@ impl Setup {
     }
 
     fn spawn(&self, args: &[&str], log: &str) -> Proc {
-        let mut child = Command::new(pseidon_bin())
-            .arg("--conf")
-            .arg(&self.conf)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("PSEIDON_CONF")
+        let mut child = self
+            .command(args)
             .env("PSEIDON_LOG", log)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

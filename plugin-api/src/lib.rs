@@ -27,6 +27,7 @@ pub mod conf;
 pub mod error;
 pub mod ffi;
 pub mod logging;
+pub mod metadata;
 pub mod module;
 pub mod processor;
 pub mod record;
@@ -37,6 +38,7 @@ pub mod source;
 
 pub use conf::{ConfEntry, ConfKind, ConfView};
 pub use error::Error;
+pub use metadata::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use module::{INTERFACE_VERSION, InitContext, Plugin, PluginMod, PluginModRef, PluginSlot};
 pub use processor::{Processor, ProcessorHandle, ProcessorStatus};
 pub use record::message_group;
@@ -44,7 +46,8 @@ pub use record::{GroupInfo, GroupStatus, Header, Message, MessageGroup, MessageH
 pub use registry::{Entry, EntryKind, Registration, Registry};
 pub use sink::{BatchAccepted, DataSink, DeliveryFailure, DeliveryId, FlushReport, Sink};
 pub use source::{
-    DataSource, GroupFilter, Reader, ReaderOptions, ReaderProgress, ReaderSeq, Source, SourceReader,
+    DataSource, GroupFilter, Reader, ReaderOptions, ReaderProgress, ReaderSeq, Replayed, Source,
+    SourceReader,
 };
 
 /// Re-exports for the code that [`export_plugin!`] generates; not part of the API.

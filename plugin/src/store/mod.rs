@@ -59,7 +59,10 @@ mod schema;
 
 pub use rows::list_read_only;
 use rows::{query_list, row_to_info};
-use schema::{COLUMNS, INDEXES, SCHEMA, SCHEMA_VERSION, is_v1, migrate_v1, table_columns};
+use schema::{
+    COLUMNS, INDEXES, MIGRATE_2_TO_3, SCHEMA, SCHEMA_VERSION, is_v1, lacks_messages, migrate_v1,
+    table_columns,
+};
 
 /// How often done rows are pruned while the store is in use.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -119,6 +122,8 @@ pub struct NewGroup {
     pub min_offset: i64,
     /// Last offset.
     pub max_offset: i64,
+    /// Messages in the group.
+    pub messages: u64,
 }
 
 /// What [`Store::retire_incarnations`] found of a topic's earlier incarnations.
@@ -264,6 +269,12 @@ impl Store {
         };
         conn.execute_batch(SCHEMA)
             .map_err(|e| db_err(path, "cannot create the schema (not writable?)", e))?;
+        let columns =
+            table_columns(&conn).map_err(|e| db_err(path, "cannot read the schema", e))?;
+        if lacks_messages(&columns) {
+            conn.execute_batch(MIGRATE_2_TO_3)
+                .map_err(|e| db_err(path, "cannot add the `messages` column (schema 2 → 3)", e))?;
+        }
         // Another program's table of the same name: refuse rather than misread it.
         conn.prepare(&format!("SELECT {COLUMNS} FROM groups LIMIT 0"))
             .map_err(|e| db_err(path, "has a `groups` table of another schema", e))?;
@@ -355,10 +366,12 @@ impl Store {
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO groups (cluster_id, consumer_group, topic_id, id, topic, partition,
-                                         min_offset, max_offset, status, attempt, updated_ms)
-                     VALUES (?8, ?9, ?10, ?1, ?2, ?3, ?4, ?5, ?7, 1, ?6)
+                                         min_offset, max_offset, status, attempt, updated_ms,
+                                         messages)
+                     VALUES (?8, ?9, ?10, ?1, ?2, ?3, ?4, ?5, ?7, 1, ?6, ?11)
                      ON CONFLICT (cluster_id, consumer_group, topic_id, id)
-                     DO UPDATE SET status = ?7, attempt = attempt + 1, updated_ms = ?6
+                     DO UPDATE SET status = ?7, attempt = attempt + 1, updated_ms = ?6,
+                                   messages = ?11
                      RETURNING attempt",
                 )?;
                 for (g, status) in groups {
@@ -374,6 +387,7 @@ impl Store {
                             scope.cluster_id,
                             scope.consumer_group,
                             g.topic_id,
+                            i64::try_from(g.messages).unwrap_or(i64::MAX),
                         ],
                         |r| r.get(0),
                     )?;
@@ -385,18 +399,20 @@ impl Store {
         })
     }
 
-    /// Marks a group `run` (handed out), with its attempt count.
+    /// Marks a group `run` (handed out), with its attempt count and the number of
+    /// messages handed out.
     pub fn set_run(
         &self,
         scope: &Scope,
         topic_id: &str,
         id: &str,
         attempt: u32,
+        messages: u64,
     ) -> Result<(), Error> {
         let now = now_ms();
         self.with(|conn| {
             conn.prepare_cached(
-                "UPDATE groups SET status = 'run', attempt = ?2, updated_ms = ?3
+                "UPDATE groups SET status = 'run', attempt = ?2, updated_ms = ?3, messages = ?7
                  WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1
                    AND status IN ('ready', 'run')",
             )?
@@ -406,7 +422,8 @@ impl Store {
                 now,
                 scope.cluster_id,
                 scope.consumer_group,
-                topic_id
+                topic_id,
+                i64::try_from(messages).unwrap_or(i64::MAX)
             ])
             .map(|_| ())
         })
@@ -447,6 +464,52 @@ impl Store {
             }
             tx.commit()?;
             Ok(prev)
+        })
+    }
+
+    /// Sets a done group of `scope` and incarnation `topic_id` back to `ready`, for the
+    /// next reader of its topic to replay it (its attempt, the times it was handed out,
+    /// stays: the replay hands it out as one more). A `ready`, `run` or `lost` group is
+    /// left as it is. Returns the previous status and the row as it is now; `None` if
+    /// the row is unknown.
+    pub fn replay(
+        &self,
+        scope: &Scope,
+        topic_id: &str,
+        id: &str,
+    ) -> Result<Option<(GroupStatus, GroupInfo)>, Error> {
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let key = params![scope.cluster_id, scope.consumer_group, topic_id, id];
+            let select = format!(
+                "SELECT {COLUMNS} FROM groups
+                 WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4"
+            );
+            let Some(before) = tx
+                .prepare_cached(&select)?
+                .query_row(key, row_to_info)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            if before.status == GroupStatus::Done {
+                tx.prepare_cached(
+                    "UPDATE groups SET status = 'ready', updated_ms = ?5
+                     WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
+                       AND status = 'done'",
+                )?
+                .execute(params![
+                    scope.cluster_id,
+                    scope.consumer_group,
+                    topic_id,
+                    id,
+                    now
+                ])?;
+            }
+            let after = tx.prepare_cached(&select)?.query_row(key, row_to_info)?;
+            tx.commit()?;
+            Ok(Some((before.status, after)))
         })
     }
 

@@ -190,12 +190,12 @@ impl KafkaSource {
                 scopes.push(s);
             }
         }
-        if scopes.len() > 1 && group.is_none() {
-            if let Some(conf_group) = self.state.config.kafka_prop("group.id") {
-                if scopes.iter().any(|s| s.consumer_group == conf_group) {
-                    scopes.retain(|s| s.consumer_group == conf_group);
-                }
-            }
+        if scopes.len() > 1
+            && group.is_none()
+            && let Some(conf_group) = self.state.config.kafka_prop("group.id")
+            && scopes.iter().any(|s| s.consumer_group == conf_group)
+        {
+            scopes.retain(|s| s.consumer_group == conf_group);
         }
         if scopes.len() > 1 {
             let mut names: Vec<String> = scopes.iter().map(Scope::to_string).collect();

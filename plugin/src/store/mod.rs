@@ -35,6 +35,15 @@
 //! wrote it has committed offsets up to its done-watermark, so ignoring the old done
 //! rows can only make groups done beyond an unfinished one come again — a duplicate.
 //!
+//! Schema 3 adds the `messages` column (the group's message count, set when it is
+//! recorded and again whenever it is handed out); a schema 2 database gains it at open,
+//! NULL — unknown — for its rows. A plugin of schema 2 still reads and writes schema 3.
+//!
+//! Replay by hand ([`Store::replay`], `pseidon groups replay`): a done row goes back to
+//! `ready`, and is then an unfinished group like any other: the next reader of its scope
+//! replays it. No offset moves; the readers' watermarks start where the consumer group
+//! resumes, so a row set back behind it cannot pull a commit backwards.
+//!
 //! One live process per file: the database file itself is locked (`flock`, through
 //! `File::try_lock`, on the real file a symlink leads to; SQLite's own locks are POSIX
 //! locks and do not interfere) for as long as the store is open; a second process

@@ -23,7 +23,7 @@
 //! replay up; the next one opened does. A `ready`/`run` group is left as it is (it is
 //! replayed anyway), a `lost` one is an error: its messages are gone.
 //!
-//! `metadata` asks the cluster ([`metadata`](crate::metadata)); it opens no status
+//! `metadata` asks the cluster (the crate's `metadata` module); it opens no status
 //! database.
 
 use std::{

@@ -23,6 +23,7 @@ pub mod conf;
 pub mod host;
 pub mod loader;
 pub mod logging;
+pub mod report;
 pub mod signals;
 
 pub use conf::{Conf, ConfError, ConfOrigin};

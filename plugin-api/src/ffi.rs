@@ -349,6 +349,104 @@ pub struct FfiKeyValue {
     pub value: RString,
 }
 
+/// Which tracked groups [`FfiDataSource::groups_query`] lists (see `GroupFilter`).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiGroupQuery {
+    /// Only groups of this status.
+    pub status: ROption<FfiGroupStatus>,
+    /// Only groups of this topic.
+    pub topic: ROption<RString>,
+    /// Only groups of this consumer group.
+    pub consumer_group: ROption<RString>,
+    /// Only groups whose status changed at or after this instant (ms since the epoch).
+    pub updated_since_ms: ROption<i64>,
+}
+
+/// A row of the status database with its scope and its message count.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiGroupRow {
+    /// The row and its scope.
+    pub scoped: FfiScopedGroupInfo,
+    /// Messages the group held when it was last handed out; `None` where unknown.
+    pub messages: ROption<u64>,
+}
+
+/// What [`FfiDataSource::replay`] did.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiReplayed {
+    /// The group's status before the call.
+    pub previous: FfiGroupStatus,
+    /// The row after the call.
+    pub row: FfiGroupRow,
+}
+
+/// A broker of the cluster, as the metadata lists it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiBrokerMetadata {
+    /// Broker id.
+    pub id: i32,
+    /// Host name.
+    pub host: RString,
+    /// Port.
+    pub port: i32,
+}
+
+/// A partition of a topic, with its watermarks.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiPartitionMetadata {
+    /// Partition id.
+    pub id: i32,
+    /// Leader broker id (-1 if none).
+    pub leader: i32,
+    /// Replica broker ids.
+    pub replicas: RVec<i32>,
+    /// In-sync replica broker ids.
+    pub isr: RVec<i32>,
+    /// The broker's error for this partition, if any.
+    pub error: ROption<RString>,
+    /// The low watermark (log start offset), if it could be fetched.
+    pub low_offset: ROption<i64>,
+    /// The high watermark (offset of the next message), if it could be fetched.
+    pub high_offset: ROption<i64>,
+    /// Why the watermarks could not be fetched.
+    pub offsets_error: ROption<RString>,
+}
+
+/// A topic, as the metadata lists it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiTopicMetadata {
+    /// Topic name.
+    pub name: RString,
+    /// The broker's error for this topic, if any.
+    pub error: ROption<RString>,
+    /// Partitions, by id.
+    pub partitions: RVec<FfiPartitionMetadata>,
+}
+
+/// The cluster's metadata (what `kcat -L` shows), with each partition's watermarks.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiClusterMetadata {
+    /// Kafka cluster id; empty if unknown.
+    pub cluster_id: RString,
+    /// The controller's broker id, -1 if unknown.
+    pub controller_id: i32,
+    /// The broker that answered: id.
+    pub orig_broker_id: i32,
+    /// The broker that answered: `host:port/id`, as librdkafka names it.
+    pub orig_broker_name: RString,
+    /// Brokers, by id.
+    pub brokers: RVec<FfiBrokerMetadata>,
+    /// Topics, by name.
+    pub topics: RVec<FfiTopicMetadata>,
+}
+
 /// A reader of message groups.
 #[sabi_trait]
 pub trait FfiReader: Send {
@@ -436,6 +534,64 @@ pub trait FfiDataSource: Send + Sync {
             message: "this datasource plugin predates consumer-group scoping \
                       (pseidon-plugin-api 0.2.1): it cannot mark a group done in one \
                       consumer group"
+                .into(),
+        })
+    }
+    /// The tracked groups matching `query`, with their message counts. (Added in
+    /// 0.3.0; a plugin without it lists through `groups_scoped`, without counts, and
+    /// `updated_since_ms` is applied to what it lists.)
+    fn groups_query(&self, query: FfiGroupQuery) -> FfiResult<RVec<FfiGroupRow>> {
+        let FfiGroupQuery {
+            status,
+            topic,
+            consumer_group,
+            updated_since_ms,
+        } = query;
+        let rows = self.groups_scoped(
+            status,
+            topic.as_ref().map(|t| t.as_rstr()),
+            consumer_group.as_ref().map(|g| g.as_rstr()),
+        );
+        match rows {
+            RResult::ROk(v) => RResult::ROk(
+                v.into_iter()
+                    .filter(|r| {
+                        updated_since_ms
+                            .into_option()
+                            .is_none_or(|since| r.info.updated_ms >= since)
+                    })
+                    .map(|scoped| FfiGroupRow {
+                        scoped,
+                        messages: ROption::RNone,
+                    })
+                    .collect(),
+            ),
+            RResult::RErr(e) => RResult::RErr(e),
+        }
+    }
+    /// Sets message group `group_id` (of `consumer_group`, when given) back to `ready`,
+    /// so that the next reader of its topic delivers it again as a new attempt; the
+    /// consumer group's committed offsets do not move. (Added in 0.3.0.)
+    fn replay(
+        &self,
+        group_id: RStr<'_>,
+        consumer_group: ROption<RStr<'_>>,
+    ) -> FfiResult<FfiReplayed> {
+        let _ = (group_id, consumer_group);
+        RResult::RErr(FfiError::Other {
+            message: "this datasource plugin predates group replay \
+                      (pseidon-plugin-api 0.3.0): it cannot replay a message group"
+                .into(),
+        })
+    }
+    /// The cluster's brokers, topics (only `topic`, when given) and partitions with
+    /// leaders, replicas, in-sync replicas and watermarks, asked within `timeout_ms`.
+    /// (Added in 0.3.0.)
+    fn metadata(&self, topic: ROption<RStr<'_>>, timeout_ms: u64) -> FfiResult<FfiClusterMetadata> {
+        let _ = (topic, timeout_ms);
+        RResult::RErr(FfiError::Other {
+            message: "this datasource plugin predates cluster metadata \
+                      (pseidon-plugin-api 0.3.0): it cannot list brokers and topics"
                 .into(),
         })
     }

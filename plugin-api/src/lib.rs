@@ -39,6 +39,7 @@ pub mod conf;
 pub mod error;
 pub mod ffi;
 pub mod logging;
+pub mod metadata;
 pub mod module;
 pub mod processor;
 pub mod record;
@@ -49,6 +50,7 @@ pub mod source;
 
 pub use conf::{ConfEntry, ConfKind, ConfView};
 pub use error::Error;
+pub use metadata::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use module::{INTERFACE_VERSION, InitContext, Plugin, PluginMod, PluginModRef, PluginSlot};
 pub use processor::{Processor, ProcessorHandle, ProcessorStatus};
 pub use record::message_group;
@@ -58,7 +60,8 @@ pub use sink::{
     BatchAccepted, DataSink, DeliveryFailure, DeliveryId, FlushReport, FlushTicket, Sink,
 };
 pub use source::{
-    DataSource, GroupFilter, Reader, ReaderOptions, ReaderProgress, ReaderSeq, Source, SourceReader,
+    DataSource, GroupFilter, Reader, ReaderOptions, ReaderProgress, ReaderSeq, Replayed, Source,
+    SourceReader,
 };
 
 /// Re-exports for the code that [`export_plugin!`] generates; not part of the API.

@@ -3,8 +3,8 @@
 use abi_stable::std_types::{RArc, ROption, RSlice, RStr, RVec};
 
 use crate::ffi::{
-    FfiGroupInfo, FfiGroupMeta, FfiGroupStatus, FfiHeader, FfiMessage, FfiMessageGroup,
-    FfiOwnedHeader, FfiRecord, FfiScopedGroupInfo,
+    FfiGroupInfo, FfiGroupMeta, FfiGroupRow, FfiGroupStatus, FfiHeader, FfiMessage,
+    FfiMessageGroup, FfiOwnedHeader, FfiRecord, FfiScopedGroupInfo,
 };
 
 /// A header of an outgoing [`Record`].
@@ -421,6 +421,10 @@ pub struct GroupInfo {
     pub consumer_group: String,
     /// The incarnation of the topic (Kafka's topic id, base64); empty when unknown.
     pub topic_id: String,
+    /// How many messages the group held when it was last handed out (fewer than its
+    /// offset range where offsets hold no message: compaction, transaction markers);
+    /// `None` when unknown (rows from an older plugin).
+    pub messages: Option<u64>,
 }
 
 impl From<FfiGroupInfo> for GroupInfo {
@@ -437,6 +441,25 @@ impl From<FfiGroupInfo> for GroupInfo {
             cluster_id: String::new(),
             consumer_group: String::new(),
             topic_id: String::new(),
+            messages: None,
+        }
+    }
+}
+
+impl From<FfiGroupRow> for GroupInfo {
+    fn from(r: FfiGroupRow) -> Self {
+        GroupInfo {
+            messages: r.messages.into_option(),
+            ..GroupInfo::from(r.scoped)
+        }
+    }
+}
+
+impl From<GroupInfo> for FfiGroupRow {
+    fn from(g: GroupInfo) -> Self {
+        FfiGroupRow {
+            messages: g.messages.into(),
+            scoped: g.into(),
         }
     }
 }

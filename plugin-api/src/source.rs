@@ -14,10 +14,11 @@ use abi_stable::{
 use crate::{
     error::Error,
     ffi::{
-        FfiDataSource, FfiDataSource_TO, FfiGroupInfo, FfiGroupStatus, FfiKeyValue,
-        FfiMessageGroup, FfiReader, FfiReader_TO, FfiReaderBox, FfiReaderProgress, FfiResult,
-        FfiScopedGroupInfo, FfiSourceArc,
+        FfiClusterMetadata, FfiDataSource, FfiDataSource_TO, FfiGroupInfo, FfiGroupQuery,
+        FfiGroupRow, FfiGroupStatus, FfiKeyValue, FfiMessageGroup, FfiReader, FfiReader_TO,
+        FfiReaderBox, FfiReaderProgress, FfiReplayed, FfiResult, FfiScopedGroupInfo, FfiSourceArc,
     },
+    metadata::ClusterMetadata,
     module::catch_panic,
     record::{GroupInfo, GroupStatus, Message, MessageGroup},
 };
@@ -61,6 +62,62 @@ pub struct GroupFilter {
     pub topic: Option<String>,
     /// Only groups of this consumer group (`group.id`).
     pub consumer_group: Option<String>,
+    /// Only groups whose status changed at or after this instant (ms since the epoch).
+    pub updated_since_ms: Option<i64>,
+}
+
+impl GroupFilter {
+    /// True if `g` passes the filter.
+    ///
+    /// ```
+    /// # use pseidon_plugin_api::{GroupFilter, GroupInfo, GroupStatus};
+    /// let f = GroupFilter { updated_since_ms: Some(100), ..Default::default() };
+    /// let g = GroupInfo { id: "t:0:0:9".into(), topic: "t".into(), partition: 0,
+    ///     min_offset: 0, max_offset: 9, status: GroupStatus::Done, attempt: 1,
+    ///     updated_ms: 99, cluster_id: String::new(), consumer_group: String::new(),
+    ///     topic_id: String::new(), messages: Some(10) };
+    /// assert!(!f.matches(&g));
+    /// assert!(f.matches(&GroupInfo { updated_ms: 100, ..g }));
+    /// ```
+    pub fn matches(&self, g: &GroupInfo) -> bool {
+        self.status.is_none_or(|s| s == g.status)
+            && self.topic.as_deref().is_none_or(|t| t == g.topic)
+            && self
+                .consumer_group
+                .as_deref()
+                .is_none_or(|c| c == g.consumer_group)
+            && self.updated_since_ms.is_none_or(|t| g.updated_ms >= t)
+    }
+}
+
+/// What [`Source::replay`] did to a message group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// The group's status before: `done` (now `ready`: the next reader of its topic
+    /// delivers it again), or `ready`/`run` (unchanged: unfinished groups are replayed
+    /// by the next reader anyway).
+    pub previous: GroupStatus,
+    /// The group's row now. Its `attempt` counts the times it was handed out: the
+    /// replay is delivered as attempt `attempt + 1`.
+    pub group: GroupInfo,
+}
+
+impl From<FfiReplayed> for Replayed {
+    fn from(r: FfiReplayed) -> Self {
+        Replayed {
+            previous: r.previous,
+            group: r.row.into(),
+        }
+    }
+}
+
+impl From<Replayed> for FfiReplayed {
+    fn from(r: Replayed) -> Self {
+        FfiReplayed {
+            previous: r.previous,
+            row: r.group.into(),
+        }
+    }
 }
 
 /// How far a reader got (see [`SourceReader::progress`]).
@@ -143,6 +200,24 @@ pub trait DataSource: Send + Sync + 'static {
         let _ = consumer_group;
         self.mark_done(group_id)
     }
+    /// Sets a done group (of `consumer_group`, when given) back to `ready`, so that the
+    /// next reader of its topic delivers it again as a new attempt, without moving the
+    /// consumer group's committed offsets. A `ready`/`run` group is left as it is (it
+    /// is replayed anyway); unknown and lost ids are errors. The default: an error.
+    fn replay(&self, group_id: &str, consumer_group: Option<&str>) -> Result<Replayed, Error> {
+        let _ = consumer_group;
+        Err(Error::other(format!(
+            "this datasource cannot replay message groups (group `{group_id}`)"
+        )))
+    }
+    /// The cluster's metadata, only of `topic` when given, asked within `timeout`.
+    /// The default: an error.
+    fn metadata(&self, topic: Option<&str>, timeout: Duration) -> Result<ClusterMetadata, Error> {
+        let _ = (topic, timeout);
+        Err(Error::other(
+            "this datasource does not report cluster metadata",
+        ))
+    }
 }
 
 struct ReaderAdapter<R> {
@@ -219,6 +294,7 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
             status: status.into_option(),
             topic: topic.into_option().map(|t| t.to_string()),
             consumer_group: None,
+            updated_since_ms: None,
         };
         catch_panic(&self.owner, "groups", || self.inner.groups(&filter))
             .map(|v| v.into_iter().map(FfiGroupInfo::from).collect())
@@ -236,11 +312,59 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
             status: status.into_option(),
             topic: topic.into_option().map(|t| t.to_string()),
             consumer_group: consumer_group.into_option().map(|g| g.to_string()),
+            updated_since_ms: None,
         };
         catch_panic(&self.owner, "groups", || self.inner.groups(&filter))
             .map(|v| v.into_iter().map(FfiScopedGroupInfo::from).collect())
             .map_err(Into::into)
             .into()
+    }
+
+    fn groups_query(&self, query: FfiGroupQuery) -> FfiResult<RVec<FfiGroupRow>> {
+        let filter = GroupFilter {
+            status: query.status.into_option(),
+            topic: query.topic.into_option().map(RString::into_string),
+            consumer_group: query.consumer_group.into_option().map(RString::into_string),
+            updated_since_ms: query.updated_since_ms.into_option(),
+        };
+        catch_panic(&self.owner, "groups", || self.inner.groups(&filter))
+            // Whatever the implementation made of the filter, only matching rows pass.
+            .map(|v| {
+                v.into_iter()
+                    .filter(|g| filter.matches(g))
+                    .map(FfiGroupRow::from)
+                    .collect()
+            })
+            .map_err(Into::into)
+            .into()
+    }
+
+    fn replay(
+        &self,
+        group_id: RStr<'_>,
+        consumer_group: ROption<RStr<'_>>,
+    ) -> FfiResult<FfiReplayed> {
+        catch_panic(&self.owner, "replay", || {
+            self.inner.replay(
+                group_id.as_str(),
+                consumer_group.into_option().map(|g| g.as_str()),
+            )
+        })
+        .map(FfiReplayed::from)
+        .map_err(Into::into)
+        .into()
+    }
+
+    fn metadata(&self, topic: ROption<RStr<'_>>, timeout_ms: u64) -> FfiResult<FfiClusterMetadata> {
+        catch_panic(&self.owner, "metadata", || {
+            self.inner.metadata(
+                topic.into_option().map(|t| t.as_str()),
+                Duration::from_millis(timeout_ms),
+            )
+        })
+        .map(FfiClusterMetadata::from)
+        .map_err(Into::into)
+        .into()
     }
 
     fn mark_done_in(&self, group_id: RStr<'_>, consumer_group: RStr<'_>) -> FfiResult<()> {
@@ -341,16 +465,53 @@ impl Source {
     }
 
     /// The tracked groups matching `filter`, with the cluster, consumer group and topic
-    /// incarnation each belongs to.
+    /// incarnation each belongs to, and their message counts (`None` from a plugin built
+    /// before pseidon-plugin-api 0.3.0).
     pub fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
-        let status = filter.status.into();
-        let topic = filter.topic.as_deref().map(RStr::from_str).into();
-        let group = filter.consumer_group.as_deref().map(RStr::from_str).into();
-        let v = self
-            .inner
-            .groups_scoped(status, topic, group)
-            .into_result()?;
+        let query = FfiGroupQuery {
+            status: filter.status.into(),
+            topic: filter.topic.as_deref().map(RString::from).into(),
+            consumer_group: filter.consumer_group.as_deref().map(RString::from).into(),
+            updated_since_ms: filter.updated_since_ms.into(),
+        };
+        let v = self.inner.groups_query(query).into_result()?;
         Ok(v.into_iter().map(GroupInfo::from).collect())
+    }
+
+    /// Delivers message group `group_id` again: a done group goes back to `ready`, and
+    /// the next reader opened on its topic (in its consumer group) hands it out before
+    /// new data, as a new attempt; the committed offsets of the consumer group do not
+    /// move. A `ready` or `run` group is left as it is (the next reader replays it
+    /// anyway). `consumer_group` says whose group, when more than one consumer group
+    /// tracks the id. An unknown id, or a lost group (its messages are gone), is an error.
+    ///
+    /// The store may be held by a running reader of another process: then this is an
+    /// error naming the status database, as for [`Source::mark_done`].
+    pub fn replay(&self, group_id: &str, consumer_group: Option<&str>) -> Result<Replayed, Error> {
+        self.inner
+            .replay(
+                RStr::from_str(group_id),
+                consumer_group.map(RStr::from_str).into(),
+            )
+            .into_result()
+            .map(Replayed::from)
+            .map_err(Error::from)
+    }
+
+    /// The cluster's brokers, and its topics (only `topic`, when given) with their
+    /// partitions, leaders, replicas, in-sync replicas and watermarks, asked of the
+    /// cluster within `timeout`.
+    pub fn metadata(
+        &self,
+        topic: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ClusterMetadata, Error> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.inner
+            .metadata(topic.map(RStr::from_str).into(), timeout_ms)
+            .into_result()
+            .map(ClusterMetadata::from)
+            .map_err(Error::from)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The Kafka plugin for pseidon. At `init` it parses its conf ([`config`]) and
-//! registers [`SINK_NAME`] ([`producer`]) and [`SOURCE_NAME`] ([`source`]); this file
-//! only wires the parts together.
+//! registers [`SINK_NAME`] ([`producer`], its producer created at the first write: the
+//! crate's `lazy_sink`) and [`SOURCE_NAME`] ([`source`]); this file only wires the parts
+//! together.
 #![deny(missing_docs)]
 
 pub mod config;
@@ -10,8 +11,10 @@ pub(crate) mod error;
 pub(crate) mod health;
 pub(crate) mod identity;
 pub(crate) mod kafka_log;
+pub(crate) mod lazy_sink;
 pub(crate) mod log_limit;
 pub(crate) mod message;
+pub(crate) mod metadata;
 pub mod producer;
 pub(crate) mod progress;
 pub(crate) mod replay;
@@ -32,7 +35,7 @@ pub const SOURCE_NAME: &str = "pseidon.kafka.util.datasource";
 /// The plugin instance: owns what `shutdown` must stop.
 pub struct KafkaPlugin {
     config: config::Config,
-    sink: producer::KafkaSink,
+    sink: lazy_sink::LazySink,
     source: source::KafkaSource,
 }
 
@@ -44,7 +47,9 @@ impl Plugin for KafkaPlugin {
         // Validate every kafka.* property with librdkafka now, not at first use.
         config.client_config(config::Role::Producer, &[])?;
         log::info!("pseidon-kafka initialised with {:?}", config.kafka);
-        let sink = producer::KafkaSink::new(&config)?;
+        // The producer is created at the first write (lazy_sink): a process that only
+        // lists groups or asks for metadata opens no producer connection.
+        let sink = lazy_sink::LazySink::new(&config);
         if let Err(e) = ctx.registry.register_sink(SINK_NAME, sink.clone()) {
             let _ = sink.shutdown(Duration::from_secs(1));
             return Err(e);

@@ -374,7 +374,13 @@ impl Replayer {
             state.release(&scope, [id.as_str()]);
             return Ok(None);
         } else {
-            store.set_run(&Scope::of(&cur.info), &cur.info.topic_id, &id, cur.attempt)?;
+            store.set_run(
+                &Scope::of(&cur.info),
+                &cur.info.topic_id,
+                &id,
+                cur.attempt,
+                cur.parts.len() as u64,
+            )?;
         }
         if cur.parts.is_empty() {
             return Ok(None);

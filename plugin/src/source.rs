@@ -10,13 +10,31 @@
 //! scope holds the id; else the unfinished rows of the id in the database (the conf's
 //! `kafka.group.id` first when several consumer groups have one). An id more than one
 //! consumer group holds unfinished is an error naming them: `mark_done_in` says which.
+//!
+//! `replay(id, group)` finds the id's rows in the database (of consumer group `group`,
+//! when given; else the conf's `kafka.group.id` first when several consumer groups track
+//! it; more than one left is an error naming them), and sets a done one back to `ready`
+//! ([`Store::replay`](crate::store::Store::replay)). The next reader opened on its topic
+//! in that scope replays it before new data, as every unfinished group, with its attempt
+//! plus one. Nothing else changes: no offset is committed or reset, so the consumer
+//! group's committed offsets never move backwards (the replay reads the range with its
+//! own assign-only consumer, and a group consumer's watermark starts at the offset it
+//! resumes from). A reader already reading the topic in this process does not pick the
+//! replay up; the next one opened does. A `ready`/`run` group is left as it is (it is
+//! replayed anyway), a `lost` one is an error: its messages are gone.
+//!
+//! `metadata` asks the cluster (the crate's `metadata` module); it opens no status
+//! database.
 
 use std::{
     sync::{Arc, Mutex, Weak, atomic::Ordering},
     time::Duration,
 };
 
-use pseidon_plugin_api::{DataSource, Error, GroupFilter, GroupInfo, GroupStatus, ReaderOptions};
+use pseidon_plugin_api::{
+    ClusterMetadata, DataSource, Error, GroupFilter, GroupInfo, GroupStatus, ReaderOptions,
+    Replayed,
+};
 
 use crate::{
     config::Config,
@@ -150,6 +168,55 @@ impl KafkaSource {
     }
 }
 
+impl KafkaSource {
+    /// The rows of `group_id` to replay: of consumer group `group` when given; else of
+    /// the conf's `kafka.group.id` first when several consumer groups track it. The
+    /// error for an unknown id, or for more than one consumer group.
+    fn replay_rows(&self, group_id: &str, group: Option<&str>) -> Result<Vec<GroupInfo>, Error> {
+        let store = self.state.store()?;
+        let rows = store.find(group_id, group)?;
+        if rows.is_empty() {
+            return Err(Error::UnknownGroup {
+                group_id: match group {
+                    Some(g) => format!("{group_id}` of consumer group `{g}"),
+                    None => group_id.to_string(),
+                },
+            });
+        }
+        let mut scopes: Vec<Scope> = Vec::new();
+        for r in &rows {
+            let s = Scope::of(r);
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        if scopes.len() > 1
+            && group.is_none()
+            && let Some(conf_group) = self.state.config.kafka_prop("group.id")
+            && scopes.iter().any(|s| s.consumer_group == conf_group)
+        {
+            scopes.retain(|s| s.consumer_group == conf_group);
+        }
+        if scopes.len() > 1 {
+            let mut names: Vec<String> = scopes.iter().map(Scope::to_string).collect();
+            names.sort();
+            return Err(Error::InvalidGroupId {
+                group_id: group_id.to_string(),
+                reason: format!(
+                    "more than one consumer group tracks it ({}); say which \
+                     (`pseidon groups replay --group G`, Source::replay with a consumer group)",
+                    names.join("; ")
+                ),
+            });
+        }
+        // Newest first (Store::find): the latest incarnation of the topic.
+        Ok(rows
+            .into_iter()
+            .filter(|r| scopes.first().is_some_and(|s| *s == Scope::of(r)))
+            .collect())
+    }
+}
+
 impl DataSource for KafkaSource {
     type Reader = KafkaReader;
 
@@ -173,6 +240,37 @@ impl DataSource for KafkaSource {
 
     fn mark_done_in(&self, group_id: &str, consumer_group: &str) -> Result<(), Error> {
         self.mark_done_scoped(group_id, Some(consumer_group))
+    }
+
+    fn replay(&self, group_id: &str, group: Option<&str>) -> Result<Replayed, Error> {
+        parse_group_id(group_id)?;
+        let rows = self.replay_rows(group_id, group)?;
+        let Some(row) = rows.first() else {
+            return Err(Error::UnknownGroup {
+                group_id: group_id.to_string(),
+            });
+        };
+        if row.status == GroupStatus::Lost {
+            return Err(Error::InvalidGroupId {
+                group_id: group_id.to_string(),
+                reason: format!(
+                    "it is lost in {}: its messages are gone from Kafka (the error logged \
+                     when it was found lost says which offsets), so it cannot be replayed",
+                    Scope::of(row)
+                ),
+            });
+        }
+        let store = self.state.store()?;
+        match store.replay(&Scope::of(row), &row.topic_id, group_id)? {
+            Some((previous, group)) => Ok(Replayed { previous, group }),
+            None => Err(Error::UnknownGroup {
+                group_id: group_id.to_string(),
+            }),
+        }
+    }
+
+    fn metadata(&self, topic: Option<&str>, timeout: Duration) -> Result<ClusterMetadata, Error> {
+        crate::metadata::fetch(&self.state.config, topic, timeout)
     }
 
     fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {

@@ -58,10 +58,12 @@ impl GroupKey {
         )
     }
 
-    /// The row of a group about to be recorded, of the topic incarnation `topic_id`.
-    pub(crate) fn new_group(&self, topic_id: &str) -> NewGroup {
+    /// The row of a group of `messages` messages about to be recorded, of the topic
+    /// incarnation `topic_id`.
+    pub(crate) fn new_group(&self, topic_id: &str, messages: u64) -> NewGroup {
         NewGroup {
             id: self.id(),
+            messages,
             topic: self.topic.clone(),
             topic_id: topic_id.to_string(),
             partition: self.partition,
@@ -314,7 +316,7 @@ mod tests {
         assert_eq!(parse_group_id(&k.id()).unwrap(), k);
         let g = k.message_group(3, Vec::new());
         assert_eq!((g.id(), g.attempt()), ("a:b:2:5:9", 3));
-        let row = k.new_group("T1");
+        let row = k.new_group("T1", 5);
         assert_eq!(
             (row.id.as_str(), row.topic_id.as_str()),
             ("a:b:2:5:9", "T1")

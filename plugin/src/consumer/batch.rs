@@ -434,7 +434,7 @@ impl Batch {
             min_offset: min,
             max_offset: max,
         };
-        let group = key.new_group(&part.topic_id);
+        let group = key.new_group(&part.topic_id, pending.len() as u64);
         env.state
             .claim(&self.scope, &group.id, &part.topic_id, self.reader_id);
         self.queue.push_back(Queued::New {

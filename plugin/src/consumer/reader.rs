@@ -280,8 +280,13 @@ impl KafkaReader {
                     unreachable!("record_queued records every queued group");
                 };
                 if !recorded_run {
-                    env.store
-                        .set_run(&batch.scope, &topic_id, g.id(), g.attempt())?;
+                    env.store.set_run(
+                        &batch.scope,
+                        &topic_id,
+                        g.id(),
+                        g.attempt(),
+                        g.messages().len() as u64,
+                    )?;
                 }
                 self.live.store_dirty();
                 return Ok(Some(g));

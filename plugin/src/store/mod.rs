@@ -35,6 +35,15 @@
 //! wrote it has committed offsets up to its done-watermark, so ignoring the old done
 //! rows can only make groups done beyond an unfinished one come again — a duplicate.
 //!
+//! Schema 3 adds the `messages` column (the group's message count, set when it is
+//! recorded and again whenever it is handed out); a schema 2 database gains it at open,
+//! NULL — unknown — for its rows. A plugin of schema 2 still reads and writes schema 3.
+//!
+//! Replay by hand ([`Store::replay`], `pseidon groups replay`): a done row goes back to
+//! `ready`, and is then an unfinished group like any other: the next reader of its scope
+//! replays it. No offset moves; the readers' watermarks start where the consumer group
+//! resumes, so a row set back behind it cannot pull a commit backwards.
+//!
 //! One live process per file: the database file itself is locked (`flock`, through
 //! `File::try_lock`, on the real file a symlink leads to; SQLite's own locks are POSIX
 //! locks and do not interfere) for as long as the store is open; a second process
@@ -125,6 +134,8 @@ pub struct NewGroup {
     pub min_offset: i64,
     /// Last offset.
     pub max_offset: i64,
+    /// Messages in the group.
+    pub messages: u64,
 }
 
 /// What [`Store::retire_incarnations`] found of a topic's earlier incarnations.
@@ -229,10 +240,12 @@ impl Store {
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO groups (cluster_id, consumer_group, topic_id, id, topic, partition,
-                                         min_offset, max_offset, status, attempt, updated_ms)
-                     VALUES (?8, ?9, ?10, ?1, ?2, ?3, ?4, ?5, ?7, 1, ?6)
+                                         min_offset, max_offset, status, attempt, updated_ms,
+                                         messages)
+                     VALUES (?8, ?9, ?10, ?1, ?2, ?3, ?4, ?5, ?7, 1, ?6, ?11)
                      ON CONFLICT (cluster_id, consumer_group, topic_id, id)
-                     DO UPDATE SET status = ?7, attempt = attempt + 1, updated_ms = ?6
+                     DO UPDATE SET status = ?7, attempt = attempt + 1, updated_ms = ?6,
+                                   messages = ?11
                      RETURNING attempt",
                 )?;
                 for (g, status) in groups {
@@ -248,6 +261,7 @@ impl Store {
                             scope.cluster_id,
                             scope.consumer_group,
                             g.topic_id,
+                            i64::try_from(g.messages).unwrap_or(i64::MAX),
                         ],
                         |r| r.get(0),
                     )?;
@@ -267,8 +281,16 @@ impl Store {
         topic_id: &str,
         id: &str,
         attempt: u32,
+        messages: u64,
     ) -> Result<(), Error> {
-        self.set_status(scope, topic_id, id, GroupStatus::Run, attempt)
+        self.set_status(
+            scope,
+            topic_id,
+            id,
+            GroupStatus::Run,
+            attempt,
+            Some(messages),
+        )
     }
 
     /// Marks a group done. Returns its previous status, `None` if the row is unknown.
@@ -309,6 +331,52 @@ impl Store {
         })
     }
 
+    /// Sets a done group of `scope` and incarnation `topic_id` back to `ready`, for the
+    /// next reader of its topic to replay it (its attempt, the times it was handed out,
+    /// stays: the replay hands it out as one more). A `ready`, `run` or `lost` group is
+    /// left as it is. Returns the previous status and the row as it is now; `None` if
+    /// the row is unknown.
+    pub fn replay(
+        &self,
+        scope: &Scope,
+        topic_id: &str,
+        id: &str,
+    ) -> Result<Option<(GroupStatus, GroupInfo)>, Error> {
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let key = params![scope.cluster_id, scope.consumer_group, topic_id, id];
+            let select = format!(
+                "SELECT {COLUMNS} FROM groups
+                 WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4"
+            );
+            let Some(before) = tx
+                .prepare_cached(&select)?
+                .query_row(key, row_to_info)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            if before.status == GroupStatus::Done {
+                tx.prepare_cached(
+                    "UPDATE groups SET status = 'ready', updated_ms = ?5
+                     WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
+                       AND status = 'done'",
+                )?
+                .execute(params![
+                    scope.cluster_id,
+                    scope.consumer_group,
+                    topic_id,
+                    id,
+                    now
+                ])?;
+            }
+            let after = tx.prepare_cached(&select)?.query_row(key, row_to_info)?;
+            tx.commit()?;
+            Ok(Some((before.status, after)))
+        })
+    }
+
     /// Marks a group `lost` (its offsets are gone from Kafka), whatever its status.
     pub fn set_lost(
         &self,
@@ -317,7 +385,7 @@ impl Store {
         id: &str,
         attempt: u32,
     ) -> Result<(), Error> {
-        self.set_status(scope, topic_id, id, GroupStatus::Lost, attempt)
+        self.set_status(scope, topic_id, id, GroupStatus::Lost, attempt, None)
     }
 
     /// Sets the status and attempt of one row: the one statement behind the status
@@ -330,6 +398,7 @@ impl Store {
         id: &str,
         status: GroupStatus,
         attempt: u32,
+        messages: Option<u64>,
     ) -> Result<(), Error> {
         let from = match status {
             GroupStatus::Run => "AND status IN ('ready', 'run')",
@@ -338,7 +407,8 @@ impl Store {
         let now = now_ms();
         self.with(|conn| {
             conn.prepare_cached(&format!(
-                "UPDATE groups SET status = ?7, attempt = ?2, updated_ms = ?3
+                "UPDATE groups SET status = ?7, attempt = ?2, updated_ms = ?3,
+                        messages = COALESCE(?8, messages)
                  WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1
                    {from}"
             ))?
@@ -349,7 +419,8 @@ impl Store {
                 scope.cluster_id,
                 scope.consumer_group,
                 topic_id,
-                status.as_str()
+                status.as_str(),
+                messages.map(|m| i64::try_from(m).unwrap_or(i64::MAX))
             ])
             .map(|_| ())
         })

@@ -12,7 +12,10 @@ use std::{
 use pseidon_plugin_api::Error;
 use rusqlite::{Connection, OpenFlags};
 
-use super::schema::{COLUMNS, INDEXES, SCHEMA, SCHEMA_VERSION, is_v1, migrate_v1, table_columns};
+use super::schema::{
+    COLUMNS, INDEXES, MIGRATE_2_TO_3, SCHEMA, SCHEMA_VERSION, is_v1, lacks_messages, migrate_v1,
+    table_columns,
+};
 
 pub(super) fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::StatusDb {
@@ -127,6 +130,11 @@ pub(super) fn connect(path: &Path) -> Result<(Connection, File), Error> {
     };
     conn.execute_batch(SCHEMA)
         .map_err(|e| db_err(path, "cannot create the schema (not writable?)", e))?;
+    let columns = table_columns(&conn).map_err(|e| db_err(path, "cannot read the schema", e))?;
+    if lacks_messages(&columns) {
+        conn.execute_batch(MIGRATE_2_TO_3)
+            .map_err(|e| db_err(path, "cannot add the `messages` column (schema 2 → 3)", e))?;
+    }
     // Another program's table of the same name: refuse rather than misread it.
     conn.prepare(&format!("SELECT {COLUMNS} FROM groups LIMIT 0"))
         .map_err(|e| db_err(path, "has a `groups` table of another schema", e))?;

@@ -1,6 +1,7 @@
-//! Reading rows: the one SELECT of listings (by status, topic, consumer group), the
-//! read-only listing another instance may run while the owner holds the lock, and the
-//! row → [`GroupInfo`] conversion.
+//! Reading rows: the one SELECT of listings (by status, topic, consumer group, update
+//! time), the read-only listing another instance may run while the owner holds the
+//! lock (of a database of any schema it may have: 1, 2 or 3), and the row →
+//! [`GroupInfo`] conversion.
 
 use std::{path::Path, time::Duration};
 
@@ -9,24 +10,34 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::{
     db_err,
-    schema::{COLUMNS, is_v1, table_columns},
+    schema::{COLUMNS, COLUMNS_V2, is_v1, lacks_messages, table_columns},
 };
 
 pub(super) fn query_list(
     conn: &Connection,
     filter: &GroupFilter,
 ) -> rusqlite::Result<Vec<GroupInfo>> {
+    query_list_of(conn, COLUMNS, filter)
+}
+
+/// The listing, selecting `columns` (those of [`COLUMNS`], or what stands for them).
+fn query_list_of(
+    conn: &Connection,
+    columns: &str,
+    filter: &GroupFilter,
+) -> rusqlite::Result<Vec<GroupInfo>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM groups
+        "SELECT {columns} FROM groups
          WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2)
-           AND (?3 IS NULL OR consumer_group = ?3)
+           AND (?3 IS NULL OR consumer_group = ?3) AND (?4 IS NULL OR updated_ms >= ?4)
          ORDER BY consumer_group, cluster_id, topic, partition, min_offset"
     ))?;
     let rows = stmt.query_map(
         params![
             filter.status.map(|s| s.as_str()),
             filter.topic.as_deref(),
-            filter.consumer_group.as_deref()
+            filter.consumer_group.as_deref(),
+            filter.updated_since_ms
         ],
         row_to_info,
     )?;
@@ -35,7 +46,8 @@ pub(super) fn query_list(
 
 /// Lists groups of the database at `path` through a read-only connection, without the
 /// instance lock (for listings while another instance runs). A database of schema 1
-/// (not migrated yet: its owner runs an older plugin) lists with unknown scope.
+/// (not migrated yet: its owner runs an older plugin) lists with unknown scope; one of
+/// schema 1 or 2, without message counts.
 pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
     let conn = Connection::open_with_flags(
         path,
@@ -57,20 +69,31 @@ pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo
         let mut stmt = conn
             .prepare(
                 "SELECT id, topic, partition, min_offset, max_offset, status, attempt, updated_ms,
-                        '', '', '' FROM groups
+                        '', '', '', NULL FROM groups
                  WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2)
+                   AND (?3 IS NULL OR updated_ms >= ?3)
                  ORDER BY topic, partition, min_offset",
             )
             .map_err(|e| db_err(path, "not a usable status database", e))?;
         let rows: rusqlite::Result<Vec<GroupInfo>> = stmt
             .query_map(
-                params![filter.status.map(|s| s.as_str()), filter.topic.as_deref()],
+                params![
+                    filter.status.map(|s| s.as_str()),
+                    filter.topic.as_deref(),
+                    filter.updated_since_ms
+                ],
                 row_to_info,
             )
             .and_then(|rows| rows.collect());
         return rows.map_err(|e| db_err(path, "query failed", e));
     }
-    query_list(&conn, filter).map_err(|e| db_err(path, "not a usable status database", e))
+    let columns = if lacks_messages(&columns) {
+        COLUMNS_V2
+    } else {
+        COLUMNS
+    };
+    query_list_of(&conn, columns, filter)
+        .map_err(|e| db_err(path, "not a usable status database", e))
 }
 
 pub(super) fn row_to_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupInfo> {
@@ -93,5 +116,8 @@ pub(super) fn row_to_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupInfo> 
         cluster_id: r.get(8)?,
         consumer_group: r.get(9)?,
         topic_id: r.get(10)?,
+        messages: r
+            .get::<_, Option<i64>>(11)?
+            .and_then(|n| u64::try_from(n).ok()),
     })
 }

@@ -1,12 +1,16 @@
-//! The status database's schema: version 2 (every row with its cluster id, consumer
-//! group and topic id), the column list every SELECT uses, and the migration of a
-//! schema 1 database (rows without identity; see the store's module docs for what
-//! they are assigned to and why that is safe).
+//! The status database's schema: version 3 (every row with its cluster id, consumer
+//! group and topic id, and its message count), the column list every SELECT uses, and
+//! the migrations: of a schema 1 database (rows without identity; see the store's
+//! module docs for what they are assigned to and why that is safe), and of schema 2
+//! (no `messages` column: added, NULL — unknown — for the rows already there).
+//!
+//! Schema 3 stays readable and writable by a plugin of schema 2: it only adds a
+//! nullable column, which such a plugin neither selects nor sets.
 
 use rusqlite::Connection;
 
 /// The schema version written to `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS groups (
@@ -21,6 +25,7 @@ CREATE TABLE IF NOT EXISTS groups (
     status         TEXT NOT NULL CHECK (status IN ('ready', 'run', 'done', 'lost')),
     attempt        INTEGER NOT NULL,
     updated_ms     INTEGER NOT NULL,
+    messages       INTEGER,
     PRIMARY KEY (cluster_id, consumer_group, topic_id, id)
 );
 ";
@@ -38,7 +43,20 @@ DROP INDEX IF EXISTS groups_by_partition;
 DROP INDEX IF EXISTS groups_by_status;
 ";
 
-pub(super) const COLUMNS: &str = "id, topic, partition, min_offset, max_offset, status, attempt, updated_ms, cluster_id, consumer_group, topic_id";
+pub(super) const COLUMNS: &str = "id, topic, partition, min_offset, max_offset, status, attempt, updated_ms, cluster_id, consumer_group, topic_id, messages";
+
+/// [`COLUMNS`] for a schema 2 table (no `messages` column: NULL, unknown).
+pub(super) const COLUMNS_V2: &str = "id, topic, partition, min_offset, max_offset, status, attempt, updated_ms, cluster_id, consumer_group, topic_id, NULL";
+
+/// Schema 2 → 3: the message count, unknown for the rows already there.
+pub(super) const MIGRATE_2_TO_3: &str = "ALTER TABLE groups ADD COLUMN messages INTEGER;";
+
+/// True if `columns` are schema 2's: every column of schema 3 but `messages` (another
+/// program's table of the same name is left alone, and refused at open).
+pub(super) fn lacks_messages(columns: &[String]) -> bool {
+    let has = |name: &str| columns.iter().any(|c| c == name);
+    !has("messages") && COLUMNS.split(", ").filter(|c| *c != "messages").all(has)
+}
 
 /// The columns of table `groups`, empty if there is none.
 pub(super) fn table_columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {

@@ -25,6 +25,7 @@ fn g(topic: &str, p: i32, min: i64, max: i64) -> NewGroup {
         partition: p,
         min_offset: min,
         max_offset: max,
+        messages: u64::try_from(max - min + 1).unwrap(),
     }
 }
 
@@ -50,7 +51,7 @@ fn lifecycle_ready_run_done() {
         ready(&s, &a, &[g("t", 0, 0, 9), g("t", 0, 10, 19)]),
         vec![1, 1]
     );
-    s.set_run(&a, "T1", "t:0:0:9", 1).unwrap();
+    s.set_run(&a, "T1", "t:0:0:9", 1, 7).unwrap();
     assert_eq!(
         s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
         Some(GroupStatus::Run)
@@ -321,4 +322,133 @@ fn foreign_schema_is_refused() {
     }
     let err = Store::open(&path, 1000).err().expect("must fail");
     assert!(err.to_string().contains("another schema"), "{err}");
+}
+
+#[test]
+fn message_counts_are_recorded_and_updated_when_handed_out() {
+    let s = Store::open(&tmp("counts"), 1000).unwrap();
+    let a = scope("gA");
+    ready(&s, &a, &[g("t", 0, 0, 9), g("t", 0, 10, 19)]);
+    let count = |id: &str| all(&s).into_iter().find(|i| i.id == id).unwrap().messages;
+    assert_eq!(count("t:0:0:9"), Some(10));
+    // Handed out with fewer messages (compacted offsets): the count follows.
+    s.set_run(&a, "T1", "t:0:0:9", 2, 7).unwrap();
+    assert_eq!(count("t:0:0:9"), Some(7));
+    // Formed again (read again by the group consumer): the new count.
+    let mut again = g("t", 0, 10, 19);
+    again.messages = 4;
+    s.insert(&a, [(&again, GroupStatus::Run)]).unwrap();
+    assert_eq!(count("t:0:10:19"), Some(4));
+}
+
+#[test]
+fn since_filters_by_update_time() {
+    let s = Store::open(&tmp("since"), 1000).unwrap();
+    let a = scope("gA");
+    ready(&s, &a, &[g("t", 0, 0, 9), g("t", 0, 10, 19)]);
+    s.with(|c| {
+        c.execute(
+            "UPDATE groups SET updated_ms = 1000 WHERE id = 't:0:0:9'",
+            [],
+        )
+    })
+    .unwrap();
+    let since = |ms: i64| {
+        s.list(&GroupFilter {
+            updated_since_ms: Some(ms),
+            ..GroupFilter::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(since(1000), ["t:0:0:9", "t:0:10:19"]);
+    assert_eq!(since(1001), ["t:0:10:19"]);
+    assert!(since(now_ms() + 60_000).is_empty());
+}
+
+#[test]
+fn replay_sets_a_done_group_ready_and_leaves_the_others() {
+    let s = Store::open(&tmp("replay"), 1000).unwrap();
+    let (a, b) = (scope("gA"), scope("gB"));
+    s.insert(&a, [(&g("t", 0, 0, 9), GroupStatus::Run)])
+        .unwrap();
+    s.mark_done(&a, "T1", "t:0:0:9").unwrap();
+    let (prev, row) = s.replay(&a, "T1", "t:0:0:9").unwrap().unwrap();
+    assert_eq!(prev, GroupStatus::Done);
+    assert_eq!((row.status, row.attempt), (GroupStatus::Ready, 1));
+    assert_eq!(row.messages, Some(10));
+    // The next reader replays it: it is unfinished again.
+    let u = s.unfinished(&a, &["t".into()], tid).unwrap();
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].id, "t:0:0:9");
+    // Ready stays ready; another scope does not see it.
+    let (prev, row) = s.replay(&a, "T1", "t:0:0:9").unwrap().unwrap();
+    assert_eq!((prev, row.status), (GroupStatus::Ready, GroupStatus::Ready));
+    assert!(s.replay(&b, "T1", "t:0:0:9").unwrap().is_none());
+    assert!(s.replay(&a, "T1", "t:0:0:8").unwrap().is_none());
+    // A lost group stays lost: its messages are gone.
+    ready(&s, &a, &[g("t", 0, 10, 19)]);
+    s.set_lost(&a, "T1", "t:0:10:19", 2).unwrap();
+    let (prev, row) = s.replay(&a, "T1", "t:0:10:19").unwrap().unwrap();
+    assert_eq!((prev, row.status), (GroupStatus::Lost, GroupStatus::Lost));
+    // Done again after the replay is handed out and marked.
+    s.set_run(&a, "T1", "t:0:0:9", 2, 10).unwrap();
+    assert_eq!(
+        s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
+        Some(GroupStatus::Run)
+    );
+    let row = s.find("t:0:0:9", Some("gA")).unwrap().remove(0);
+    assert_eq!((row.status, row.attempt), (GroupStatus::Done, 2));
+}
+
+#[test]
+fn schema_2_gains_the_message_count_and_lists_read_only_before() {
+    let path = tmp("migrate2");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE groups (
+                cluster_id TEXT NOT NULL, consumer_group TEXT NOT NULL, topic_id TEXT NOT NULL,
+                id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                min_offset INTEGER NOT NULL, max_offset INTEGER NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('ready', 'run', 'done', 'lost')),
+                attempt INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+                PRIMARY KEY (cluster_id, consumer_group, topic_id, id));
+             PRAGMA user_version = 2;
+             INSERT INTO groups VALUES ('C1', 'gA', 'T1', 't:0:0:9', 't', 0, 0, 9, 'run', 1, 5);",
+        )
+        .unwrap();
+    }
+    let rows = list_read_only(&path, &GroupFilter::default()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].messages, None, "schema 2 knows no count");
+    let s = Store::open(&path, 1000).unwrap();
+    assert_eq!(all(&s)[0].messages, None, "old rows keep an unknown count");
+    ready(&s, &scope("gA"), &[g("t", 0, 10, 19)]);
+    assert_eq!(all(&s)[1].messages, Some(10));
+    // What a plugin of schema 2 does still works on the new table.
+    s.with(|c| {
+        c.execute(
+            "INSERT INTO groups (cluster_id, consumer_group, topic_id, id, topic, partition,
+                                 min_offset, max_offset, status, attempt, updated_ms)
+             VALUES ('C1', 'gA', 'T1', 't:0:20:29', 't', 0, 20, 29, 'ready', 1, 5)",
+            [],
+        )
+    })
+    .unwrap();
+    assert_eq!(all(&s).len(), 3);
+    drop(s);
+    let user_version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(user_version, 3);
+    assert_eq!(
+        list_read_only(&path, &GroupFilter::default())
+            .unwrap()
+            .len(),
+        3
+    );
 }

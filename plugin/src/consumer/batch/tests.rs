@@ -125,7 +125,7 @@ impl Fixture {
             min_offset: min,
             max_offset: max,
         };
-        let g = key.new_group(TOPIC_ID);
+        let g = key.new_group(TOPIC_ID, (max - min + 1) as u64);
         let ready = if status == GroupStatus::Run {
             GroupStatus::Run
         } else {

@@ -1,12 +1,19 @@
 //! `pseidon groups`: the message groups tracked in the datasource's status database,
-//! as a table (id, status, attempt, last update in UTC, consumer group, cluster id);
-//! `pseidon groups mark-done ID…` marks groups done by hand (`--group` says whose, when
-//! more than one consumer group tracks the id).
+//! as a table (id, status, attempt, last update in UTC, consumer group, cluster id,
+//! messages) or as JSON (`pseidon_host::report::groups_json`, one documented schema);
+//! `pseidon groups mark-done ID…` marks groups done by hand, and `pseidon groups replay
+//! ID…` has done groups delivered again (`--group` says whose, when more than one
+//! consumer group tracks the id). Listing, marking and replaying only touch the status
+//! database: no Kafka connection is opened.
 
-use std::{io::Write as _, process::ExitCode};
+use std::{
+    io::Write as _,
+    process::ExitCode,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::Context as _;
-use pseidon_plugin_api::{GroupFilter, GroupInfo, GroupStatus};
+use pseidon_plugin_api::{GroupFilter, GroupInfo, GroupStatus, Replayed};
 
 use super::{DEFAULT_SOURCE, Global, wait_source};
 
@@ -34,9 +41,33 @@ impl From<Status> for GroupStatus {
     }
 }
 
+/// How the listing is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table with a header and a count line.
+    Table,
+    /// One JSON document: {"groups": [...], "count": N, "messages": N}.
+    Json,
+}
+
 /// Arguments of `pseidon groups`.
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Columns: ID (topic:partition:min-offset:max-offset), STATUS (ready, run, \
+    done, lost), ATTEMPT (times handed out), UPDATED (UTC) (last status change), GROUP \
+    (consumer group; - if unknown), CLUSTER (Kafka cluster id; - if unknown), MESSAGES (in \
+    the group when last handed out; - if unknown). JSON: {\"groups\": [{\"id\", \"topic\", \
+    \"partition\", \"min_offset\", \"max_offset\", \"messages\", \"status\", \"attempt\", \
+    \"updated_ms\", \"updated\", \"consumer_group\", \"cluster_id\", \"topic_id\"}], \
+    \"count\", \"messages\"}, unknown values null.\n\n\
+    Only the status database is read: no connection to Kafka.\n\n\
+    Examples:\n  \
+    pseidon groups --status run --group my-app\n  \
+    pseidon groups --since 2h --format json | jq '.groups[] | select(.status == \"run\")'\n  \
+    pseidon groups mark-done test:0:0:9\n  \
+    pseidon groups replay --group my-app test:0:0:9"
+)]
 pub struct Args {
     /// What to do instead of listing.
     #[command(subcommand)]
@@ -47,8 +78,14 @@ pub struct Args {
     /// Only groups of this topic.
     #[arg(long, value_name = "TOPIC")]
     pub topic: Option<String>,
-    /// Only groups of this consumer group (`group.id`); with `mark-done`, the consumer
-    /// group whose groups are marked.
+    /// Only groups whose status changed within this long ago (e.g. 30s, 10m, 2h, 1d).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+    /// Print a table, or one JSON document.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Only groups of this consumer group (`group.id`); with `mark-done` and `replay`,
+    /// the consumer group whose groups are meant.
     #[arg(long, short = 'g', value_name = "GROUP", global = true)]
     pub group: Option<String>,
     /// The registry name of the datasource.
@@ -63,11 +100,62 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
     /// Mark message groups done (ids as listed: topic:partition:min-offset:max-offset).
+    #[command(
+        after_help = "Example:\n  pseidon groups mark-done --group my-app test:0:0:9 test:0:10:19"
+    )]
     MarkDone {
         /// The group ids.
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
     },
+    /// Deliver done message groups again: each goes back to `ready`, and the next reader
+    /// of its topic in its consumer group hands it out before new data, as a new attempt.
+    #[command(
+        after_help = "Each id is set back from done to ready; its attempt (times \
+    handed out) stays, and the next reader opened on its topic in its consumer group (e.g. \
+    `pseidon consume --topic T --group G`) hands it out first, as attempt + 1, with the \
+    same id and messages. The consumer group's committed offsets do not move: the replay \
+    reads the range with its own consumer, and nothing is committed below what is \
+    committed already.\n\n\
+    A group that is still ready or run is left as it is (it is replayed by the next reader \
+    anyway) and said so. An unknown id, a lost group (its messages are gone from Kafka), \
+    or an id that more than one consumer group tracks without --group, is an error naming \
+    it (exit 2); the ids before it are replayed. The status database must not be in use by \
+    a running reader (stop `pseidon consume` or `pseidon run` first).\n\n\
+    Example:\n  pseidon groups replay --group my-app test:0:0:9 && \
+    pseidon consume --topic test --group my-app --mark-done -e"
+    )]
+    Replay {
+        /// The group ids (topic:partition:min-offset:max-offset).
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+}
+
+/// The line `replay` prints for one group.
+fn replayed_line(r: &Replayed) -> String {
+    let g = &r.group;
+    let whose = if g.consumer_group.is_empty() {
+        String::new()
+    } else {
+        format!(" in consumer group {}", g.consumer_group)
+    };
+    match r.previous {
+        GroupStatus::Done => format!(
+            "replay {}: done -> ready; the next reader of {}{whose} delivers it as attempt {}",
+            g.id,
+            g.topic,
+            g.attempt + 1
+        ),
+        other => format!(
+            "replay {}: already {} (unfinished), unchanged; the next reader of {}{whose} \
+             delivers it as attempt {}",
+            g.id,
+            other.as_str(),
+            g.topic,
+            g.attempt + 1
+        ),
+    }
 }
 
 /// Lists the groups, or marks them done.
@@ -86,19 +174,35 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                 writeln!(out, "marked done {id}").context("cannot write to stdout")
             })
         }
+        Some(Action::Replay { ids }) => {
+            let mut out = std::io::stdout().lock();
+            ids.iter().try_for_each(|id| {
+                let r = source
+                    .replay(id, args.group.as_deref())
+                    .with_context(|| format!("cannot replay group `{id}`"))?;
+                writeln!(out, "{}", replayed_line(&r)).context("cannot write to stdout")
+            })
+        }
         None => {
             let filter = GroupFilter {
                 status: args.status.map(GroupStatus::from),
                 topic: args.topic.clone(),
                 consumer_group: args.group.clone(),
+                updated_since_ms: args.since.map(|ago| since_ms(SystemTime::now(), ago)),
             };
             source
                 .groups(&filter)
                 .context("cannot list the message groups")
                 .and_then(|groups| {
+                    let text = match args.format {
+                        Format::Table => table(&groups),
+                        Format::Json => {
+                            format!("{}\n", pseidon_host::report::groups_json(&groups))
+                        }
+                    };
                     std::io::stdout()
                         .lock()
-                        .write_all(table(&groups).as_bytes())
+                        .write_all(text.as_bytes())
                         .context("cannot write to stdout")
                 })
         }
@@ -109,6 +213,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{e}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The instant `ago` before `now`, in ms since the epoch (the epoch at the earliest).
+fn since_ms(now: SystemTime, ago: Duration) -> i64 {
+    let then = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(ago);
+    i64::try_from(then.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The consumer group as listed: `-` for rows of unknown origin (from before scoping).
@@ -129,23 +242,35 @@ fn table(groups: &[GroupInfo]) -> String {
         .max()
         .unwrap_or(0)
         .max(5);
+    let cluster = |g: &GroupInfo| {
+        if g.cluster_id.is_empty() {
+            "-".to_string()
+        } else {
+            g.cluster_id.clone()
+        }
+    };
+    let cluster_width = groups
+        .iter()
+        .map(|g| cluster(g).len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    // MESSAGES comes last, after the columns of earlier versions, so that scripts
+    // reading columns by position keep working.
     let mut out = format!(
-        "{:<id_width$}  {:<6}  {:>7}  {:<23}  {:<group_width$}  {}\n",
-        "ID", "STATUS", "ATTEMPT", "UPDATED (UTC)", "GROUP", "CLUSTER"
+        "{:<id_width$}  {:<6}  {:>7}  {:<23}  {:<group_width$}  {:<cluster_width$}  {}\n",
+        "ID", "STATUS", "ATTEMPT", "UPDATED (UTC)", "GROUP", "CLUSTER", "MESSAGES"
     );
     for g in groups {
         out.push_str(&format!(
-            "{:<id_width$}  {:<6}  {:>7}  {:<23}  {:<group_width$}  {}\n",
+            "{:<id_width$}  {:<6}  {:>7}  {:<23}  {:<group_width$}  {:<cluster_width$}  {}\n",
             g.id,
             g.status.as_str(),
             g.attempt,
             utc(g.updated_ms),
             group_name(g),
-            if g.cluster_id.is_empty() {
-                "-"
-            } else {
-                &g.cluster_id
-            }
+            cluster(g),
+            g.messages.map_or("-".to_string(), |n| n.to_string()),
         ));
     }
     out.push_str(&format!("{} group(s)\n", groups.len()));
@@ -201,10 +326,12 @@ mod tests {
             cluster_id: "C1".into(),
             consumer_group: "gA".into(),
             topic_id: "T1".into(),
+            messages: Some(10),
         };
         let old = GroupInfo {
             consumer_group: String::new(),
             cluster_id: String::new(),
+            messages: None,
             ..g.clone()
         };
         let t = table(&[g, old]);
@@ -216,13 +343,61 @@ mod tests {
         );
         assert!(
             lines[1].starts_with("t:0:0:9  done")
-                && lines[1].contains(" 2  1970-01-01 00:00:00.000  gA     C1"),
+                && lines[1].ends_with(" 2  1970-01-01 00:00:00.000  gA     C1       10"),
             "{t}"
         );
         assert!(
-            lines[2].ends_with("1970-01-01 00:00:00.000  -      -"),
+            lines[2].ends_with("1970-01-01 00:00:00.000  -      -        -"),
             "{t}"
         );
+        assert!(lines[0].ends_with("CLUSTER  MESSAGES"), "{t}");
         assert_eq!(lines[3], "2 group(s)");
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    fn replayed(previous: GroupStatus, status: GroupStatus) -> Replayed {
+        Replayed {
+            previous,
+            group: GroupInfo {
+                id: "t:0:0:9".into(),
+                topic: "t".into(),
+                partition: 0,
+                min_offset: 0,
+                max_offset: 9,
+                status,
+                attempt: 1,
+                updated_ms: 0,
+                cluster_id: "C1".into(),
+                consumer_group: "gA".into(),
+                topic_id: "T1".into(),
+                messages: Some(10),
+            },
+        }
+    }
+
+    #[test]
+    fn replay_lines_say_what_happens_next() {
+        assert_eq!(
+            replayed_line(&replayed(GroupStatus::Done, GroupStatus::Ready)),
+            "replay t:0:0:9: done -> ready; the next reader of t in consumer group gA \
+             delivers it as attempt 2"
+        );
+        let run = replayed_line(&replayed(GroupStatus::Run, GroupStatus::Run));
+        assert!(run.contains("already run (unfinished), unchanged"), "{run}");
+    }
+
+    #[test]
+    fn since_is_that_long_before_now() {
+        let now = UNIX_EPOCH + Duration::from_millis(10_000_123);
+        assert_eq!(since_ms(now, Duration::from_secs(7200)), 2_800_123);
+        assert_eq!(
+            since_ms(now, humantime::parse_duration("10m").unwrap()),
+            9_400_123
+        );
+        assert_eq!(since_ms(now, Duration::from_secs(1 << 40)), 0);
     }
 }

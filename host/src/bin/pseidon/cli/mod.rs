@@ -3,6 +3,7 @@
 mod config;
 mod consume;
 mod groups;
+mod metadata;
 mod plugins;
 mod run;
 mod send;
@@ -41,8 +42,10 @@ pub enum Command {
     Send(send::Args),
     /// Print the messages of a topic read through the datasource.
     Consume(consume::Args),
-    /// List the message groups tracked in the status database, or mark one done.
+    /// List the message groups tracked in the status database, mark them done, or replay them.
     Groups(groups::Args),
+    /// Print the cluster's brokers, topics, partitions and their offsets (as kcat -L).
+    Metadata(metadata::Args),
     /// Print the effective conf, flattened to `key = value`, secret values redacted.
     Config(config::Args),
 }
@@ -54,9 +57,11 @@ impl Command {
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Plugins(_) | Command::Run(_) => "info",
-            Command::Send(_) | Command::Consume(_) | Command::Groups(_) | Command::Config(_) => {
-                "warn"
-            }
+            Command::Send(_)
+            | Command::Consume(_)
+            | Command::Groups(_)
+            | Command::Metadata(_)
+            | Command::Config(_) => "warn",
         }
     }
 }
@@ -73,6 +78,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => send::run(&global, args),
         Command::Consume(args) => consume::run(&global, args),
         Command::Groups(args) => groups::run(&global, args),
+        Command::Metadata(args) => metadata::run(&global, args),
         Command::Config(args) => config::run(&global, args),
     }
 }

@@ -1,0 +1,191 @@
+//! The datasink as registered at `init`: the [`KafkaSink`] (its librdkafka producer,
+//! which connects to the cluster at once) is created at the first write, not at load.
+//! A process that only reads the status database (`pseidon groups`) or asks the cluster
+//! through the datasource (`pseidon metadata`) then opens no producer connection and
+//! prints none of its librdkafka complaints about a broker it does not need.
+//!
+//! The conf is still checked with librdkafka at `init` (the plugin's `init`); what only
+//! creating the producer finds (e.g. a certificate file that cannot be read) is the
+//! error of the first write, and of every later one. A flush before any write reports
+//! nothing; `shutdown` before any write creates nothing, and later writes are refused
+//! as after any shutdown.
+
+use std::{
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
+
+use pseidon_plugin_api::{DataSink, DeliveryId, Error, FlushReport, Record};
+
+use crate::{config::Config, producer::KafkaSink};
+
+enum State {
+    /// Not written to yet.
+    Idle(Box<Config>),
+    /// The producer, created at the first write.
+    Open(KafkaSink),
+    /// Creating the producer failed: every write fails alike.
+    Failed(Error),
+    /// Shut down before any write.
+    Closed,
+}
+
+/// The registered datasink (module docs). Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct LazySink {
+    state: std::sync::Arc<Mutex<State>>,
+}
+
+impl LazySink {
+    /// A sink for `config`; nothing is created yet.
+    pub(crate) fn new(config: &Config) -> Self {
+        LazySink {
+            state: std::sync::Arc::new(Mutex::new(State::Idle(Box::new(config.clone())))),
+        }
+    }
+
+    /// The producer's sink, created now if this is the first use.
+    fn sink(&self) -> Result<KafkaSink, Error> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*state {
+            State::Open(s) => return Ok(s.clone()),
+            State::Failed(e) => return Err(e.clone()),
+            State::Closed => {
+                return Err(Error::Closed {
+                    what: format!("the datasink {}", crate::SINK_NAME),
+                });
+            }
+            State::Idle(_) => {}
+        }
+        let State::Idle(config) = std::mem::replace(&mut *state, State::Closed) else {
+            unreachable!("matched above");
+        };
+        match KafkaSink::new(&config) {
+            Ok(s) => {
+                *state = State::Open(s.clone());
+                Ok(s)
+            }
+            Err(e) => {
+                *state = State::Failed(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// The sink if it was created.
+    fn opened(&self) -> Option<KafkaSink> {
+        match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            State::Open(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Shuts the producer down if there is one ([`KafkaSink::shutdown`]); later writes
+    /// are refused either way.
+    pub(crate) fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let sink = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*state {
+                State::Open(s) => Some(s.clone()),
+                _ => {
+                    *state = State::Closed;
+                    None
+                }
+            }
+        };
+        match sink {
+            Some(s) => s.shutdown(timeout),
+            None => Ok(()),
+        }
+    }
+}
+
+impl DataSink for LazySink {
+    fn write_batch(
+        &self,
+        records: &[Record<'_>],
+        first_id: DeliveryId,
+    ) -> Result<(), (u64, Error)> {
+        self.sink()
+            .map_err(|e| (0, e))?
+            .write_batch(records, first_id)
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
+        match self.opened() {
+            Some(s) => s.flush(timeout),
+            None => Ok(FlushReport::default()),
+        }
+    }
+
+    fn write_batch_ticketed(
+        &self,
+        records: &[Record<'_>],
+        first_id: DeliveryId,
+    ) -> Result<(), (u64, Error)> {
+        self.sink()
+            .map_err(|e| (0, e))?
+            .write_batch_ticketed(records, first_id)
+    }
+
+    fn flush_ticket(&self, first_id: DeliveryId, timeout: Duration) -> Result<FlushReport, Error> {
+        match self.opened() {
+            Some(s) => s.flush_ticket(first_id, timeout),
+            // No write yet, so no ticket was ever opened.
+            None => Err(Error::other(format!(
+                "flush ticket {first_id} of the datasink {} is not open (nothing was written)",
+                crate::SINK_NAME
+            ))),
+        }
+    }
+
+    fn release_ticket(&self, first_id: DeliveryId) {
+        if let Some(s) = self.opened() {
+            s.release_ticket(first_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pseidon_plugin_api::{ConfEntry, ConfKind, ConfView};
+
+    use super::*;
+
+    fn config() -> Config {
+        let conf = ConfView::new(vec![ConfEntry {
+            key: "kafka.bootstrap.servers".into(),
+            kind: ConfKind::String,
+            value: "127.0.0.1:1".into(),
+        }]);
+        Config::parse(&conf).unwrap()
+    }
+
+    #[test]
+    fn nothing_is_created_before_the_first_write_and_shutdown_closes_it() {
+        let sink = LazySink::new(&config());
+        assert!(sink.opened().is_none());
+        assert_eq!(
+            sink.flush(Duration::from_millis(1)).unwrap(),
+            FlushReport::default()
+        );
+        assert!(sink.opened().is_none(), "a flush creates nothing");
+        sink.shutdown(Duration::from_millis(1)).unwrap();
+        let err = sink.write_batch(&[Record::new("t", b"x")], 0).unwrap_err();
+        assert_eq!(err.0, 0);
+        assert!(matches!(err.1, Error::Closed { .. }), "{:?}", err.1);
+        assert!(sink.opened().is_none());
+    }
+
+    #[test]
+    fn the_first_write_creates_the_producer_once() {
+        let sink = LazySink::new(&config());
+        sink.write_batch(&[Record::new("t", b"x")], 0).unwrap();
+        let first = sink.opened().expect("created by the write");
+        sink.write_batch(&[Record::new("t", b"y")], 1).unwrap();
+        let again = sink.opened().expect("still there");
+        assert_eq!(first.max_message_bytes(), again.max_message_bytes());
+        // Undeliverable (no broker): purged at shutdown, which reports them.
+        assert!(sink.shutdown(Duration::from_millis(100)).is_err());
+    }
+}

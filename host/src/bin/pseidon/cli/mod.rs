@@ -1,9 +1,10 @@
 //! The command line: global flags and one module per subcommand.
 
 mod config;
-mod consume;
+pub(crate) mod consume;
 mod groups;
 mod plugins;
+mod records;
 mod run;
 mod send;
 

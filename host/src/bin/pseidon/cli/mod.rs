@@ -3,6 +3,7 @@
 mod config;
 pub(crate) mod consume;
 mod groups;
+mod kformat;
 mod plugins;
 mod records;
 mod run;

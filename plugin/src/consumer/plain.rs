@@ -353,8 +353,14 @@ fn partition_count(consumer: &BaseConsumer<ReplayCtx>, topic: &str) -> Result<i3
         return Err(Error::other(format!("topic `{topic}` does not exist")));
     };
     if let Some(err) = t.error() {
-        let code = rdkafka::error::RDKafkaErrorCode::from(err);
-        return Err(Error::other(format!("topic `{topic}`: {code}")));
+        use rdkafka::error::RDKafkaErrorCode as Code;
+        let code = Code::from(err);
+        return Err(Error::other(match code {
+            Code::UnknownTopicOrPartition | Code::UnknownTopic => {
+                format!("topic `{topic}` does not exist ({code})")
+            }
+            _ => format!("topic `{topic}`: {code}"),
+        }));
     }
     match i32::try_from(t.partitions().len()) {
         Ok(0) | Err(_) => Err(Error::other(format!("topic `{topic}` has no partitions"))),

@@ -145,7 +145,7 @@ pub struct Args {
     #[arg(long, short = 'o', value_name = "OFFSET", value_parser = parse_offset, allow_hyphen_values = true)]
     pub offset: Vec<OffsetArg>,
     /// A plain read of these partitions of every topic (repeatable, or a list).  Example: -p 0,2
-    #[arg(long, short = 'p', value_name = "N", value_delimiter = ',', value_parser = clap::value_parser!(i32).range(0..))]
+    #[arg(long, short = 'p', value_name = "N", allow_negative_numbers = true, value_delimiter = ',', value_parser = clap::value_parser!(i32).range(0..))]
     pub partition: Vec<i32>,
     /// Stop after this many messages (groups are formed no larger than what is left,
     /// so each printed group can be marked done).  Example: --max 100

@@ -113,7 +113,7 @@ pub struct Args {
     #[arg(long = "header", short = 'H', value_name = "NAME=VALUE", value_parser = records::parse_header)]
     pub headers: Vec<(String, Vec<u8>)>,
     /// Write every message to this partition [default: the partitioner's choice].  Example: -p 0
-    #[arg(long, short = 'p', value_name = "N", value_parser = clap::value_parser!(i32).range(0..))]
+    #[arg(long, short = 'p', value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(0..))]
     pub partition: Option<i32>,
     /// An empty value is sent as a null value (a tombstone); with -K an empty key is no key (kcat -Z).
     #[arg(long = "null-empty", short = 'Z', conflicts_with = "input")]

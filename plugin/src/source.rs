@@ -164,14 +164,15 @@ impl DataSource for KafkaSource {
             });
         }
         if let Some(plain) = plain_read(options.overrides())? {
-            return PlainReader::open(&self.state, topics, options, plain).map(AnyReader::Plain);
+            return PlainReader::open(&self.state, topics, options, plain)
+                .map(|r| AnyReader::Plain(Box::new(r)));
         }
         let reader = KafkaReader::open(Arc::clone(&self.state), topics, options)?;
         self.readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Arc::downgrade(reader.live()));
-        Ok(AnyReader::Group(reader))
+        Ok(AnyReader::Group(Box::new(reader)))
     }
 
     fn mark_done(&self, group_id: &str) -> Result<(), Error> {

@@ -78,9 +78,9 @@ pub use reader::KafkaReader;
 /// The reader the datasource hands out: a group reader, or a plain read.
 pub enum AnyReader {
     /// Reads in a consumer group, tracked in message groups.
-    Group(KafkaReader),
+    Group(Box<KafkaReader>),
     /// Reads assigned partitions, tracks nothing.
-    Plain(PlainReader),
+    Plain(Box<PlainReader>),
 }
 
 impl Reader for AnyReader {

@@ -61,9 +61,7 @@ pub fn parse_delim(s: &str) -> Result<Vec<u8>, String> {
 /// Parses `-H name=value` (split at the first `=`; the value may be empty). For clap.
 pub fn parse_header(s: &str) -> Result<(String, Vec<u8>), String> {
     match s.split_once('=') {
-        Some((name, _)) if name.is_empty() => {
-            Err(format!("`{s}` has an empty header name: write name=value"))
-        }
+        Some(("", _)) => Err(format!("`{s}` has an empty header name: write name=value")),
         Some((name, value)) => Ok((name.to_string(), value.as_bytes().to_vec())),
         None => Err(format!("`{s}` has no `=`: write name=value")),
     }

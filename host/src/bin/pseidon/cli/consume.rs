@@ -3,7 +3,17 @@
 //!
 //! - `--format value` (default): each value on a line of its own; a value that is not
 //!   UTF-8 stops the command with an error naming its topic, partition and offset
-//!   (use `--format json` for binary data). A tombstone prints an empty line.
+//!   (use `--format json` for binary data). A tombstone prints the null string: empty
+//!   by default, `NULL` with `-Z`, or `--null-value STR`.
+//! - `-f FORMAT`: kcat's format strings (the `kformat` module); bytes printed
+//!   raw, nulls as the null string.
+//! - `-o`/`-p`: a plain read (the plugin's reader options `pseidon-kafka.assign`,
+//!   `start-offset`, `stop-timestamp-ms`): no consumer group, nothing tracked, nothing
+//!   committed; `--mark-done` is refused with them. A refused option is reported with
+//!   the flag behind it. `-o e@TS` ends the read by itself once every partition
+//!   reached the stop timestamp (or, with `-e`, its end).
+//! - stderr: a progress line while stderr is a terminal (messages, groups, rate, twice
+//!   a second), and a summary at the end with the elapsed time and the rate.
 //! - `--format json`: one JSON object per line with `topic`, `partition`, `offset`,
 //!   `timestamp_ms`, `key`, `value`, `headers` (`[{"key", "value"}]`) and `group_id`.
 //!   Byte fields (`key`, `value`, header values) are strings when they are UTF-8,

@@ -694,3 +694,59 @@ fn help_lists_every_new_flag_with_an_example() {
         assert!(flags >= 10, "{help}");
     }
 }
+
+#[test]
+fn a_topic_pattern_reads_every_matching_topic_in_both_modes() {
+    let s = Setup::new();
+    let prefix = unique("kcatre");
+    let (a, b, other) = (
+        format!("{prefix}-a"),
+        format!("{prefix}-b"),
+        format!("x{prefix}-c"),
+    );
+    for t in [&a, &b, &other] {
+        create_topic(t, 2);
+        kcat_produce(t, &["-p", "1"], format!("in {t}\n").as_bytes());
+    }
+    let pattern = format!("^{prefix}-.*");
+    let fmt = "%t %p %o %s\\n";
+    let want = [format!("{a} 1 0 in {a}"), format!("{b} 1 0 in {b}")];
+    // A plain read.
+    let out = s.pseidon(&[
+        "consume",
+        "-t",
+        &pattern,
+        "-o",
+        "beginning",
+        "-e",
+        "-f",
+        fmt,
+    ]);
+    ok(&out);
+    assert_eq!(sorted_lines(&out.stdout), want);
+    // In a consumer group, tracked: both topics' groups end done, kcat agrees on the data.
+    let out = s.pseidon(&["consume", "-t", &pattern, "--mark-done", "-e", "-f", fmt]);
+    ok(&out);
+    assert_eq!(sorted_lines(&out.stdout), want);
+    let groups = text(&s.pseidon(&["groups"]).stdout);
+    for t in [&a, &b] {
+        assert!(
+            groups
+                .lines()
+                .any(|l| l.starts_with(&format!("{t}:1:0:0")) && l.contains("done")),
+            "{groups}"
+        );
+    }
+    assert!(!groups.contains(&other), "{groups}");
+    for t in [&a, &b] {
+        assert_eq!(kcat_values(t), [format!("in {t}").into_bytes()]);
+    }
+    assert_usage_error(
+        &s.pseidon(&["consume", "-t", &format!("^{prefix}-zz"), "-e"]),
+        &["matches no topic"],
+    );
+    assert_usage_error(
+        &s.pseidon(&["consume", "-t", "^((", "-o", "end", "-e"]),
+        &["`^((`", "not a regular expression"],
+    );
+}

@@ -59,10 +59,12 @@
 //!   of a topic's earlier incarnations;
 //! - [`plain`]: [`PlainReader`], a plain read (reader options `pseidon-kafka.assign`,
 //!   `start-offset`, `stop-timestamp-ms`): assigned partitions, no consumer group,
-//!   nothing tracked or committed. [`AnyReader`] is either kind.
+//!   nothing tracked or committed. [`AnyReader`] is either kind;
+//! - [`patterns`]: topic patterns (`^prefix.*`), expanded when a reader opens.
 
 mod batch;
 mod live;
+mod patterns;
 mod plain;
 mod reader;
 mod topic_ids;

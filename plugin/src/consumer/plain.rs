@@ -98,6 +98,7 @@ impl PlainReader {
             .map(|(_, v)| v.as_str())
             .or_else(|| config.kafka_prop("group.id"))
             .filter(|g| !g.trim().is_empty());
+        let topics = &super::patterns::expand(&consumer, topics)?;
         if plain.start == StartOffset::Stored && group.is_none() {
             return Err(Error::config(
                 START_OFFSET,

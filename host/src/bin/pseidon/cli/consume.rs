@@ -135,6 +135,10 @@ fn parse_offset(s: &str) -> Result<OffsetArg, String> {
     %h headers (n=v,...), %% and \\n \\r \\t \\xNN; lengths are -1 for null. A \
     null key or value prints as the --null-value string (-Z: NULL; empty by default), \
     in --format value and -f alike.\n\n\
+    Topic patterns: a -t starting with ^ is a regular expression (as librdkafka's), \
+    matched anywhere in a name (anchor with ^ and $); the datasource expands it when the \
+    reader opens into the topics that match then (not Kafka's internal __ topics): a \
+    topic created later is not read by this run.\n\n\
     stderr: a progress line while it runs on a terminal, then a summary (messages, \
     groups, elapsed time, rate).\n\n\
     Examples:\n  \
@@ -143,9 +147,10 @@ fn parse_offset(s: &str) -> Result<OffsetArg, String> {
     pseidon consume -t test -p 0,1 -o -10 -e\n  \
     pseidon consume -t test -o s@1700000000000 -o e@1700003600000\n  \
     pseidon consume -t test -o beginning -e -Z -f '%p %o %k %S\\n'\n  \
-    pseidon consume -t test -o beginning -e --format json > copy.jsonl")]
+    pseidon consume -t test -o beginning -e --format json > copy.jsonl\n  \
+    pseidon consume -t '^logs-.*' --mark-done -e")]
 pub struct Args {
-    /// The topic to read (repeat for more topics).  Example: -t test
+    /// The topic to read (repeat for more); `^…` is a regular expression of topics.  Example: -t '^logs-.*'
     #[arg(long, short = 't', value_name = "TOPIC", required = true)]
     pub topic: Vec<String>,
     /// The consumer group [default: the conf's kafka.group.id].  Example: -g my-app
@@ -240,7 +245,10 @@ enum Printed {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let mut seen = HashSet::new();
     for t in &args.topic {
-        check_topic(t)?;
+        // `^…`: a pattern, expanded by the datasource when the reader opens.
+        if !t.starts_with('^') {
+            check_topic(t)?;
+        }
         if !seen.insert(t.as_str()) {
             anyhow::bail!("topic `{t}` is listed twice (-t/--topic): name each topic once");
         }

@@ -7,80 +7,37 @@
 use std::{
     fs,
     io::Write as _,
-    path::PathBuf,
+    ops::Deref,
     process::{Command, Output, Stdio},
 };
 
 use pseidon_tests::{
-    bootstrap, copy_plugins, create_topic, kafka_tool, kcat_formatted, kcat_values, pseidon_bin,
-    temp_dir, unique,
+    Workdir, bootstrap, create_topic, kafka_tool, kcat_formatted, kcat_values, unique,
 };
 
-/// A work dir with a copy of the Kafka plugin and a conf naming it, the test broker,
-/// a consumer group and a status db of its own.
-struct Setup {
-    root: PathBuf,
-    conf: PathBuf,
-}
+/// The shared [`Workdir`] (Kafka plugin, test broker, status db) with a consumer
+/// group of its own.
+struct Setup(Workdir);
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
+impl Deref for Setup {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.0
     }
 }
 
 impl Setup {
     fn new() -> Setup {
-        let root = temp_dir("pseidon-cli-kcat");
-        let plugins = root.join("plugins");
-        fs::create_dir(&plugins).unwrap();
-        copy_plugins(&plugins, &["pseidon_kafka"]);
-        let conf = root.join("pseidon.toml");
-        fs::write(
-            &conf,
-            format!(
-                "plugin-dirs = [{:?}]\n\n[kafka]\nbootstrap.servers = {:?}\ngroup.id = {:?}\n\n[pseidon-kafka]\nstatus-db = {:?}\n",
-                plugins,
-                bootstrap(),
-                unique("cli-kcat-group"),
-                root.join("status.db")
-            ),
-        )
-        .unwrap();
-        Setup { root, conf }
+        let group = format!("group.id = {:?}", unique("cli-kcat-group"));
+        Setup(Workdir::kafka("pseidon-cli-kcat", &group, ""))
     }
 
     fn pseidon(&self, args: &[&str]) -> Output {
-        self.pseidon_stdin(args, b"")
+        self.run(args, b"")
     }
 
-    /// Runs `pseidon --conf CONF args…` with `stdin` fed in.
     fn pseidon_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(pseidon_bin())
-            .arg("--conf")
-            .arg(&self.conf)
-            .args(args)
-            .env_remove("PSEIDON_CONF")
-            .env_remove("PSEIDON_LOG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let data = stdin.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        let stderr = text(&out.stderr);
-        assert!(
-            !stderr.contains("panicked") && !stderr.to_lowercase().contains("backtrace"),
-            "pseidon {args:?} panicked:\n{stderr}"
-        );
-        out
+        self.run(args, stdin)
     }
 }
 

@@ -93,6 +93,17 @@ impl<'a> Record<'a> {
         self
     }
 
+    /// Makes the value null (a tombstone; with no key, a record of neither key nor value).
+    ///
+    /// ```
+    /// let r = pseidon_plugin_api::Record::new("t", b"").with_null_value();
+    /// assert_eq!((r.key(), r.value()), (None, None));
+    /// ```
+    pub fn with_null_value(mut self) -> Self {
+        self.0.value = ROption::RNone;
+        self
+    }
+
     /// Sets an explicit partition.
     pub fn with_partition(mut self, partition: i32) -> Self {
         self.0.partition = partition;

@@ -137,7 +137,7 @@ pub fn resolve_eof<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
 }
 
 /// librdkafka's cached (low, high) watermarks of a partition (from its fetch responses).
-fn cached_watermarks<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+pub(crate) fn cached_watermarks<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     consumer: &C,
     topic: &str,
     partition: i32,

@@ -37,12 +37,22 @@ const META_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read forward instead of re-assigning when the next group starts this close.
 const MAX_SKIP_FORWARD: i64 = 10_000;
 
-/// The replay consumer's context: its librdkafka log lines and errors, with the
-/// secrets blanked out (the one rule of `pseidon_plugin_api::secret`).
-struct ReplayCtx {
+/// The replay consumer's context (also a plain read's): its librdkafka log lines and
+/// errors, with the secrets blanked out (the one rule of `pseidon_plugin_api::secret`).
+pub(crate) struct ReplayCtx {
     secrets: Scrubber,
     /// Repeated errors (a broker that is down) are logged once per window.
     log_limit: crate::log_limit::LogLimit,
+}
+
+impl ReplayCtx {
+    /// A context scrubbing `secrets`.
+    pub(crate) fn new(secrets: Scrubber) -> Self {
+        ReplayCtx {
+            secrets,
+            log_limit: crate::log_limit::LogLimit::default(),
+        }
+    }
 }
 
 impl ClientContext for ReplayCtx {
@@ -51,6 +61,14 @@ impl ClientContext for ReplayCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_)
+        ) {
+            // The end of a partition (a plain read's `enable.partition.eof`) is no error.
+            log::debug!(target: "librdkafka", "{reason}");
+            return;
+        }
         let reason = self.secrets.scrub(reason);
         let text = format!("librdkafka (replay): {error}: {reason}");
         // A broker that is down repeats its errors: once per window.

@@ -6,6 +6,9 @@
 //! per-partition watermarks `mark_done` advances (only the readers of the group's scope).
 //! It holds them weakly: a reader dropped by its user leaves the list.
 //!
+//! A reader opened with the plain read options ([`plain_read`]) is a
+//! [`PlainReader`]: it tracks nothing, and its groups cannot be marked done.
+//!
 //! `mark_done(id)` finds the group's scope: the claim of this process if exactly one
 //! scope holds the id; else the unfinished rows of the id in the database (the conf's
 //! `kafka.group.id` first when several consumer groups have one). An id more than one
@@ -38,7 +41,8 @@ use pseidon_plugin_api::{
 
 use crate::{
     config::Config,
-    consumer::{KafkaReader, LiveReader},
+    config::plain_read,
+    consumer::{AnyReader, KafkaReader, LiveReader, PlainReader},
     state::SourceState,
     store::Scope,
 };
@@ -218,20 +222,24 @@ impl KafkaSource {
 }
 
 impl DataSource for KafkaSource {
-    type Reader = KafkaReader;
+    type Reader = AnyReader;
 
-    fn open(&self, topics: &[String], options: &ReaderOptions) -> Result<KafkaReader, Error> {
+    fn open(&self, topics: &[String], options: &ReaderOptions) -> Result<AnyReader, Error> {
         if self.state.is_closed() {
             return Err(Error::Closed {
                 what: "the pseidon-kafka datasource".into(),
             });
+        }
+        if let Some(plain) = plain_read(options.overrides())? {
+            return PlainReader::open(&self.state, topics, options, plain)
+                .map(|r| AnyReader::Plain(Box::new(r)));
         }
         let reader = KafkaReader::open(Arc::clone(&self.state), topics, options)?;
         self.readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Arc::downgrade(reader.live()));
-        Ok(reader)
+        Ok(AnyReader::Group(Box::new(reader)))
     }
 
     fn mark_done(&self, group_id: &str) -> Result<(), Error> {

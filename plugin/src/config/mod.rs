@@ -15,7 +15,9 @@
 //! - `pseidon-host.conf-dir`: set by the host to the conf file's directory; a relative
 //!   `pseidon-kafka.status-db` is resolved against it, like the host's own paths.
 //! - Per reader only (`ReaderOptions::set`, never in the conf):
-//!   `pseidon-kafka.reader-max-messages`, see [`reader_max_messages`].
+//!   `pseidon-kafka.reader-max-messages`, see [`reader_max_messages`]; and the plain
+//!   read keys `pseidon-kafka.assign`, `pseidon-kafka.start-offset` and
+//!   `pseidon-kafka.stop-timestamp-ms`, see [`plain_read`].
 //! - Anything else is ignored by this plugin.
 
 use std::{fmt, path::PathBuf};
@@ -38,6 +40,126 @@ pub const SETTINGS_PREFIX: &str = "pseidon-kafka.";
 pub const CONF_DIR_KEY: &str = "pseidon-host.conf-dir";
 /// The per-reader key bounding the messages a reader hands out (see [`reader_max_messages`]).
 pub const READER_MAX_MESSAGES: &str = "pseidon-kafka.reader-max-messages";
+
+/// The per-reader key that makes a reader a plain read of these partitions (see [`plain_read`]).
+pub const ASSIGN: &str = "pseidon-kafka.assign";
+/// The per-reader key of a plain read's start offset (see [`plain_read`]).
+pub const START_OFFSET: &str = "pseidon-kafka.start-offset";
+/// The per-reader key of a plain read's stop timestamp (see [`plain_read`]).
+pub const STOP_TIMESTAMP_MS: &str = "pseidon-kafka.stop-timestamp-ms";
+/// Every per-reader key of this plugin that is not a librdkafka property.
+pub const READER_KEYS: &[&str] = &[READER_MAX_MESSAGES, ASSIGN, START_OFFSET, STOP_TIMESTAMP_MS];
+
+/// Where a plain read starts in each partition (`pseidon-kafka.start-offset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    /// `beginning`: the log start.
+    Beginning,
+    /// `end`: only messages written from now on.
+    End,
+    /// `stored`: the consumer group's committed offset (the log start if none).
+    Stored,
+    /// `N`: this offset (clamped to the partition's log start and end).
+    Offset(i64),
+    /// `-N`: N messages before the end (at most back to the log start).
+    Tail(i64),
+    /// `s@TS`: the first message with a timestamp at or after TS (ms since the epoch);
+    /// the end if there is none.
+    Timestamp(i64),
+}
+
+impl StartOffset {
+    /// Parses kcat's `-o` forms: `beginning`, `end`, `stored`, `N`, `-N`, `s@TS`.
+    pub fn parse(s: &str) -> Option<StartOffset> {
+        let s = s.trim();
+        Some(match s {
+            "beginning" => StartOffset::Beginning,
+            "end" => StartOffset::End,
+            "stored" => StartOffset::Stored,
+            _ => {
+                if let Some(ts) = s.strip_prefix("s@") {
+                    StartOffset::Timestamp(ts.parse().ok().filter(|t: &i64| *t >= 0)?)
+                } else if let Some(n) = s.strip_prefix('-') {
+                    StartOffset::Tail(n.parse().ok().filter(|n: &i64| *n >= 0)?)
+                } else {
+                    StartOffset::Offset(s.parse().ok().filter(|n: &i64| *n >= 0)?)
+                }
+            }
+        })
+    }
+}
+
+/// A plain read (per-reader options, `ReaderOptions::set`): the reader assigns itself
+/// partitions, joins no consumer group, tracks nothing in the status database and
+/// commits nothing (`pseidon consume -o/-p`, kcat's assign mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainRead {
+    /// `pseidon-kafka.assign`: `all` (the default when only the other keys are set), or
+    /// partition numbers separated by commas, of every topic of the reader.
+    pub partitions: Option<Vec<i32>>,
+    /// `pseidon-kafka.start-offset`: see [`StartOffset`]; default `beginning`.
+    pub start: StartOffset,
+    /// `pseidon-kafka.stop-timestamp-ms` (kcat's `-o e@TS`): a message with a timestamp
+    /// at or after it is not handed out, and its partition counts as at its end.
+    pub stop_timestamp_ms: Option<i64>,
+}
+
+/// The plain read the reader options ask for, if any of its keys is set; every error
+/// names its key.
+pub fn plain_read(overrides: &[(String, String)]) -> Result<Option<PlainRead>, Error> {
+    let get = |key: &str| {
+        overrides
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let (assign, start, stop) = (get(ASSIGN), get(START_OFFSET), get(STOP_TIMESTAMP_MS));
+    if assign.is_none() && start.is_none() && stop.is_none() {
+        return Ok(None);
+    }
+    let partitions = match assign.map(str::trim) {
+        None | Some("all") => None,
+        Some(list) => {
+            let mut parts = Vec::new();
+            for p in list.split(',') {
+                match p.trim().parse::<i32>() {
+                    Ok(n) if n >= 0 => {
+                        if !parts.contains(&n) {
+                            parts.push(n);
+                        }
+                    }
+                    _ => {
+                        return Err(Error::config(
+                            ASSIGN,
+                            format!(
+                                "`{p}` in `{list}` is not a partition number (write `all` or e.g. `0,2`)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Some(parts)
+        }
+    };
+    let start = match start {
+        None => StartOffset::Beginning,
+        Some(s) => StartOffset::parse(s).ok_or_else(|| {
+            Error::config(
+                START_OFFSET,
+                format!("`{s}` is not beginning, end, stored, N, -N or s@TIMESTAMP_MS"),
+            )
+        })?,
+    };
+    let stop_timestamp_ms = stop
+        .map(|s| parse_number::<i64>(STOP_TIMESTAMP_MS, s))
+        .transpose()?;
+    Ok(Some(PlainRead {
+        partitions,
+        start,
+        stop_timestamp_ms,
+    }))
+}
 
 /// `pseidon-kafka.reader-max-messages`, a per-reader option (`ReaderOptions::set`): the
 /// most messages the reader hands out in all (at least 1). No group the reader forms
@@ -157,6 +279,9 @@ pub enum Role {
     Consumer,
     /// The replay consumer: assigned partitions only, never commits.
     Replay,
+    /// A plain read's consumer ([`plain_read`]): as the replay consumer, but
+    /// end-of-partition events as the reader's options ask.
+    Plain,
 }
 
 /// The producer role's default `queue.buffering.max.kbytes` (64 MiB).
@@ -276,20 +401,23 @@ impl Config {
                 // already done. Overridable.
                 cfg.set("auto.commit.interval.ms", "200");
             }
-            Role::Replay => {
+            Role::Replay | Role::Plain => {
                 cfg.set("fetch.queue.backoff.ms", "10");
             }
         }
         let mut chosen: Vec<(String, String)> = self.kafka.props.clone();
         for (key, value) in overrides {
-            if key == READER_MAX_MESSAGES {
-                // The reader's own bound, not a librdkafka property.
+            if READER_KEYS.contains(&key.as_str()) {
+                // The reader's own options, not librdkafka properties.
                 continue;
             }
             let Some(property) = key.strip_prefix(KAFKA_PREFIX) else {
                 return Err(Error::config(
                     key.as_str(),
-                    format!("only kafka.* keys and {READER_MAX_MESSAGES} can be set per reader"),
+                    format!(
+                        "only kafka.* keys and {} can be set per reader",
+                        READER_KEYS.join(", ")
+                    ),
                 ));
             };
             chosen.retain(|(k, _)| k != property);
@@ -322,6 +450,15 @@ impl Config {
                 cfg.set("enable.partition.eof", "false");
                 // A range deleted during the replay resets to the log start, where the
                 // replay sees (and reports) the missing offsets.
+                cfg.set("auto.offset.reset", "earliest");
+            }
+            Role::Plain => {
+                // Assign-only and never commits, as the replay consumer; its start
+                // offsets are resolved by the reader (an offset deleted meanwhile
+                // resets to the log start).
+                cfg.remove("group.instance.id");
+                cfg.set("enable.auto.commit", "false");
+                cfg.set("enable.auto.offset.store", "false");
                 cfg.set("auto.offset.reset", "earliest");
             }
         }
@@ -396,7 +533,7 @@ const PRODUCER_ONLY: &[&str] = &[
 fn property_applies(role: Role, property: &str) -> bool {
     match role {
         Role::Producer => !CONSUMER_ONLY.contains(&property),
-        Role::Consumer | Role::Replay => !PRODUCER_ONLY.contains(&property),
+        Role::Consumer | Role::Replay | Role::Plain => !PRODUCER_ONLY.contains(&property),
     }
 }
 
@@ -459,10 +596,10 @@ fn apply_setting(
             settings.connect_failure_timeout_ms = parse_number(key, value)?
         }
         "consume-error-timeout-ms" => settings.consume_error_timeout_ms = parse_number(key, value)?,
-        "reader-max-messages" => {
+        "reader-max-messages" | "assign" | "start-offset" | "stop-timestamp-ms" => {
             return Err(Error::config(
                 key,
-                "a per-reader option (ReaderOptions::set, or `pseidon consume --max`), not a conf key",
+                "a per-reader option (ReaderOptions::set, or `pseidon consume --max`/`-p`/`-o`), not a conf key",
             ));
         }
         _ => {

@@ -383,3 +383,53 @@ fn a_relative_status_db_is_relative_to_the_conf_dir() {
     .unwrap();
     assert_eq!(c.settings.status_db, PathBuf::from("s.db"));
 }
+
+#[test]
+fn plain_read_keys_are_per_reader_and_named_in_errors() {
+    let ov = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(plain_read(&[]).unwrap(), None);
+    let p = plain_read(&ov(&[(ASSIGN, "0, 2,2")])).unwrap().unwrap();
+    assert_eq!(p.partitions, Some(vec![0, 2]));
+    assert_eq!(p.start, StartOffset::Beginning);
+    let p = plain_read(&ov(&[(START_OFFSET, "-5"), (STOP_TIMESTAMP_MS, "17")]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (p.partitions, p.start, p.stop_timestamp_ms),
+        (None, StartOffset::Tail(5), Some(17))
+    );
+    for (s, want) in [
+        ("beginning", StartOffset::Beginning),
+        ("end", StartOffset::End),
+        ("stored", StartOffset::Stored),
+        ("42", StartOffset::Offset(42)),
+        ("s@1700000000000", StartOffset::Timestamp(1_700_000_000_000)),
+    ] {
+        assert_eq!(StartOffset::parse(s), Some(want), "{s}");
+    }
+    for bad in ["", "begin", "s@", "s@x", "--1", "e@5", "1.5"] {
+        assert_eq!(StartOffset::parse(bad), None, "{bad}");
+    }
+    let err = plain_read(&ov(&[(START_OFFSET, "soon")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(START_OFFSET) && err.contains("soon"), "{err}");
+    let err = plain_read(&ov(&[(ASSIGN, "0,x")])).unwrap_err().to_string();
+    assert!(err.contains(ASSIGN) && err.contains("`x`"), "{err}");
+    // Not librdkafka properties, and not conf keys.
+    let c = Config::parse(&conf(&[])).unwrap();
+    let cfg = c
+        .client_config(Role::Plain, &ov(&[(ASSIGN, "0"), (START_OFFSET, "end")]))
+        .unwrap();
+    assert_eq!(cfg.get("assign"), None);
+    assert_eq!(cfg.get("enable.auto.commit"), Some("false"));
+    let err = Config::parse(&conf(&[(START_OFFSET, ConfKind::String, "end")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("per-reader"), "{err}");
+}

@@ -56,12 +56,54 @@
 //!   (`ReaderShared`, the rebalance callbacks of `Ctx`, [`LiveReader`] and its
 //!   watermark storing);
 //! - [`topic_ids`]: the topic ids of a reader's topics, and the retirement of the rows
-//!   of a topic's earlier incarnations.
+//!   of a topic's earlier incarnations;
+//! - [`plain`]: [`PlainReader`], a plain read (reader options `pseidon-kafka.assign`,
+//!   `start-offset`, `stop-timestamp-ms`): assigned partitions, no consumer group,
+//!   nothing tracked or committed. [`AnyReader`] is either kind;
+//! - [`patterns`]: topic patterns (`^prefix.*`), expanded when a reader opens.
 
 mod batch;
 mod live;
+mod patterns;
+mod plain;
 mod reader;
 mod topic_ids;
 
+use std::time::Duration;
+
+use pseidon_plugin_api::{Error, MessageGroup, Reader, ReaderProgress};
+
 pub(crate) use live::LiveReader;
+pub use plain::PlainReader;
 pub use reader::KafkaReader;
+
+/// The reader the datasource hands out: a group reader, or a plain read.
+pub enum AnyReader {
+    /// Reads in a consumer group, tracked in message groups.
+    Group(Box<KafkaReader>),
+    /// Reads assigned partitions, tracks nothing.
+    Plain(Box<PlainReader>),
+}
+
+impl Reader for AnyReader {
+    fn next_group(&mut self, timeout: Duration) -> Result<Option<MessageGroup>, Error> {
+        match self {
+            AnyReader::Group(r) => r.next_group(timeout),
+            AnyReader::Plain(r) => r.next_group(timeout),
+        }
+    }
+
+    fn progress(&self) -> Result<ReaderProgress, Error> {
+        match self {
+            AnyReader::Group(r) => r.progress(),
+            AnyReader::Plain(r) => r.progress(),
+        }
+    }
+
+    fn close(&mut self) -> Result<(), Error> {
+        match self {
+            AnyReader::Group(r) => r.close(),
+            AnyReader::Plain(r) => r.close(),
+        }
+    }
+}

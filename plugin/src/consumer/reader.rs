@@ -101,6 +101,9 @@ impl KafkaReader {
             .client_config(Role::Consumer, options.overrides())?
             .create_with_context(Ctx::new(Arc::clone(&shared), secret_values(&state.config)))
             .map_err(|e| kafka_err("creating the consumer", &e))?;
+        // Topic patterns are expanded once, now (the only case where open asks the
+        // cluster anything).
+        let topics = &super::patterns::expand(&consumer, topics)?;
         // The replay consumer's conf is checked now, not at the first replay.
         state
             .config

@@ -3,7 +3,17 @@
 //!
 //! - `--format value` (default): each value on a line of its own; a value that is not
 //!   UTF-8 stops the command with an error naming its topic, partition and offset
-//!   (use `--format json` for binary data). A tombstone prints an empty line.
+//!   (use `--format json` for binary data). A tombstone prints the null string: empty
+//!   by default, `NULL` with `-Z`, or `--null-value STR`.
+//! - `-f FORMAT`: kcat's format strings (the `kformat` module); bytes printed
+//!   raw, nulls as the null string.
+//! - `-o`/`-p`: a plain read (the plugin's reader options `pseidon-kafka.assign`,
+//!   `start-offset`, `stop-timestamp-ms`): no consumer group, nothing tracked, nothing
+//!   committed; `--mark-done` is refused with them. A refused option is reported with
+//!   the flag behind it. `-o e@TS` ends the read by itself once every partition
+//!   reached the stop timestamp (or, with `-e`, its end).
+//! - stderr: a progress line while stderr is a terminal (messages, groups, rate, twice
+//!   a second), and a summary at the end with the elapsed time and the rate.
 //! - `--format json`: one JSON object per line with `topic`, `partition`, `offset`,
 //!   `timestamp_ms`, `key`, `value`, `headers` (`[{"key", "value"}]`) and `group_id`.
 //!   Byte fields (`key`, `value`, header values) are strings when they are UTF-8,
@@ -31,7 +41,7 @@
 
 use std::{
     collections::HashSet,
-    io::{ErrorKind, Write},
+    io::{ErrorKind, IsTerminal as _, Write},
     process::ExitCode,
     sync::{
         Arc,
@@ -42,13 +52,18 @@ use std::{
 };
 
 use anyhow::Context as _;
-use pseidon_plugin_api::{Message, MessageGroup, ReaderOptions, Source, SourceReader};
+use pseidon_plugin_api::{Error, Message, MessageGroup, ReaderOptions, Source, SourceReader};
 use serde_json::{Map, Value, json};
 
-use super::{DEFAULT_SOURCE, Global, check_topic, wait_source};
+use super::{DEFAULT_SOURCE, Global, check_topic, kformat, wait_source};
 
 /// The per-reader option bounding the messages a reader hands out (pseidon-kafka).
 const READER_MAX_MESSAGES: &str = "pseidon-kafka.reader-max-messages";
+/// The per-reader options of a plain read (pseidon-kafka): the partitions, the start
+/// offset, the stop timestamp.
+const ASSIGN: &str = "pseidon-kafka.assign";
+const START_OFFSET: &str = "pseidon-kafka.start-offset";
+const STOP_TIMESTAMP_MS: &str = "pseidon-kafka.stop-timestamp-ms";
 /// Groups handed to the stdout thread and not printed yet, at most.
 const IN_FLIGHT: usize = 2;
 /// The longest one wait of the loop (so a signal is seen within it).
@@ -63,22 +78,93 @@ pub enum Format {
     Json,
 }
 
+/// A `-o` value: where to start, or (`e@TS`) where to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetArg {
+    /// `beginning`, `end`, `stored`, `N`, `-N` or `s@TS`, as the plugin takes it.
+    Start(String),
+    /// `e@TS`: stop before the first message at or after TS (ms since the epoch).
+    Stop(i64),
+}
+
+/// Parses `-o` (kcat's forms). For clap.
+fn parse_offset(s: &str) -> Result<OffsetArg, String> {
+    let bad = || {
+        format!(
+            "`{s}` is not beginning, end, stored, N (an offset), -N (N before the end), s@TS or e@TS (TS in ms since the epoch)"
+        )
+    };
+    let number = |n: &str| n.parse::<i64>().ok().filter(|n| *n >= 0);
+    match s {
+        "beginning" | "end" | "stored" => Ok(OffsetArg::Start(s.to_string())),
+        _ => {
+            if let Some(ts) = s.strip_prefix("e@") {
+                number(ts).map(OffsetArg::Stop).ok_or_else(bad)
+            } else {
+                let rest = s
+                    .strip_prefix("s@")
+                    .or_else(|| s.strip_prefix('-'))
+                    .unwrap_or(s);
+                number(rest)
+                    .map(|_| OffsetArg::Start(s.to_string()))
+                    .ok_or_else(bad)
+            }
+        }
+    }
+}
+
 /// Arguments of `pseidon consume`.
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "JSON: byte fields (key, value, header values) are strings when \
-    UTF-8, null when absent, and `<field>_base64` (standard base64) instead when not UTF-8."
-)]
+#[command(after_help = "Two ways to read:\n\n\
+    - In a consumer group (the default): messages come in message groups tracked in the \
+    status database; --mark-done marks each printed group done, and only done groups \
+    move the committed offsets.\n\
+    - A plain read (-o and/or -p, as kcat's assign mode): the reader assigns itself the \
+    partitions (-p, default all) from -o (default beginning); it joins no consumer \
+    group, tracks nothing and commits nothing (`stored` only reads the committed offsets \
+    of --group). --mark-done is refused with -o/-p. An -o N past the end starts at the \
+    end; -N starts N messages before the end of each partition; s@TS at the first \
+    message at or after TS (ms since the epoch), or the end. e@TS (may be given with a \
+    start -o) stops each partition before its first message at or after TS; the \
+    command exits 0 once every partition reached it (or, with -e, its end).\n\n\
+    JSON: byte fields (key, value, header values) are strings when UTF-8, null when \
+    absent, and `<field>_base64` (standard base64) instead when not UTF-8; \
+    `pseidon send --input json` reads it back.\n\n\
+    -f FORMAT: kcat's tokens %t topic, %p partition, %o offset, %k key, %K key length, \
+    %s value, %S value length, %R value length as 4-byte big-endian, %T timestamp (ms), \
+    %h headers (n=v,...), %% and \\n \\r \\t \\xNN; lengths are -1 for null. A \
+    null key or value prints as the --null-value string (-Z: NULL; empty by default), \
+    in --format value and -f alike.\n\n\
+    Topic patterns: a -t starting with ^ is a regular expression (as librdkafka's), \
+    matched anywhere in a name (anchor with ^ and $); the datasource expands it when the \
+    reader opens into the topics that match then (not Kafka's internal __ topics): a \
+    topic created later is not read by this run.\n\n\
+    stderr: a progress line while it runs on a terminal, then a summary (messages, \
+    groups, elapsed time, rate).\n\n\
+    Examples:\n  \
+    pseidon consume -t test --mark-done -e\n  \
+    pseidon consume -t test -o beginning -e -f '%k=%s\\n'\n  \
+    pseidon consume -t test -p 0,1 -o -10 -e\n  \
+    pseidon consume -t test -o s@1700000000000 -o e@1700003600000\n  \
+    pseidon consume -t test -o beginning -e -Z -f '%p %o %k %S\\n'\n  \
+    pseidon consume -t test -o beginning -e --format json > copy.jsonl\n  \
+    pseidon consume -t '^logs-.*' --mark-done -e")]
 pub struct Args {
-    /// The topic to read (repeat for more topics).
+    /// The topic to read (repeat for more); `^…` is a regular expression of topics.  Example: -t '^logs-.*'
     #[arg(long, short = 't', value_name = "TOPIC", required = true)]
     pub topic: Vec<String>,
-    /// The consumer group [default: the conf's kafka.group.id].
+    /// The consumer group [default: the conf's kafka.group.id].  Example: -g my-app
     #[arg(long, short = 'g', value_name = "GROUP")]
     pub group: Option<String>,
+    /// A plain read from this offset: beginning, end, stored, N, -N, s@TS; e@TS stops (kcat -o).  Example: -o -10
+    #[arg(long, short = 'o', value_name = "OFFSET", value_parser = parse_offset, allow_hyphen_values = true)]
+    pub offset: Vec<OffsetArg>,
+    /// A plain read of these partitions of every topic (repeatable, or a list).  Example: -p 0,2
+    #[arg(long, short = 'p', value_name = "N", allow_negative_numbers = true, value_delimiter = ',', value_parser = clap::value_parser!(i32).range(0..))]
+    pub partition: Vec<i32>,
     /// Stop after this many messages (groups are formed no larger than what is left,
-    /// so each printed group can be marked done).
-    #[arg(long, value_name = "N")]
+    /// so each printed group can be marked done).  Example: --max 100
+    #[arg(long, short = 'c', value_name = "N")]
     pub max: Option<u64>,
     /// Exit after this long without a message, in milliseconds, counted once the
     /// partitions are assigned [default: never].
@@ -87,10 +173,19 @@ pub struct Args {
     /// Exit when every assigned partition reached its end (exit 0 only then).
     #[arg(long, short = 'e')]
     pub exit_at_end: bool,
-    /// How to print the messages.
+    /// How to print the messages.  Example: --format json
     #[arg(long, value_enum, default_value_t = Format::Value)]
     pub format: Format,
-    /// Mark each message group done once all its messages are printed.
+    /// Print each message with this kcat format (see below).  Example: -f '%k=%s\n'
+    #[arg(long = "format-string", short = 'f', value_name = "FORMAT", value_parser = kformat::Template::parse)]
+    pub format_string: Option<kformat::Template>,
+    /// Print a null key or value as NULL (kcat -Z); see --null-value.
+    #[arg(short = 'Z', conflicts_with = "null_value")]
+    pub null_as_null: bool,
+    /// What a null key or value prints as in --format value and -f [default: empty].  Example: --null-value '<null>'
+    #[arg(long, value_name = "STR")]
+    pub null_value: Option<String>,
+    /// Mark each message group done once all its messages are printed (not with -o/-p).
     #[arg(long)]
     pub mark_done: bool,
     /// The registry name of the datasource.
@@ -150,13 +245,46 @@ enum Printed {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let mut seen = HashSet::new();
     for t in &args.topic {
-        check_topic(t)?;
+        // `^…`: a pattern, expanded by the datasource when the reader opens.
+        if !t.starts_with('^') {
+            check_topic(t)?;
+        }
         if !seen.insert(t.as_str()) {
             anyhow::bail!("topic `{t}` is listed twice (-t/--topic): name each topic once");
         }
     }
     if args.max == Some(0) {
         anyhow::bail!("--max must be at least 1");
+    }
+    let plain = !args.offset.is_empty() || !args.partition.is_empty();
+    if plain && args.mark_done {
+        anyhow::bail!(
+            "--mark-done cannot be used with -o/--offset or -p/--partition: a plain read \
+             tracks no message groups (drop -o/-p to read in the consumer group)"
+        );
+    }
+    let starts: Vec<&str> = args
+        .offset
+        .iter()
+        .filter_map(|o| match o {
+            OffsetArg::Start(s) => Some(s.as_str()),
+            OffsetArg::Stop(_) => None,
+        })
+        .collect();
+    let stops: Vec<i64> = args
+        .offset
+        .iter()
+        .filter_map(|o| match o {
+            OffsetArg::Stop(t) => Some(*t),
+            OffsetArg::Start(_) => None,
+        })
+        .collect();
+    if starts.len() > 1 || stops.len() > 1 {
+        anyhow::bail!(
+            "-o/--offset is given {} times: at most one start (beginning, end, stored, N, -N, \
+             s@TS) and one e@TS",
+            args.offset.len()
+        );
     }
     let stop = Arc::new(AtomicBool::new(false));
     let signal = Arc::new(AtomicUsize::new(0));
@@ -187,6 +315,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             options = options.group_id(g);
             g.clone()
         }
+        None if plain => String::new(),
         None if !has_conf_group => anyhow::bail!(
             "no consumer group: pass --group GROUP or set kafka.group.id in {}",
             host.conf().path.display()
@@ -204,41 +333,86 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     if args.exit_at_end {
         options = options.set("kafka.enable.partition.eof", "true");
     }
+    if plain {
+        let list: Vec<String> = args.partition.iter().map(i32::to_string).collect();
+        options = options.set(
+            ASSIGN,
+            if list.is_empty() {
+                "all".to_string()
+            } else {
+                list.join(",")
+            }
+            .as_str(),
+        );
+        options = options.set(START_OFFSET, starts.first().copied().unwrap_or("beginning"));
+        if let Some(stop) = stops.first() {
+            options = options.set(STOP_TIMESTAMP_MS, &stop.to_string());
+        }
+    }
     let source = wait_source(&host, &args.source, args.wait_ms)?;
     let topics: Vec<&str> = args.topic.iter().map(String::as_str).collect();
-    let mut reader = source
-        .reader(&topics, options)
-        .with_context(|| format!("cannot read {topics:?}"))?;
-    if args.exit_at_end
-        && let Err(e) = reader.progress()
-    {
+    let mut reader = match source.reader(&topics, options) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = host.shutdown();
+            return Err(match flag_error(&e) {
+                Some(msg) => anyhow::anyhow!("cannot read {topics:?}: {msg}"),
+                None => anyhow::Error::new(e).context(format!("cannot read {topics:?}")),
+            });
+        }
+    };
+    let ends_by_itself = args.exit_at_end || !stops.is_empty();
+    if ends_by_itself && let Err(e) = reader.progress() {
         let _ = reader.close();
         let _ = host.shutdown();
         anyhow::bail!("-e/--exit-at-end needs a datasource that reports its progress: {e}");
     }
     let mut counts = Counts::default();
+    let null: Vec<u8> = match (&args.null_value, args.null_as_null) {
+        (Some(s), _) => s.as_bytes().to_vec(),
+        (None, true) => b"NULL".to_vec(),
+        (None, false) => Vec::new(),
+    };
+    let started = Instant::now();
     let run = Run {
         source: &source,
         args: &args,
         stop: &stop,
         signal: &signal,
         group: &group,
+        null: &null,
+        ends_by_itself,
+        started,
+        progress_line: std::io::stderr().is_terminal(),
     };
     let result = run.consume(&mut reader, &mut counts);
     let closed = reader.close().context("closing the reader");
     let shutdown_errors = host.shutdown();
+    if run.progress_line {
+        eprint!("\r\x1b[K");
+    }
     let end = result?;
     closed?;
+    let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
-        "pseidon consume: {} message(s) in {} group(s) printed, {} group(s) marked done",
-        counts.messages, counts.groups, counts.marked
+        "pseidon consume: {} message(s) in {} group(s) printed, {} group(s) marked done{} in {:.1} s ({:.0} msg/s)",
+        counts.messages,
+        counts.groups,
+        counts.marked,
+        if plain {
+            " (a plain read: nothing tracked)"
+        } else {
+            ""
+        },
+        elapsed,
+        counts.messages as f64 / elapsed.max(0.001)
     );
     if let Some(e) = shutdown_errors.first() {
         anyhow::bail!("{e}");
     }
     match end {
         End::Max | End::AllRead | End::BrokenPipe => Ok(ExitCode::SUCCESS),
-        End::Idle if !args.exit_at_end => Ok(ExitCode::SUCCESS),
+        End::Idle if !ends_by_itself => Ok(ExitCode::SUCCESS),
         End::Idle => anyhow::bail!(
             "--idle-exit-ms ran out before every partition of {topics:?} reached its end \
              (-e): messages may be left unread"
@@ -270,6 +444,20 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The flag behind a plugin's refusal of a plain read option, with its reason.
+fn flag_error(e: &Error) -> Option<String> {
+    let Error::Config { key, reason, .. } = e else {
+        return None;
+    };
+    let flag = match key.as_str() {
+        ASSIGN => "-p/--partition",
+        START_OFFSET => "-o/--offset",
+        STOP_TIMESTAMP_MS => "-o/--offset e@TS",
+        _ => return None,
+    };
+    Some(format!("{flag}: {reason}"))
+}
+
 /// One run's settings.
 struct Run<'a> {
     source: &'a Source,
@@ -277,6 +465,13 @@ struct Run<'a> {
     stop: &'a AtomicBool,
     signal: &'a AtomicUsize,
     group: &'a str,
+    /// What a null key or value prints as (`--format value`, `-f`).
+    null: &'a [u8],
+    /// `-e`, or `-o e@TS`: the read ends when every partition is at its end.
+    ends_by_itself: bool,
+    started: Instant,
+    /// stderr is a terminal: a progress line is drawn.
+    progress_line: bool,
 }
 
 impl Run<'_> {
@@ -284,6 +479,31 @@ impl Run<'_> {
         self.stop
             .load(Ordering::SeqCst)
             .then(|| End::Signal(self.signal.load(Ordering::SeqCst).max(2)))
+    }
+
+    /// The progress line (a terminal only), at most twice a second, after a second.
+    fn show_progress(&self, counts: &Counts, last: &mut Option<Instant>) {
+        if !self.progress_line {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        if elapsed < Duration::from_secs(1)
+            || last.is_some_and(|l| l.elapsed() < Duration::from_millis(500))
+        {
+            return;
+        }
+        *last = Some(Instant::now());
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[Kconsuming {:?}: {} message(s) in {} group(s), {} marked done ({:.0} msg/s)",
+            self.args.topic,
+            counts.messages,
+            counts.groups,
+            counts.marked,
+            counts.messages as f64 / elapsed.as_secs_f64().max(0.001)
+        );
+        let _ = err.flush();
     }
 
     /// Takes a report of the stdout thread: counts, and marks the group done.
@@ -366,7 +586,9 @@ impl Run<'_> {
         let started = Instant::now();
         let mut idle_from: Option<Instant> = None;
         let mut told_waiting = false;
+        let mut last_progress = None;
         loop {
+            self.show_progress(counts, &mut last_progress);
             while let Ok(report) = reports.try_recv() {
                 *in_flight -= 1;
                 if let Some(end) = self.printed(report, counts)? {
@@ -382,7 +604,7 @@ impl Run<'_> {
             // A plugin that cannot tell its progress: the clock runs from the start.
             let progress = reader.progress().ok();
             let assigned = progress.is_none_or(|p| p.assignment_known);
-            if args.exit_at_end && progress.is_some_and(|p| p.all_at_end()) {
+            if self.ends_by_itself && progress.is_some_and(|p| p.all_at_end()) {
                 return Ok(End::AllRead);
             }
             if !assigned {
@@ -445,7 +667,12 @@ impl Run<'_> {
             }
             let mut buf = Vec::with_capacity(64 * 1024);
             let mut formatted = 0;
-            let result = format_group(&group, total, args.format, &mut buf, &mut formatted);
+            let how = How {
+                format: args.format,
+                template: args.format_string.as_ref(),
+                null: self.null,
+            };
+            let result = format_group(&group, total, &how, &mut buf, &mut formatted);
             counts.sent += formatted as u64;
             // What was formatted (up to a bad message) is printed in any case.
             let printing = Printing {
@@ -482,20 +709,34 @@ fn write_stdout(groups: &mpsc::Receiver<Printing>, reports: &mpsc::Sender<Printe
     }
 }
 
+/// How each message is printed.
+struct How<'a> {
+    format: Format,
+    /// `-f`: takes precedence over `format`.
+    template: Option<&'a kformat::Template>,
+    /// What a null key or value prints as.
+    null: &'a [u8],
+}
+
 /// Formats the first `take` messages of `group` into `buf`, counting them in
 /// `formatted`; on a message that cannot be printed, returns the error (what was
 /// formatted before it stays in `buf`).
 fn format_group(
     group: &MessageGroup,
     take: usize,
-    format: Format,
+    how: &How<'_>,
     buf: &mut Vec<u8>,
     formatted: &mut usize,
 ) -> anyhow::Result<()> {
     for m in group.messages().iter().take(take) {
-        match format {
+        if let Some(t) = how.template {
+            t.write(m, how.null, buf);
+            *formatted += 1;
+            continue;
+        }
+        match how.format {
             Format::Value => {
-                let value = m.value().unwrap_or_default();
+                let value = m.value().unwrap_or(how.null);
                 if std::str::from_utf8(value).is_err() {
                     anyhow::bail!(
                         "the value of the message at topic `{}` partition {} offset {} is not UTF-8 \

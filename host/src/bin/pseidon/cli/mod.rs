@@ -1,10 +1,12 @@
 //! The command line: global flags and one module per subcommand.
 
 mod config;
-mod consume;
+pub(crate) mod consume;
 mod groups;
+mod kformat;
 mod metadata;
 mod plugins;
+mod records;
 mod run;
 mod send;
 

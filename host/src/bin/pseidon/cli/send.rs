@@ -35,9 +35,13 @@ use std::{
 
 use anyhow::Context as _;
 use pseidon_host::{Termination, signals};
-use pseidon_plugin_api::{DeliveryFailure, Error, Record, Sink};
+use pseidon_plugin_api::{DeliveryFailure, Error, Header, Record, Sink};
 
-use super::{DEFAULT_SINK, Global, check_topic, wait_sink};
+use super::{
+    DEFAULT_SINK, Global, check_topic,
+    records::{self, LineFormat},
+    wait_sink,
+};
 
 /// The most lines written in one batch.
 pub const BATCH_LINES: usize = 1000;
@@ -53,13 +57,32 @@ const SHOW_FAILURES: usize = 5;
 /// How long the main loop waits for a batch before it looks at the signals again.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How `send` reads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// Each line is a value (with -K: a key, the delimiter, a value).
+    Lines,
+    /// Each line is one JSON object as `pseidon consume --format json` prints it.
+    Json,
+}
+
 /// Arguments of `pseidon send`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Each line (bytes up to `\\n`, any encoding) is one message. \
+    after_help = "Each line (bytes up to `\\n`, or up to -D DELIM; any encoding) is one message. \
     Prints a summary on stderr: sent, failed, and every failed line number as ranges \
     (`failed lines of stdin: 3-7, 12`); --failed-out FILE also writes the failed lines \
     themselves, so that `pseidon send -f FILE` resends exactly those.\n\n\
+    A line that does not parse (-K without the delimiter in it; --input json that is not \
+    an object of the schema below) is a failed line with its reason; the others go on.\n\n\
+    --input json: one object per line, as `pseidon consume --format json` prints it: \
+    `key`/`value` as text, or `key_base64`/`value_base64`; `null` is a null key or value \
+    (the value or value_base64 field is required); `headers` [{\"key\", \"value\" or \
+    \"value_base64\"}] (after the -H headers); `partition` (-p overrides it). `topic`, \
+    `offset`, `group_id` and `timestamp_ms` are not sent (the broker stamps each message \
+    anew: the datasink interface carries no timestamp). So \
+    `pseidon consume -t A -o beginning -e --format json | pseidon send -t B --input json` \
+    copies keys, values, headers and partitions byte for byte.\n\n\
     A line longer than --max-line-bytes is reported (line number, size) and skipped (it \
     is not written to --failed-out); a line longer than 1 GiB ends the reading.\n\n\
     SIGINT/SIGTERM stops reading, flushes what was accepted within the conf's \
@@ -67,16 +90,41 @@ const POLL: Duration = Duration::from_millis(100);
     summary, and exits 130 (SIGINT) or 143 (SIGTERM); the rest of the input is not read. \
     A second signal exits at once, saying how many messages were not yet delivered.\n\n\
     Exit status: 0 if every line was delivered; 1 if some line was not (failed or \
-    skipped); 2 on other errors; 130/143 after a signal."
+    skipped); 2 on other errors (a bad flag: named); 130/143 after a signal.\n\n\
+    Examples:\n  \
+    seq 1 10 | pseidon send -t test\n  \
+    printf 'k1:v1\\nk2:v2\\n' | pseidon send -t test -K:\n  \
+    pseidon send -t test -H source=batch -H v=2 -p 0 -f lines.txt\n  \
+    printf 'k1:\\n' | pseidon send -t test -K: -Z          # a tombstone for key k1\n  \
+    printf 'a\\nb;c\\nd;' | pseidon send -t test -D ';'   # values with newlines\n  \
+    pseidon consume -t a -o beginning -e --format json | pseidon send -t b --input json"
 )]
 pub struct Args {
-    /// The topic to write to.
+    /// The topic to write to.  Example: -t test
     #[arg(long, short = 't', value_name = "TOPIC")]
     pub topic: String,
-    /// The key of every message (none by default).
-    #[arg(long, short = 'k', value_name = "KEY")]
+    /// The key of every message (none by default; -K keys take precedence).  Example: -k user-7
+    #[arg(long, short = 'k', value_name = "KEY", conflicts_with = "input")]
     pub key: Option<String>,
-    /// Read the lines from this file instead of stdin.
+    /// Each line is KEY DELIM VALUE, split at the first DELIM (kcat -K; escapes \n \t \xNN).  Example: -K:
+    #[arg(long = "key-delimiter", short = 'K', value_name = "DELIM", value_parser = records::parse_delim_arg, conflicts_with = "input")]
+    pub key_delimiter: Option<records::Delim>,
+    /// A header on every message (repeatable).  Example: -H source=batch -H v=2
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE", value_parser = records::parse_header)]
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Write every message to this partition [default: the partitioner's choice].  Example: -p 0
+    #[arg(long, short = 'p', value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(0..))]
+    pub partition: Option<i32>,
+    /// An empty value is sent as a null value (a tombstone); with -K an empty key is no key (kcat -Z).
+    #[arg(long = "null-empty", short = 'Z', conflicts_with = "input")]
+    pub null_empty: bool,
+    /// The message delimiter instead of a newline (kcat -D; escapes \n \t \xNN).  Example: -D ';'
+    #[arg(long = "delimiter", short = 'D', value_name = "DELIM", value_parser = records::parse_delim_arg)]
+    pub delimiter: Option<records::Delim>,
+    /// How to read each line.  Example: --input json
+    #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
+    pub input: InputFormat,
+    /// Read the lines from this file instead of stdin.  Example: -f lines.txt
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Write the lines that were not delivered to FILE, verbatim and in input order
@@ -93,6 +141,24 @@ pub struct Args {
     /// How long to wait for the datasink to be registered, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub wait_ms: u64,
+}
+
+impl Args {
+    /// The message delimiter (`-D`, else `\n`).
+    fn delim(&self) -> Vec<u8> {
+        self.delimiter
+            .as_ref()
+            .map_or_else(|| b"\n".to_vec(), |d| d.0.clone())
+    }
+
+    fn line_format(&self) -> LineFormat {
+        LineFormat {
+            key_delim: self.key_delimiter.as_ref().map(|d| d.0.clone()),
+            fixed_key: self.key.as_ref().map(|k| k.as_bytes().to_vec()),
+            null_empty: self.null_empty,
+            json: self.input == InputFormat::Json,
+        }
+    }
 }
 
 /// One run of accepted records: delivery ids `first_id..first_id+count` are the
@@ -208,7 +274,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let mut failed_out = args
         .failed_out
         .as_deref()
-        .map(FailedOut::create)
+        .map(|p| FailedOut::create(p, args.delim()))
         .transpose()?;
     let mut host = global.load_host_with_plugins()?;
     let max_line = match args.max_line_bytes {
@@ -232,9 +298,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal().then(Instant::now),
     };
     let (tx, rx) = mpsc::sync_channel(2);
+    let delim = args.delim();
     std::thread::Builder::new()
         .name("send-reader".into())
-        .spawn(move || read_lines(input, max_line, &tx))
+        .spawn(move || read_lines(input, max_line, &delim, &tx))
         .context("cannot start the reader thread")?;
 
     // Reading: until the end of the input, an error, or a signal.
@@ -409,7 +476,7 @@ fn ranges(lines: &[u64]) -> String {
 
 /// The reader thread: reads lines of at most `max_line` bytes and hands them over in
 /// batches; ends at the end of the input, on an error, or when the receiver is gone.
-fn read_lines(input: Box<dyn Read + Send>, max_line: u64, tx: &SyncSender<Input>) {
+fn read_lines(input: Box<dyn Read + Send>, max_line: u64, delim: &[u8], tx: &SyncSender<Input>) {
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut batch_bytes = 0usize;
@@ -419,7 +486,7 @@ fn read_lines(input: Box<dyn Read + Send>, max_line: u64, tx: &SyncSender<Input>
     };
     loop {
         let mut line = Vec::new();
-        match read_line_bounded(&mut reader, &mut line, max_line) {
+        match read_line_bounded(&mut reader, &mut line, max_line, delim) {
             Err(e) => {
                 if hand_over(&mut batch, &mut batch_bytes) {
                     let _ = tx.send(Input::Error(e));
@@ -456,7 +523,7 @@ fn read_lines(input: Box<dyn Read + Send>, max_line: u64, tx: &SyncSender<Input>
 
 /// What [`read_line_bounded`] read.
 enum Line {
-    /// A line (in the buffer, without its `\n`).
+    /// A line (in the buffer, without its delimiter).
     Complete,
     /// A line over the limit, skipped (see [`Input::TooLong`]).
     TooLong { size_bytes: u64, ended: bool },
@@ -464,42 +531,76 @@ enum Line {
     Eof,
 }
 
-/// Reads one line into `line` (empty on entry), keeping at most `max` bytes of it.
+/// Reads one line ending in `delim` (or at the end of the input) into `line` (empty
+/// on entry), keeping at most `max` bytes of it.
 fn read_line_bounded(
     reader: &mut impl BufRead,
     line: &mut Vec<u8>,
     max: u64,
+    delim: &[u8],
 ) -> std::io::Result<Line> {
-    let n = reader.take(max.saturating_add(1)).read_until(b'\n', line)? as u64;
-    if n == 0 {
-        return Ok(Line::Eof);
-    }
-    if line.last() == Some(&b'\n') {
-        line.pop();
-        return Ok(Line::Complete);
-    }
-    if n <= max {
-        // The last line, without a `\n`.
-        return Ok(Line::Complete);
-    }
-    // Too long: skip to its end in bounded slices.
-    let mut size = n;
+    let Some(&last) = delim.last() else {
+        return Err(std::io::Error::other("empty delimiter"));
+    };
+    let dlen = delim.len() as u64;
+    // The longest read that may still be a line of `max` bytes and its delimiter.
+    let cap = max.saturating_add(dlen);
     loop {
-        line.clear();
-        let k = reader.take(1 << 20).read_until(b'\n', line)? as u64;
+        let room = cap.saturating_add(1).saturating_sub(line.len() as u64);
+        let n = reader.take(room).read_until(last, line)? as u64;
+        let len = line.len() as u64;
+        if n == 0 && line.is_empty() {
+            return Ok(Line::Eof);
+        }
+        if line.ends_with(delim) {
+            line.truncate(line.len() - delim.len());
+            return Ok(if line.len() as u64 <= max {
+                Line::Complete
+            } else {
+                Line::TooLong {
+                    size_bytes: line.len() as u64,
+                    ended: true,
+                }
+            });
+        }
+        if n > 0 && line.last() == Some(&last) && len <= cap {
+            // The last byte of a longer delimiter, not the delimiter: read on.
+            continue;
+        }
+        if len <= cap {
+            // The end of the input: the last line, without a delimiter.
+            return Ok(if len <= max {
+                Line::Complete
+            } else {
+                Line::TooLong {
+                    size_bytes: len,
+                    ended: true,
+                }
+            });
+        }
+        break;
+    }
+    // Too long: skip to its end in bounded slices (keeping what may be the start of a
+    // delimiter that straddles two of them).
+    let mut size = line.len() as u64;
+    let keep = delim.len() - 1;
+    loop {
+        let tail = line.len().saturating_sub(keep);
+        line.drain(..tail);
+        let k = reader.take(1 << 20).read_until(last, line)? as u64;
         if k == 0 {
             return Ok(Line::TooLong {
                 size_bytes: size,
                 ended: true,
             });
         }
-        if line.last() == Some(&b'\n') {
+        size += k;
+        if line.ends_with(delim) {
             return Ok(Line::TooLong {
-                size_bytes: size + k - 1,
+                size_bytes: size - dlen,
                 ended: true,
             });
         }
-        size += k;
         if size > SKIP_MAX_BYTES {
             return Ok(Line::TooLong {
                 size_bytes: size,
@@ -523,6 +624,7 @@ fn send_lines(
     signal: &mut Option<&'static str>,
     stopped: &mut Option<String>,
 ) -> anyhow::Result<()> {
+    let format = args.line_format();
     loop {
         if let Some(sig) = termination.wait_timeout(Duration::ZERO) {
             *signal = Some(sig);
@@ -534,7 +636,7 @@ fn send_lines(
                     out.spool(&batch)
                         .context("cannot spool the input for --failed-out")?;
                 }
-                write_batch(sink, args, &batch, tally)?;
+                write_batch(sink, args, &format, &batch, tally)?;
                 tracing::debug!("{} line(s) accepted so far", tally.accepted);
                 tally.show_progress(false);
             }
@@ -584,26 +686,82 @@ fn input_label(args: &Args) -> String {
         .map_or_else(|| "stdin".to_string(), |p| p.display().to_string())
 }
 
-/// Writes one batch; a record the datasink refuses as too large counts as failed and
-/// the rest goes on; any other refusal stops the send.
+/// Writes one batch: a line that does not parse counts as failed (with its reason),
+/// as does a record the datasink refuses as too large, and the rest goes on; any
+/// other refusal stops the send.
 fn write_batch(
     sink: &Sink,
     args: &Args,
+    format: &LineFormat,
     batch: &[Vec<u8>],
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let first_line = tally.lines + 1;
     tally.lines += batch.len() as u64;
-    let records: Vec<Record<'_>> = batch
+    let parsed: Vec<Result<records::Parsed<'_>, String>> =
+        batch.iter().map(|l| format.parse(l)).collect();
+    let headers: Vec<Vec<Header<'_>>> = parsed
         .iter()
-        .map(|v| {
-            let r = Record::new(&args.topic, v);
-            match &args.key {
-                Some(k) => r.with_key(k.as_bytes()),
-                None => r,
-            }
+        .map(|p| {
+            let own = p.as_ref().map(|p| p.headers.as_slice()).unwrap_or_default();
+            args.headers
+                .iter()
+                .map(|(k, v)| Header::new(k, v))
+                .chain(own.iter().map(|(k, v)| match v {
+                    Some(v) => Header::new(k, v),
+                    None => Header::null(k),
+                }))
+                .collect()
         })
         .collect();
+    let mut i = 0usize;
+    while i < parsed.len() {
+        if let Err(reason) = &parsed[i] {
+            tally.fail(Some(first_line + i as u64), reason.clone());
+            i += 1;
+            continue;
+        }
+        let run_end = parsed[i..]
+            .iter()
+            .position(Result::is_err)
+            .map_or(parsed.len(), |n| i + n);
+        let records: Vec<Record<'_>> = parsed[i..run_end]
+            .iter()
+            .zip(&headers[i..run_end])
+            .filter_map(|(p, hs)| p.as_ref().ok().map(|p| (p, hs)))
+            .map(|(p, hs)| {
+                let mut r = match &p.value {
+                    Some(v) => Record::new(&args.topic, v),
+                    None => Record::new(&args.topic, &[]).with_null_value(),
+                };
+                if let Some(k) = &p.key {
+                    r = r.with_key(k);
+                }
+                if let Some(part) = args.partition.or(p.partition) {
+                    r = r.with_partition(part);
+                }
+                if !hs.is_empty() {
+                    r = r.with_headers(hs);
+                }
+                r
+            })
+            .collect();
+        write_run(sink, &records, first_line + i as u64, tally)?;
+        i = run_end;
+    }
+    // Collect delivery reports as they come (never waits).
+    let report = sink.flush(Duration::ZERO)?;
+    tally.add_report(report.delivered, &report.failed);
+    Ok(())
+}
+
+/// Writes consecutive records, the first of them line `first_line`.
+fn write_run(
+    sink: &Sink,
+    records: &[Record<'_>],
+    first_line: u64,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
     let mut from = 0usize;
     while from < records.len() {
         let rest = &records[from..];
@@ -638,9 +796,6 @@ fn write_batch(
             }
         }
     }
-    // Collect delivery reports as they come (never waits).
-    let report = sink.flush(Duration::ZERO)?;
-    tally.add_report(report.delivered, &report.failed);
     Ok(())
 }
 
@@ -667,15 +822,17 @@ fn flush_all(
 }
 
 /// `--failed-out`: the output file, created at the start, and the spool of the
-/// input (an unlinked file in the same directory: one line per input line, an
-/// empty one for a skipped line), from which the failed lines are copied at the end.
+/// input (an unlinked file in the same directory: each input line with its length
+/// before it, an empty one for a skipped line), from which the failed lines are
+/// copied at the end, each followed by the message delimiter.
 struct FailedOut {
     out: File,
     spool: BufWriter<File>,
+    delim: Vec<u8>,
 }
 
 impl FailedOut {
-    fn create(path: &Path) -> anyhow::Result<FailedOut> {
+    fn create(path: &Path, delim: Vec<u8>) -> anyhow::Result<FailedOut> {
         let out = File::create(path)
             .with_context(|| format!("cannot create --failed-out {}", path.display()))?;
         let dir = match path.parent() {
@@ -704,13 +861,14 @@ impl FailedOut {
         Ok(FailedOut {
             out,
             spool: BufWriter::with_capacity(256 * 1024, spool),
+            delim,
         })
     }
 
     fn spool(&mut self, lines: &[Vec<u8>]) -> std::io::Result<()> {
         for l in lines {
+            self.spool.write_all(&(l.len() as u64).to_le_bytes())?;
             self.spool.write_all(l)?;
-            self.spool.write_all(b"\n")?;
         }
         Ok(())
     }
@@ -731,15 +889,23 @@ impl FailedOut {
         let mut line = Vec::new();
         let mut written = 0u64;
         while let Some(&next) = wanted.peek() {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
+            let mut len = [0u8; 8];
+            match reader.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e.into()),
             }
+            let len = u64::from_le_bytes(len);
             line_no += 1;
             if line_no == next {
+                line.clear();
+                (&mut reader).take(len).read_to_end(&mut line)?;
                 out.write_all(&line)?;
+                out.write_all(&self.delim)?;
                 written += 1;
                 wanted.next();
+            } else {
+                std::io::copy(&mut (&mut reader).take(len), &mut std::io::sink())?;
             }
         }
         out.flush()?;
@@ -765,7 +931,7 @@ mod tests {
         let mut got = Vec::new();
         loop {
             let mut line = Vec::new();
-            match read_line_bounded(&mut r, &mut line, 3).unwrap() {
+            match read_line_bounded(&mut r, &mut line, 3, b"\n").unwrap() {
                 Line::Eof => break,
                 Line::Complete => got.push(String::from_utf8(line).unwrap()),
                 Line::TooLong { size_bytes, ended } => {
@@ -774,5 +940,43 @@ mod tests {
             }
         }
         assert_eq!(got, ["abc", "long 10 true", "de", "fgh"]);
+    }
+
+    fn lines_of(input: &[u8], max: u64, delim: &[u8], buf: usize) -> Vec<String> {
+        let mut r = BufReader::with_capacity(buf, input);
+        let mut got = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match read_line_bounded(&mut r, &mut line, max, delim).unwrap() {
+                Line::Eof => break,
+                Line::Complete => got.push(String::from_utf8(line).unwrap()),
+                Line::TooLong { size_bytes, ended } => {
+                    got.push(format!("long {size_bytes} {ended}"))
+                }
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_delimiter_of_several_bytes_splits_and_newlines_stay_in_values() {
+        for buf in [1, 2, 3, 64] {
+            assert_eq!(
+                lines_of(b"a\nb;;c;d;;;;e;", 5, b";;", buf),
+                ["a\nb", "c;d", "", "e;"],
+                "{buf}"
+            );
+            // Over the limit, with the delimiter straddling the skipped slices.
+            assert_eq!(
+                lines_of(b"abcdefgh;;ij;;", 3, b";;", buf),
+                ["long 8 true", "ij"],
+                "{buf}"
+            );
+            // A line of exactly the limit.
+            assert_eq!(
+                lines_of(b"abc;;abcd", 3, b";;", buf),
+                ["abc", "long 4 true"]
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! the thread in time and closes the reader.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -89,14 +89,19 @@ struct FakeSink {
     seen: Arc<Seen>,
     delivered: AtomicUsize,
     failed: Mutex<Vec<DeliveryFailure>>,
+    /// Open flush tickets: first id → (delivered, failures) of that batch.
+    tickets: Mutex<HashMap<DeliveryId, (u64, Vec<DeliveryFailure>)>>,
 }
 
-impl DataSink for FakeSink {
-    fn write_batch(
+impl FakeSink {
+    /// Writes `records`, reporting each delivery into `delivered` / `failed`.
+    fn write(
         &self,
         records: &[Record<'_>],
         first_id: DeliveryId,
-    ) -> Result<(), (u64, Error)> {
+        delivered: &mut u64,
+        failed: &mut Vec<DeliveryFailure>,
+    ) {
         for (i, r) in records.iter().enumerate() {
             let value = r.value().unwrap_or_default().to_vec();
             self.seen
@@ -108,17 +113,66 @@ impl DataSink for FakeSink {
             match fail.as_mut() {
                 Some((v, left)) if *v == value && *left > 0 => {
                     *left -= 1;
-                    self.failed.lock().unwrap().push(DeliveryFailure {
+                    failed.push(DeliveryFailure {
                         id: first_id + i as u64,
                         topic: r.topic().to_string(),
                         reason: "Broker: test failure".into(),
                     });
                 }
-                _ => {
-                    self.delivered.fetch_add(1, Ordering::SeqCst);
-                }
+                _ => *delivered += 1,
             }
         }
+    }
+}
+
+impl DataSink for FakeSink {
+    fn write_batch_ticketed(
+        &self,
+        records: &[Record<'_>],
+        first_id: DeliveryId,
+    ) -> Result<(), (u64, Error)> {
+        let (mut delivered, mut failed) = (0, Vec::new());
+        self.write(records, first_id, &mut delivered, &mut failed);
+        self.tickets
+            .lock()
+            .unwrap()
+            .insert(first_id, (delivered, failed));
+        Ok(())
+    }
+
+    fn flush_ticket(&self, first_id: DeliveryId, _timeout: Duration) -> Result<FlushReport, Error> {
+        // Every delivery is reported at once: the ticket closes at its first flush.
+        let (delivered, failed) = self
+            .tickets
+            .lock()
+            .unwrap()
+            .remove(&first_id)
+            .ok_or_else(|| Error::other(format!("no open flush ticket {first_id}")))?;
+        Ok(FlushReport {
+            delivered,
+            failed,
+            pending: 0,
+        })
+    }
+
+    fn release_ticket(&self, first_id: DeliveryId) {
+        if let Some((delivered, failed)) = self.tickets.lock().unwrap().remove(&first_id) {
+            self.delivered
+                .fetch_add(delivered as usize, Ordering::SeqCst);
+            self.failed.lock().unwrap().extend(failed);
+        }
+    }
+
+    fn write_batch(
+        &self,
+        records: &[Record<'_>],
+        first_id: DeliveryId,
+    ) -> Result<(), (u64, Error)> {
+        let (mut delivered, mut failed) = (0, Vec::new());
+        self.write(records, first_id, &mut delivered, &mut failed);
+        self.delivered
+            .fetch_add(delivered as usize, Ordering::SeqCst);
+        self.failed.lock().unwrap().extend(failed);
         Ok(())
     }
 
@@ -165,6 +219,7 @@ fn setup(groups: Vec<MessageGroup>, max_attempts: u32) -> (Registry, Settings, A
                 seen: Arc::clone(&seen),
                 delivered: AtomicUsize::new(0),
                 failed: Mutex::new(Vec::new()),
+                tickets: Mutex::new(HashMap::new()),
             },
         )
         .unwrap();

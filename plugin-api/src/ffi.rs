@@ -10,7 +10,7 @@
 
 use abi_stable::{
     StableAbi, sabi_trait,
-    std_types::{RArc, RBox, ROption, RResult, RSlice, RStr, RString, RVec},
+    std_types::{RArc, RBox, ROption, RResult, RSlice, RStr, RString, RVec, Tuple2},
 };
 
 pub use crate::error::FfiError;
@@ -632,3 +632,56 @@ pub enum FfiProcessorStatus {
 
 /// A shared processor object.
 pub type FfiProcessorArc = RArc<FfiProcessor_TO<'static, RBox<()>>>;
+
+// ---------------------------------------------------------------- observability (0.3.1)
+
+/// What a metric family counts (Prometheus metric types).
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum FfiMetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One sample of a family: its labels and its value (a histogram's buckets, sum and
+/// count; `buckets` is empty for counters and gauges).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct FfiSample {
+    /// Label pairs (name, value), without the `plugin` label the host adds.
+    pub labels: RVec<Tuple2<RString, RString>>,
+    /// A counter's or gauge's value; a histogram's sum.
+    pub value: f64,
+    /// A histogram's buckets: (upper bound, cumulative count), ascending, without +Inf.
+    pub buckets: RVec<Tuple2<f64, u64>>,
+    /// A histogram's count of observations.
+    pub count: u64,
+}
+
+/// One metric family.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct FfiMetricFamily {
+    /// Full metric name, e.g. `pseidon_kafka_lag_unread_messages` (counters without `_total`).
+    pub name: RString,
+    /// One line of help.
+    pub help: RString,
+    /// The metric type.
+    pub kind: FfiMetricKind,
+    /// Its samples.
+    pub samples: RVec<FfiSample>,
+}
+
+/// One readiness check of a plugin (e.g. "the brokers answer").
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct FfiCheck {
+    /// What is checked, e.g. `datasink pseidon.kafka.util.datasink: brokers`.
+    pub name: RString,
+    /// Whether it is ready.
+    pub ready: bool,
+    /// Why not (or a short state when ready).
+    pub detail: RString,
+}

@@ -40,6 +40,7 @@ pub mod error;
 pub mod ffi;
 pub mod logging;
 pub mod metadata;
+pub mod metrics;
 pub mod module;
 pub mod processor;
 pub mod record;
@@ -51,7 +52,11 @@ pub mod source;
 pub use conf::{ConfEntry, ConfKind, ConfView};
 pub use error::Error;
 pub use metadata::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata};
-pub use module::{INTERFACE_VERSION, InitContext, Plugin, PluginMod, PluginModRef, PluginSlot};
+pub use metrics::{Check, HistogramValue, MetricFamily, MetricKind, Sample};
+pub use module::{
+    INTERFACE_VERSION, InitContext, Plugin, PluginMod, PluginModRef, PluginSlot, module_metrics,
+    module_readiness,
+};
 pub use processor::{Processor, ProcessorHandle, ProcessorStatus};
 pub use record::message_group;
 pub use record::{GroupInfo, GroupStatus, Header, Message, MessageGroup, MessageHeader, Record};

@@ -13,14 +13,15 @@ use abi_stable::{
     library::RootModule,
     package_version_strings,
     sabi_types::VersionStrings,
-    std_types::{RResult, RStr},
+    std_types::{RResult, RStr, RVec},
 };
 
 use crate::{
     conf::ConfView,
     error::Error,
-    ffi::{FfiInitContext, FfiLogFn, FfiLogLevel, FfiResult},
+    ffi::{FfiCheck, FfiInitContext, FfiLogFn, FfiLogLevel, FfiMetricFamily, FfiResult},
     logging::PluginLogger,
+    metrics::{Check, MetricFamily, checks_to_ffi, families_to_ffi},
     registry::Registry,
 };
 
@@ -41,6 +42,34 @@ pub struct PluginMod {
     /// Stops the plugin's threads and flushes what it holds, within `timeout_ms`.
     #[sabi(last_prefix_field)]
     pub shutdown: extern "C" fn(u64) -> FfiResult<()>,
+    /// The plugin's metric families now (added after 0.3.0's first layout: absent in a
+    /// plugin built before, which then reports none).
+    #[sabi(missing_field(option))]
+    pub metrics: extern "C" fn() -> RVec<FfiMetricFamily>,
+    /// The plugin's readiness checks now, each waiting at most `timeout_ms` (added with
+    /// `metrics`; absent: the plugin counts as ready once loaded).
+    #[sabi(missing_field(option))]
+    pub readiness: extern "C" fn(u64) -> RVec<FfiCheck>,
+}
+
+/// The metric families of a loaded plugin (for hosts); empty for a plugin built
+/// before they were part of the module.
+pub fn module_metrics(module: PluginModRef) -> Vec<MetricFamily> {
+    match module.metrics() {
+        Some(f) => f().into_iter().map(MetricFamily::from_ffi).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The readiness checks of a loaded plugin (for hosts); `None` for a plugin built
+/// before they were part of the module.
+pub fn module_readiness(module: PluginModRef, timeout: Duration) -> Option<Vec<Check>> {
+    module.readiness().map(|f| {
+        f(timeout.as_millis().min(u64::MAX as u128) as u64)
+            .into_iter()
+            .map(Check::from_ffi)
+            .collect()
+    })
 }
 
 impl RootModule for PluginModRef {
@@ -102,6 +131,17 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     fn init(ctx: InitContext) -> Result<Self, Error>;
     /// Stops threads and flushes what the plugin holds, within `timeout`.
     fn shutdown(&self, timeout: Duration) -> Result<(), Error>;
+    /// The plugin's metric families now (the host adds the `plugin` label). Called
+    /// at every scrape: keep it cheap. Default: none.
+    fn metrics(&self) -> Vec<MetricFamily> {
+        Vec::new()
+    }
+    /// Whether what the plugin offers can work now (e.g. its brokers answer), each
+    /// check taking at most `timeout`. Default: none (ready once loaded).
+    fn readiness(&self, timeout: Duration) -> Vec<Check> {
+        let _ = timeout;
+        Vec::new()
+    }
 }
 
 /// Where [`export_plugin!`](crate::export_plugin) keeps the plugin's instance.
@@ -203,6 +243,48 @@ pub fn run_shutdown<P: Plugin>(slot: &PluginSlot<P>, timeout_ms: u64) -> FfiResu
     }
 }
 
+/// The body of the generated `metrics` (used by [`export_plugin!`](crate::export_plugin)):
+/// a panic is logged and reported as no metrics.
+#[doc(hidden)]
+pub fn run_metrics<P: Plugin>(slot: &PluginSlot<P>) -> RVec<FfiMetricFamily> {
+    let result = catch_panic(P::NAME, "metrics", || {
+        let guard = slot.instance.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(guard.as_ref().map(P::metrics).unwrap_or_default())
+    });
+    match result {
+        Ok(families) => families_to_ffi(&families),
+        Err(e) => {
+            log::error!("{e}");
+            RVec::new()
+        }
+    }
+}
+
+/// The body of the generated `readiness` (used by [`export_plugin!`](crate::export_plugin)):
+/// a panic is reported as one check that is not ready.
+#[doc(hidden)]
+pub fn run_readiness<P: Plugin>(slot: &PluginSlot<P>, timeout_ms: u64) -> RVec<FfiCheck> {
+    let result = catch_panic(P::NAME, "readiness", || {
+        let guard = slot.instance.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match guard.as_ref() {
+            Some(p) => p.readiness(Duration::from_millis(timeout_ms)),
+            None => vec![Check {
+                name: format!("plugin {}", P::NAME),
+                ready: false,
+                detail: "not initialised (or shut down)".into(),
+            }],
+        })
+    });
+    let checks = result.unwrap_or_else(|e| {
+        vec![Check {
+            name: format!("plugin {}", P::NAME),
+            ready: false,
+            detail: e.to_string(),
+        }]
+    });
+    checks_to_ffi(&checks)
+}
+
 /// Exports a [`Plugin`] implementation as the library's root module. The plugin
 /// crate must be a `cdylib` and depend on `abi_stable` itself (the root-module
 /// attribute refers to it by name).
@@ -243,6 +325,17 @@ macro_rules! export_plugin {
                 $crate::module::run_shutdown(&__PSEIDON_PLUGIN_SLOT, timeout_ms)
             }
 
+            extern "C" fn __pseidon_plugin_metrics()
+            -> $crate::reexports::abi_stable::std_types::RVec<$crate::ffi::FfiMetricFamily> {
+                $crate::module::run_metrics(&__PSEIDON_PLUGIN_SLOT)
+            }
+
+            extern "C" fn __pseidon_plugin_readiness(
+                timeout_ms: u64,
+            ) -> $crate::reexports::abi_stable::std_types::RVec<$crate::ffi::FfiCheck> {
+                $crate::module::run_readiness(&__PSEIDON_PLUGIN_SLOT, timeout_ms)
+            }
+
             /// The plugin's root module.
             #[$crate::reexports::abi_stable::export_root_module]
             pub fn __pseidon_plugin_root_module() -> $crate::PluginModRef {
@@ -252,6 +345,8 @@ macro_rules! export_plugin {
                     version: __pseidon_plugin_version,
                     init: __pseidon_plugin_init,
                     shutdown: __pseidon_plugin_shutdown,
+                    metrics: __pseidon_plugin_metrics,
+                    readiness: __pseidon_plugin_readiness,
                 }
                 .leak_into_prefix()
             }

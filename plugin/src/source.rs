@@ -7,7 +7,7 @@
 //! It holds them weakly: a reader dropped by its user leaves the list.
 //!
 //! A reader opened with the plain read options ([`plain_read`]) is a
-//! [`PlainReader`]: it tracks nothing, and its groups cannot be marked done.
+//! `PlainReader`: it tracks nothing, and its groups cannot be marked done.
 //!
 //! `mark_done(id)` finds the group's scope: the claim of this process if exactly one
 //! scope holds the id; else the unfinished rows of the id in the database (the conf's

@@ -22,7 +22,7 @@
 //!   (`crate::kafka_log`).
 //! - A TLS or authentication failure to connect (a wrong CA, a wrong password) is
 //!   retried by librdkafka until `message.timeout.ms` (300 s by default), like a broker
-//!   that is down. [`ConnectFailure`] tells them apart: once such a failure has
+//!   that is down. `health::ConnectFailure` tells them apart: once such a failure has
 //!   persisted `pseidon-kafka.connect-failure-timeout-ms` with no broker answering,
 //!   the queued messages fail with that error as their reason and `write` refuses new
 //!   ones at once, until a broker answers again.
@@ -46,7 +46,6 @@
 //! [`DataSink::flush`]: pseidon_plugin_api::DataSink::flush
 //! [`Error::QueueFull`]: pseidon_plugin_api::Error::QueueFull
 //! [`Error::MessageTooLarge`]: pseidon_plugin_api::Error::MessageTooLarge
-//! [`ConnectFailure`]: crate::health::ConnectFailure
 
 mod context;
 mod failures;

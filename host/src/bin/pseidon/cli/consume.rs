@@ -182,7 +182,7 @@ pub struct Args {
     /// Print a null key or value as NULL (kcat -Z); see --null-value.
     #[arg(short = 'Z', conflicts_with = "null_value")]
     pub null_as_null: bool,
-    /// What a null key or value prints as in --format value and -f [default: empty].  Example: --null-value '<null>'
+    /// What a null key or value prints as in --format value and -f [default: empty].  Example: --null-value '(null)'
     #[arg(long, value_name = "STR")]
     pub null_value: Option<String>,
     /// Mark each message group done once all its messages are printed (not with -o/-p).

@@ -881,3 +881,24 @@ impl Drop for Cluster {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------
+// HTTP: the host's endpoint and a Prometheus server, read as a client would.
+// ---------------------------------------------------------------------------------
+
+/// `GET path` from `addr` (`127.0.0.1:port`) over HTTP/1.0: (status, body), `None` when
+/// nothing answers (not listening yet, or the connection broke).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}

@@ -489,3 +489,77 @@ fn ready_follows_the_broker_and_health_stays_200() {
         Some(0)
     );
 }
+
+/// The test plugin `hello` under `pseidon run`: its families come out labelled
+/// `plugin="hello"` (counters with `_total`, label values escaped, promtool-clean);
+/// `/ready` follows its readiness check, past the 1 s cache; `/health` turns 503
+/// while the processors stop.
+#[test]
+fn plugin_metrics_are_labelled_and_ready_follows_the_plugin_checks() {
+    let root = temp_dir("pseidon-http-hello");
+    let plugins = root.join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    copy_plugins(&plugins, &["pseidon_test_plugin_hello"]);
+    let ready_file = root.join("ready");
+    let conf = root.join("pseidon.toml");
+    fs::write(
+        &conf,
+        format!(
+            "plugin-dirs = [{plugins:?}]\nhttp-listen = \"127.0.0.1:19834\"\n\n\
+             [hello]\nready-file = {ready_file:?}\nstop-delay-ms = 3000\nsecret = {SECRET_TOKEN:?}\n"
+        ),
+    )
+    .unwrap();
+    let base = "http://127.0.0.1:19834";
+    let mut run = RunChild::spawn(&conf, "info");
+    run.wait_for("HTTP endpoint serving");
+
+    let body = wait_status(base, "/ready", 503, Duration::from_secs(20));
+    let doc = json(&body);
+    assert_eq!(doc["status"], "not ready");
+    assert_eq!(
+        doc["not_ready"][0]["what"], "plugin hello: ready-file",
+        "{doc}"
+    );
+    assert!(
+        doc["not_ready"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is missing"),
+        "{doc}"
+    );
+    assert_eq!(get(base, "/health").0, 200);
+    fs::write(&ready_file, "").unwrap();
+    let started = Instant::now();
+    let doc = json(&wait_status(base, "/ready", 200, Duration::from_secs(10)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(doc["checks"][0]["ready"], true, "{doc}");
+
+    let (code, scrape) = get(base, "/metrics");
+    assert_eq!(code, 200);
+    for needle in [
+        "# TYPE test_hello_written_total counter",
+        "test_hello_written_total{plugin=\"hello\",sink=\"test.hello.sink\"} 0",
+        "test_hello_odd_label{plugin=\"hello\",value=\"a \\\"quoted\\\" \\\\ back\\nslash\"} 1",
+        "test_hello_write_seconds_bucket{le=\"0.1\",plugin=\"hello\",sink=\"test.hello.sink\"} 1",
+        "test_hello_write_seconds_bucket{le=\"1.0\",plugin=\"hello\",sink=\"test.hello.sink\"} 3",
+        "test_hello_write_seconds_bucket{le=\"+Inf\",plugin=\"hello\",sink=\"test.hello.sink\"} 4",
+        "test_hello_write_seconds_count{plugin=\"hello\",sink=\"test.hello.sink\"} 4",
+        "pseidon_host_processors_running{} 1",
+    ] {
+        assert!(scrape.contains(needle), "no `{needle}` in\n{scrape}");
+    }
+    assert!(!scrape.contains(SECRET_TOKEN));
+    promtool_check_metrics(&scrape);
+
+    // Stopping: the processor's stop takes 3 s, /health says 503 meanwhile.
+    run.signal("TERM");
+    let body = wait_status(base, "/health", 503, Duration::from_secs(3));
+    assert_eq!(json(&body)["status"], "stopping");
+    assert_eq!(get(base, "/ready").0, 503);
+    assert_eq!(
+        run.finish(Duration::from_secs(30), Duration::from_millis(100)),
+        Some(0)
+    );
+    let _ = fs::remove_dir_all(&root);
+}

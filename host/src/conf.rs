@@ -699,9 +699,30 @@ mod tests {
             vec![PathBuf::from("/opt/pseidon-kafka/lib")]
         );
         assert!(!conf.strict && !conf.allow_writable_plugins);
+        assert_eq!(conf.http_listen, None, "commented out in the sample");
         assert_eq!(
             conf.shutdown_timeout,
             Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS)
+        );
+    }
+
+    #[test]
+    fn http_listen_takes_ip_literals_only_and_errors_name_key_and_value() {
+        let conf = parse("http-listen = \"[::1]:9644\"\n").unwrap();
+        assert_eq!(conf.http_listen, Some("[::1]:9644".parse().unwrap()));
+        for bad in ["localhost:9644", "127.0.0.1", "1.2.3.4:70000", ""] {
+            let err = parse(&format!("http-listen = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`http-listen`") && err.contains(&format!("`{bad}`")),
+                "{err}"
+            );
+        }
+        let err = parse("http-listen = 9644\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`http-listen`") && err.contains("a string"),
+            "{err}"
         );
     }
 

@@ -563,3 +563,70 @@ fn plugin_metrics_are_labelled_and_ready_follows_the_plugin_checks() {
     );
     let _ = fs::remove_dir_all(&root);
 }
+
+/// `--log-format json` prints one JSON object per line; `--help` documents
+/// `PSEIDON_LOG`, `--log-format`, and `run --help` the endpoint and `--http-listen`.
+#[test]
+fn log_format_json_and_the_help_texts() {
+    let root = temp_dir("pseidon-http-log");
+    let plugins = root.join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    copy_plugins(&plugins, &["pseidon_test_plugin_hello"]);
+    let conf = root.join("pseidon.toml");
+    fs::write(
+        &conf,
+        format!("plugin-dirs = [{plugins:?}]\n[hello]\ngreeting = \"hi\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(pseidon_bin())
+        .args([
+            "--conf",
+            conf.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "plugins",
+        ])
+        .env("PSEIDON_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = err.lines().map(json).collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("hello initialised: greeting=hi"))
+            && l["fields"]["plugin"] == "hello"),
+        "{err}"
+    );
+    let help = Command::new(pseidon_bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("PSEIDON_LOG") && help.contains("--log-format"),
+        "{help}"
+    );
+    let help = Command::new(pseidon_bin())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "--http-listen",
+        "/metrics",
+        "/health",
+        "/ready",
+        "/registry",
+        "/groups",
+    ] {
+        assert!(
+            help.contains(needle),
+            "`{needle}` not in run --help:\n{help}"
+        );
+    }
+    let _ = fs::remove_dir_all(&root);
+}

@@ -1,5 +1,6 @@
-//! The HTTP server: a `tiny_http` socket bound before the plugins load, served by one
-//! thread of its own once `run` has them, stopped (unblocked and joined) before the
+//! The HTTP server: a `tiny_http` socket bound before the plugins load, served by
+//! [`THREADS`] threads of its own once `run` has them (so a slow `/ready`, which asks
+//! the plugins, does not hold `/health` up), stopped (unblocked and joined) before the
 //! plugins shut down. GET only (anything else: 405 with `Allow: GET`); an unknown
 //! path: 404. Every body passes the conf's secret scrubber before it is sent.
 
@@ -9,6 +10,9 @@ use serde_json::json;
 use tiny_http::{Header, Method, Request, Response};
 
 use super::{State, metrics, ready, views};
+
+/// How many threads answer requests.
+pub const THREADS: usize = 2;
 
 /// Why the endpoint could not come up; one variant per failed operation.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +37,7 @@ pub enum HttpError {
 pub struct HttpServer {
     server: Arc<tiny_http::Server>,
     addr: SocketAddr,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl HttpServer {
@@ -48,7 +52,7 @@ impl HttpServer {
         Ok(HttpServer {
             server: Arc::new(server),
             addr,
-            thread: None,
+            threads: Vec::new(),
         })
     }
 
@@ -57,29 +61,35 @@ impl HttpServer {
         self.addr
     }
 
-    /// Answers requests from `state` on a thread of its own until [`HttpServer::stop`].
+    /// Answers requests from `state` on threads of its own until [`HttpServer::stop`].
     pub fn serve(&mut self, state: Arc<State>) -> Result<(), HttpError> {
-        let server = Arc::clone(&self.server);
-        let thread = std::thread::Builder::new()
-            .name("pseidon-http".into())
-            .spawn(move || {
-                for request in server.incoming_requests() {
-                    handle(&state, request);
-                }
-            })
-            .map_err(HttpError::Thread)?;
-        self.thread = Some(thread);
+        for i in 0..THREADS {
+            let server = Arc::clone(&self.server);
+            let state = Arc::clone(&state);
+            let thread = std::thread::Builder::new()
+                .name(format!("pseidon-http-{i}"))
+                .spawn(move || {
+                    for request in server.incoming_requests() {
+                        handle(&state, request);
+                    }
+                })
+                .map_err(HttpError::Thread)?;
+            self.threads.push(thread);
+        }
         tracing::info!(addr = %self.addr, "HTTP endpoint serving /metrics /health /ready /registry /groups");
         Ok(())
     }
 
-    /// Stops answering and joins the thread (an answer under way is finished first).
+    /// Stops answering and joins the threads (answers under way are finished first).
     pub fn stop(mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            tracing::warn!("the HTTP thread panicked");
+        // Each call unblocks one thread.
+        for _ in &self.threads {
+            self.server.unblock();
+        }
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::warn!("an HTTP thread panicked");
+            }
         }
     }
 }

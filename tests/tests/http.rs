@@ -240,6 +240,14 @@ fn every_endpoint_answers_with_its_shape_and_serves_no_secret() {
         assert!(scrape.contains(needle), "no `{needle}` in\n{scrape}");
     }
     promtool_check_metrics(&scrape);
+    // The copy processor looked its source and sink up with reg_get_wait, from inside
+    // its plugin: the host's registry counted both.
+    let waits: f64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("pseidon_host_registry_waits_total{} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no registry waits in\n{scrape}"));
+    assert!(waits >= 2.0, "{waits}");
     let (code, om) = curl(
         "GET",
         &format!("{}/metrics", s.base),

@@ -81,7 +81,14 @@ impl HttpServer {
     }
 
     /// Stops answering and joins the threads (answers under way are finished first).
-    pub fn stop(mut self) {
+    /// Dropping the server does the same.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
         // Each call unblocks one thread.
         for _ in &self.threads {
             self.server.unblock();

@@ -9,6 +9,7 @@
 
 use std::{
     fmt, fs, io,
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -22,13 +23,34 @@ pub const DEFAULT_CONF_PATH: &str = "/opt/pseidon/conf/pseidon.toml";
 pub const CONF_ENV: &str = "PSEIDON_CONF";
 
 /// The host's own top-level keys.
-pub const HOST_KEYS: [&str; 5] = [
+pub const HOST_KEYS: [&str; 6] = [
     "plugin-dirs",
     "classpath",
     "strict",
     "shutdown-timeout-ms",
     "allow-writable-plugins",
+    "http-listen",
 ];
+
+/// The host key of the HTTP endpoint's address (see [`Conf::http_listen`]).
+pub const HTTP_LISTEN_KEY: &str = "http-listen";
+
+/// Parses an `http-listen` value: an IP literal and a port (`127.0.0.1:9644`,
+/// `[::1]:9644`). Host names are refused, so nothing is ever resolved; the error
+/// says what is expected.
+///
+/// ```
+/// use pseidon_host::conf::parse_listen;
+/// assert_eq!(parse_listen("127.0.0.1:9644").unwrap().port(), 9644);
+/// assert!(parse_listen("localhost:9644").unwrap_err().contains("IP address"));
+/// ```
+pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    value.trim().parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "`{value}` is not an IP address and port (e.g. \"127.0.0.1:9644\" or \"[::1]:9644\"; host names are not resolved)"
+        )
+    })
+}
 
 /// The key of the entry the host adds to every plugin's conf view: the conf file's
 /// directory, absolute. Plugins resolve their relative paths against it (the Kafka
@@ -181,6 +203,9 @@ pub struct Conf {
     pub shutdown_timeout: Duration,
     /// `allow-writable-plugins`: load plugin files and dirs that group or others can write.
     pub allow_writable_plugins: bool,
+    /// `http-listen`: where `pseidon run` serves `/metrics`, `/health`, `/ready`,
+    /// `/registry` and `/groups` (an IP literal and port); unset: no endpoint.
+    pub http_listen: Option<SocketAddr>,
     /// Every key of the file, flattened to dotted names, in file order.
     pub view: ConfView,
     /// Top-level keys (outside any table) that are not host keys: probably typos
@@ -245,6 +270,7 @@ impl Conf {
             strict: false,
             shutdown_timeout: Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS),
             allow_writable_plugins: false,
+            http_listen: None,
             view: ConfView::default(),
             unknown_top_level: Vec::new(),
             typos: Vec::new(),
@@ -343,6 +369,19 @@ impl Conf {
         }
         if let Some(v) = table.get("allow-writable-plugins") {
             conf.allow_writable_plugins = boolean(v, "allow-writable-plugins", path)?;
+        }
+        if let Some(v) = table.get(HTTP_LISTEN_KEY) {
+            let text = v
+                .as_str()
+                .ok_or_else(|| wrong_type(path, HTTP_LISTEN_KEY, "a string", v))?;
+            conf.http_listen =
+                Some(
+                    parse_listen(text).map_err(|reason| ConfError::InvalidValue {
+                        path: path.to_path_buf(),
+                        key: HTTP_LISTEN_KEY.into(),
+                        reason,
+                    })?,
+                );
         }
         if let Some(v) = table.get("shutdown-timeout-ms") {
             let ms = v
@@ -660,9 +699,30 @@ mod tests {
             vec![PathBuf::from("/opt/pseidon-kafka/lib")]
         );
         assert!(!conf.strict && !conf.allow_writable_plugins);
+        assert_eq!(conf.http_listen, None, "commented out in the sample");
         assert_eq!(
             conf.shutdown_timeout,
             Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS)
+        );
+    }
+
+    #[test]
+    fn http_listen_takes_ip_literals_only_and_errors_name_key_and_value() {
+        let conf = parse("http-listen = \"[::1]:9644\"\n").unwrap();
+        assert_eq!(conf.http_listen, Some("[::1]:9644".parse().unwrap()));
+        for bad in ["localhost:9644", "127.0.0.1", "1.2.3.4:70000", ""] {
+            let err = parse(&format!("http-listen = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`http-listen`") && err.contains(&format!("`{bad}`")),
+                "{err}"
+            );
+        }
+        let err = parse("http-listen = 9644\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`http-listen`") && err.contains("a string"),
+            "{err}"
         );
     }
 

@@ -228,6 +228,11 @@ impl Host {
             .collect()
     }
 
+    /// The loaded plugins themselves, in load order (their modules: metrics, readiness).
+    pub fn loaded_plugins(&self) -> &[LoadedPlugin] {
+        &self.plugins
+    }
+
     /// The files (and dirs) that failed to load, in the order they were tried.
     pub fn failures(&self) -> &[LoadFailure] {
         &self.failures

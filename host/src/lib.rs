@@ -21,6 +21,7 @@
 mod bounded;
 pub mod conf;
 pub mod host;
+pub mod http;
 pub mod loader;
 pub mod logging;
 pub mod report;

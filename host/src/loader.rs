@@ -290,6 +290,12 @@ impl LoadedPlugin {
         &self.version
     }
 
+    /// Its root module, for `module_metrics` and `module_readiness`; valid while
+    /// the plugin is loaded (use it before [`crate::Host::shutdown`]).
+    pub fn module(&self) -> pseidon_plugin_api::PluginModRef {
+        self.module
+    }
+
     /// Calls the plugin's `shutdown` in a thread of its own and waits for it at most
     /// `timeout` (the plugin is told the same timeout).
     pub fn shutdown(&self, timeout: Duration) -> Result<(), ShutdownError> {

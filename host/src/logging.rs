@@ -81,9 +81,25 @@ pub fn init_subscriber() -> Result<(), LoggingError> {
     init_subscriber_with_default("info")
 }
 
+/// How the `pseidon` binary's log lines look (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (ANSI colours on a terminal only).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (the
+    /// message is `fields.message`), for log shippers.
+    Json,
+}
+
 /// [`init_subscriber`] with another filter (`RUST_LOG` syntax) for when neither
 /// `PSEIDON_LOG` nor `RUST_LOG` is set.
 pub fn init_subscriber_with_default(default: &str) -> Result<(), LoggingError> {
+    init_subscriber_with(default, LogFormat::Text)
+}
+
+/// [`init_subscriber_with_default`] in the given format.
+pub fn init_subscriber_with(default: &str, format: LogFormat) -> Result<(), LoggingError> {
     let (var, filter) = match (std::env::var(LOG_ENV), std::env::var("RUST_LOG")) {
         (Ok(f), _) if !f.trim().is_empty() => (LOG_ENV, f),
         (_, Ok(f)) if !f.trim().is_empty() => ("RUST_LOG", f),
@@ -94,12 +110,19 @@ pub fn init_subscriber_with_default(default: &str) -> Result<(), LoggingError> {
         filter: filter.clone(),
         reason: e.to_string(),
     })?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(env_filter)
-        .try_init()
-        .map_err(|e| LoggingError::Install {
-            reason: e.to_string(),
-        })
+    let installed = match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_env_filter(env_filter)
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_env_filter(env_filter)
+            .try_init(),
+    };
+    installed.map_err(|e| LoggingError::Install {
+        reason: e.to_string(),
+    })
 }

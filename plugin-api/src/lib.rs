@@ -60,7 +60,7 @@ pub use module::{
 pub use processor::{Processor, ProcessorHandle, ProcessorStatus};
 pub use record::message_group;
 pub use record::{GroupInfo, GroupStatus, Header, Message, MessageGroup, MessageHeader, Record};
-pub use registry::{Entry, EntryKind, Registration, Registry};
+pub use registry::{Entry, EntryKind, Registration, Registry, WaitStats};
 pub use sink::{
     BatchAccepted, DataSink, DeliveryFailure, DeliveryId, FlushReport, FlushTicket, Sink,
 };

@@ -1,5 +1,10 @@
 //! The name-keyed registry: plugins register sinks, sources and processors under
 //! names; anyone looks them up, waiting for a name with [`Registry::reg_get_wait`].
+//!
+//! The registry created by [`Registry::new`] (the host's) also counts the
+//! `reg_get_wait*` calls made through it and how long each waited
+//! ([`Registry::wait_stats`]): plugins reach the same core through the vtable, so
+//! their waits are counted too, with no change to the ABI.
 
 use std::{
     collections::HashMap,
@@ -93,11 +98,40 @@ struct Table {
     order: Vec<String>,
 }
 
+/// The upper bounds, in seconds, of the buckets of [`WaitStats::buckets`].
+pub const WAIT_BUCKETS_SECONDS: [f64; 10] =
+    [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
+
+/// The `reg_get_wait*` calls made so far, and how long they waited (found or not).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WaitStats {
+    /// How many calls.
+    pub waits: u64,
+    /// The sum of their waits, in seconds.
+    pub wait_seconds_sum: f64,
+    /// Cumulative counts per bound of [`WAIT_BUCKETS_SECONDS`] (same order).
+    pub buckets: [u64; 10],
+}
+
+impl WaitStats {
+    fn observe(&mut self, waited: Duration) {
+        let secs = waited.as_secs_f64();
+        self.waits += 1;
+        self.wait_seconds_sum += secs;
+        for (bound, count) in WAIT_BUCKETS_SECONDS.iter().zip(self.buckets.iter_mut()) {
+            if secs <= *bound {
+                *count += 1;
+            }
+        }
+    }
+}
+
 /// The registry's state, owned by the host and reached by plugins through the vtable.
 #[derive(Default)]
 struct RegistryCore {
     table: Mutex<Table>,
     registered: Condvar,
+    waits: Arc<Mutex<WaitStats>>,
 }
 
 impl RegistryCore {
@@ -140,6 +174,26 @@ impl FfiRegistry for RegistryCore {
 
     fn get_wait(&self, name: RStr<'_>, timeout_ms: u64) -> FfiResult<FfiEntry> {
         let start = Instant::now();
+        let result = self.get_wait_from(name, timeout_ms, start);
+        self.waits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(start.elapsed());
+        result
+    }
+
+    fn list(&self) -> RVec<FfiRegistration> {
+        self.list_entries()
+    }
+}
+
+impl RegistryCore {
+    fn get_wait_from(
+        &self,
+        name: RStr<'_>,
+        timeout_ms: u64,
+        start: Instant,
+    ) -> FfiResult<FfiEntry> {
         let timeout = Duration::from_millis(timeout_ms);
         let mut table = self.lock();
         loop {
@@ -163,7 +217,7 @@ impl FfiRegistry for RegistryCore {
         }
     }
 
-    fn list(&self) -> RVec<FfiRegistration> {
+    fn list_entries(&self) -> RVec<FfiRegistration> {
         let table = self.lock();
         table
             .order
@@ -199,15 +253,21 @@ impl FfiRegistry for RegistryCore {
 pub struct Registry {
     inner: FfiRegistryArc,
     owner: Arc<str>,
+    /// The wait counts of the core this process created (`None` for a handle
+    /// received over the boundary: that core counts on the host's side).
+    waits: Option<Arc<Mutex<WaitStats>>>,
 }
 
 impl Registry {
     /// A new, empty registry; `owner` names whoever registers through this handle.
     pub fn new(owner: &str) -> Self {
-        let core = FfiRegistry_TO::from_value(RegistryCore::default(), TD_Opaque);
+        let core = RegistryCore::default();
+        let waits = Arc::clone(&core.waits);
+        let core = FfiRegistry_TO::from_value(core, TD_Opaque);
         Registry {
             inner: RArc::new(core),
             owner: owner.into(),
+            waits: Some(waits),
         }
     }
 
@@ -217,6 +277,7 @@ impl Registry {
         Registry {
             inner: self.inner.clone(),
             owner: owner.into(),
+            waits: self.waits.clone(),
         }
     }
 
@@ -320,6 +381,24 @@ impl Registry {
         }
     }
 
+    /// The `reg_get_wait*` calls made on this registry so far, by anyone (the host
+    /// and every plugin), and how long they waited; `None` on a handle a plugin
+    /// received from the host (the host counts).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let registry = pseidon_plugin_api::Registry::new("host");
+    /// let _ = registry.reg_get_wait("missing", Duration::from_millis(5));
+    /// let stats = registry.wait_stats().unwrap();
+    /// assert_eq!(stats.waits, 1);
+    /// assert!(stats.wait_seconds_sum >= 0.005);
+    /// ```
+    pub fn wait_stats(&self) -> Option<WaitStats> {
+        self.waits
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
     /// Every registration, in registration order.
     pub fn reg_list(&self) -> Vec<Registration> {
         self.inner
@@ -341,6 +420,7 @@ impl Registry {
         Registry {
             inner,
             owner: owner.into(),
+            waits: None,
         }
     }
 }

@@ -37,6 +37,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
-    pseidon_host::logging::init_subscriber_with_default(args.command.default_log_filter())?;
+    pseidon_host::logging::init_subscriber_with(
+        args.command.default_log_filter(),
+        args.log_format.into(),
+    )?;
     cli::dispatch(args)
 }

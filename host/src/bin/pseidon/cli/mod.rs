@@ -5,6 +5,7 @@ pub(crate) mod consume;
 mod groups;
 mod kformat;
 mod metadata;
+mod metrics;
 mod plugins;
 mod records;
 mod run;
@@ -18,7 +19,14 @@ use pseidon_host::{Conf, conf};
 
 /// pseidon: loads data sink, data source and processor plugins and runs them.
 #[derive(Debug, Parser)]
-#[command(name = "pseidon", version)]
+#[command(
+    name = "pseidon",
+    version,
+    after_help = "Logs go to stderr. PSEIDON_LOG sets the log filter (RUST_LOG syntax, e.g. \
+    PSEIDON_LOG=debug or PSEIDON_LOG=info,pseidon::plugin=debug; it wins over RUST_LOG); the \
+    default is info for `run` and `plugins`, warn for the others. --log-format json prints one \
+    JSON object per line (timestamp, level, target, fields) for log shippers."
+)]
 pub struct Cli {
     /// The conf file [default: $PSEIDON_CONF, else /opt/pseidon/conf/pseidon.toml].
     #[arg(long, global = true, value_name = "PATH")]
@@ -28,9 +36,31 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub strict: bool,
 
+    /// How log lines on stderr look: text for people, json (one object per line) for machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormatArg> for pseidon_host::logging::LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => pseidon_host::logging::LogFormat::Text,
+            LogFormatArg::Json => pseidon_host::logging::LogFormat::Json,
+        }
+    }
 }
 
 /// The subcommands; each lives in a module of its own.
@@ -50,6 +80,8 @@ pub enum Command {
     Metadata(metadata::Args),
     /// Print the effective conf, flattened to `key = value`, secret values redacted.
     Config(config::Args),
+    /// Print one scrape of the running `pseidon run`'s /metrics (its `http-listen`).
+    Metrics(metrics::Args),
 }
 
 impl Command {
@@ -63,7 +95,8 @@ impl Command {
             | Command::Consume(_)
             | Command::Groups(_)
             | Command::Metadata(_)
-            | Command::Config(_) => "warn",
+            | Command::Config(_)
+            | Command::Metrics(_) => "warn",
         }
     }
 }
@@ -82,6 +115,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Groups(args) => groups::run(&global, args),
         Command::Metadata(args) => metadata::run(&global, args),
         Command::Config(args) => config::run(&global, args),
+        Command::Metrics(args) => metrics::run(&global, args),
     }
 }
 

@@ -7,10 +7,21 @@
 //! work died stops everything and ends `run` with exit 2 naming the processor and the
 //! error, so a supervisor (systemd's `Restart=on-failure`) restarts the service. When
 //! every processor has finished on its own, `run` stops and exits 0.
+//!
+//! With `http-listen` (or `--http-listen`) it serves the host's HTTP endpoint
+//! (`pseidon_host::http`): the socket is bound before any plugin loads, so a bad
+//! address or a taken port ends `run` first (exit 2, naming the key or the flag and
+//! the value); `/health` turns 503 as soon as stopping begins, and the endpoint is
+//! stopped after the processors and before the plugins shut down.
 
-use std::{collections::BTreeSet, process::ExitCode, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use pseidon_host::{ProcessorError, Termination};
+use anyhow::Context as _;
+use pseidon_host::{
+    ProcessorError, Termination,
+    conf::HTTP_LISTEN_KEY,
+    http::{HttpServer, State},
+};
 use pseidon_plugin_api::ProcessorStatus;
 
 use super::Global;
@@ -25,15 +36,46 @@ const STATUS_POLL: Duration = Duration::from_millis(200);
     after_help = "Exits 0 after a clean stop (SIGINT/SIGTERM, or every processor finished on its \
     own). Exits 2 if a plugin fails to load or a processor fails to start (nothing is left \
     running), or if a running processor reports that its work died (everything is stopped first); \
-    the error names the plugin or processor. A second signal while stopping exits 2 at once."
+    the error names the plugin or processor. A second signal while stopping exits 2 at once.\n\n\
+    HTTP (with --http-listen or the conf's `http-listen`; GET only): /metrics (Prometheus), \
+    /health (200 while running, 503 once stopping), /ready (200 when every plugin loaded, every \
+    processor runs and every plugin's checks pass, e.g. the brokers answer; else 503 naming what \
+    is not; cached 1 s), /registry (plugins and registered names), /groups?status=&topic=&group= \
+    (as `pseidon groups --format json`). No secret value is ever served."
 )]
-pub struct Args {}
+pub struct Args {
+    /// Serve the HTTP endpoint here (an IP address and port, e.g. 127.0.0.1:9644);
+    /// overrides the conf's `http-listen`.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub http_listen: Option<SocketAddr>,
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    pseidon_host::conf::parse_listen(s)
+}
 
 /// Runs until SIGINT or SIGTERM; exit code 0 after a clean stop.
-pub fn run(global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     // Installed first, so a signal during loading is not lost.
     let mut termination = Termination::install()?;
-    let mut host = global.load_host()?;
+    let conf = global.load_conf()?;
+    let listen = match args.http_listen {
+        Some(addr) => Some((addr, format!("flag --http-listen {addr}"))),
+        None => conf.http_listen.map(|addr| {
+            (
+                addr,
+                format!(
+                    "conf key `{HTTP_LISTEN_KEY}` = \"{addr}\" in {}",
+                    conf.path.display()
+                ),
+            )
+        }),
+    };
+    let mut http = match listen {
+        Some((addr, origin)) => Some(HttpServer::bind(addr, &origin)?),
+        None => None,
+    };
+    let mut host = pseidon_host::Host::load(conf).context("loading plugins")?;
     if let Some(first) = host.failures().first() {
         let first = first.to_string();
         let n = host.failures().len();
@@ -42,6 +84,10 @@ pub fn run(global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
             "{n} plugin file(s) failed to load, so nothing is started (first: {first}); fix the conf or the plugin dirs"
         );
     }
+    let state = Arc::new(State::new(&host, super::DEFAULT_SOURCE));
+    if let Some(server) = http.as_mut() {
+        server.serve(Arc::clone(&state))?;
+    }
     let (running, errors) = host.start_processors();
     if let Some(first) = errors.first() {
         for e in &errors[1..] {
@@ -49,10 +95,15 @@ pub fn run(global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
         }
         let first = first.to_string();
         tracing::info!("stopping the processors that started, and the plugins");
+        state.set_stopping();
         host.stop_processors(running);
+        if let Some(server) = http.take() {
+            server.stop();
+        }
         host.shutdown();
         anyhow::bail!("{first}; nothing is left running");
     }
+    state.set_processors(running.clone());
     tracing::info!(
         plugins = host.plugins().len(),
         processors = running.len(),
@@ -93,6 +144,7 @@ pub fn run(global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
             break None;
         }
     };
+    state.set_stopping();
     match signal {
         Some(signal) => {
             tracing::info!(signal, "stopping processors and plugins in reverse order");
@@ -108,6 +160,9 @@ pub fn run(global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
         std::process::exit(2);
     });
     host.stop_processors(running);
+    if let Some(server) = http.take() {
+        server.stop();
+    }
     host.shutdown();
     tracing::info!("all stopped; exiting");
     if let Some(e) = died {

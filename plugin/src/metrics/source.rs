@@ -28,11 +28,14 @@ struct Counters {
     messages_lost: u64,
 }
 
+/// Rows per status, and when they were counted.
+type StatusCounts = (Instant, Vec<(String, u64)>);
+
 /// The datasource's counters (module docs).
 #[derive(Default)]
 pub(crate) struct SourceMetrics {
     counters: Mutex<BTreeMap<(String, String), Counters>>,
-    by_status: Mutex<Option<(Instant, Vec<(String, u64)>)>>,
+    by_status: Mutex<Option<StatusCounts>>,
 }
 
 impl SourceMetrics {

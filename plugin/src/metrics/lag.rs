@@ -13,7 +13,10 @@
 //! - retention risk = the oldest unfinished group's first offset − log start offset.
 //!
 //! Invariants: every value is ≥ 0; a partition whose high watermark or `done` is not
-//! known yet has no sample.
+//! known yet has no sample. A consumer's statistics arrive through its poll, so they
+//! are as old as `statistics.interval.ms` plus the time since the reader last called
+//! `next_group`. `pseidon_kafka_retention_risk_seconds` is not reported yet: the topic's
+//! `retention.ms` would need a broker round trip (DescribeConfigs) the scrape must not make.
 
 use pseidon_plugin_api::metrics::MetricFamily;
 

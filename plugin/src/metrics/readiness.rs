@@ -30,7 +30,10 @@ pub(crate) fn check(
             return Check {
                 name,
                 ready: true,
-                detail: format!("brokers up: {}", up.join(", ")),
+                detail: format!(
+                    "bootstrap.servers = {bootstrap}: brokers up: {}",
+                    up.join(", ")
+                ),
             };
         }
     }

@@ -73,7 +73,7 @@ impl LazySink {
     }
 
     /// The sink if it was created.
-    fn opened(&self) -> Option<KafkaSink> {
+    pub(crate) fn opened(&self) -> Option<KafkaSink> {
         match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
             State::Open(s) => Some(s.clone()),
             _ => None,

@@ -15,6 +15,7 @@ pub(crate) mod lazy_sink;
 pub(crate) mod log_limit;
 pub(crate) mod message;
 pub(crate) mod metadata;
+pub(crate) mod metrics;
 pub mod producer;
 pub(crate) mod progress;
 pub(crate) mod replay;
@@ -25,7 +26,10 @@ pub(crate) mod tracker;
 
 use std::time::Duration;
 
-use pseidon_plugin_api::{Error, InitContext, Plugin};
+use pseidon_plugin_api::{
+    Error, InitContext, Plugin,
+    metrics::{Check, MetricFamily},
+};
 
 /// The registry name of the datasink.
 pub const SINK_NAME: &str = "pseidon.kafka.util.datasink";
@@ -65,6 +69,19 @@ impl Plugin for KafkaPlugin {
             sink,
             source,
         })
+    }
+
+    fn metrics(&self) -> Vec<MetricFamily> {
+        metrics::collect(self.sink.opened().as_ref(), &self.source)
+    }
+
+    fn readiness(&self, timeout: Duration) -> Vec<Check> {
+        metrics::readiness(
+            &self.config,
+            self.sink.opened().as_ref(),
+            &self.source,
+            timeout,
+        )
     }
 
     fn shutdown(&self, timeout: Duration) -> Result<(), Error> {

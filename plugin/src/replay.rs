@@ -151,6 +151,11 @@ impl Replayer {
         let scope = Scope::of(info);
         store.set_lost(&scope, &info.topic_id, &info.id, attempt)?;
         state.release(&scope, [info.id.as_str()]);
+        state.metrics.lost(
+            &info.topic,
+            &scope.consumer_group,
+            u64::try_from(to - from + 1).unwrap_or(0),
+        );
         let n = state.lost.fetch_add(1, Ordering::SeqCst) + 1;
         log::error!(
             "message group {} is LOST: offsets {from}..={to} of {}/{} are gone from Kafka ({why}); \

@@ -43,12 +43,23 @@ use crate::{
     config::Config,
     config::plain_read,
     consumer::{AnyReader, KafkaReader, LiveReader, PlainReader},
+    metrics::{lag::PartitionInput, stats::ClientStats},
     state::SourceState,
     store::Scope,
 };
 
 /// The group id and its parser, for the users of [`KafkaSource::mark_done`].
 pub use crate::state::{GroupKey, parse_group_id};
+
+/// What [`KafkaSource::metric_parts`] gives the metrics.
+pub(crate) struct MetricParts {
+    /// The counters and the groups by status.
+    pub(crate) families: Vec<pseidon_plugin_api::metrics::MetricFamily>,
+    /// Per partition of each open reader.
+    pub(crate) lag: Vec<PartitionInput>,
+    /// The open readers' latest librdkafka statistics.
+    pub(crate) stats: Vec<Arc<ClientStats>>,
+}
 
 /// The datasource. Cheap to clone.
 #[derive(Clone)]
@@ -85,6 +96,33 @@ impl KafkaSource {
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// The latest librdkafka statistics of each open reader's consumer.
+    pub(crate) fn reader_stats(&self) -> Vec<Arc<ClientStats>> {
+        self.live_readers()
+            .iter()
+            .filter_map(|r| r.stats())
+            .collect()
+    }
+
+    /// What the metrics need of the datasource: its counters and groups by status,
+    /// the lag inputs and the statistics of its open readers. Uses no network.
+    pub(crate) fn metric_parts(&self) -> MetricParts {
+        let store = self.state.opened_store();
+        let readers = self.live_readers();
+        let lag = match store.as_deref() {
+            Some(store) => readers.iter().flat_map(|r| r.lag_inputs(store)).collect(),
+            None => Vec::new(),
+        };
+        MetricParts {
+            families: self
+                .state
+                .metrics
+                .families(crate::SOURCE_NAME, store.as_deref()),
+            lag,
+            stats: readers.iter().filter_map(|r| r.stats()).collect(),
         }
     }
 

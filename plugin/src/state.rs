@@ -32,6 +32,7 @@ use pseidon_plugin_api::{Error, GroupInfo, MessageGroup, message_group::MessageP
 
 use crate::{
     config::Config,
+    metrics::source::SourceMetrics,
     store::{NewGroup, Scope, Store},
 };
 
@@ -170,6 +171,8 @@ pub(crate) struct SourceState {
     /// Groups found lost (by replays, or with a deleted topic) since start.
     pub(crate) lost: AtomicU64,
     closed: AtomicBool,
+    /// The datasource's counters (for the metrics).
+    pub(crate) metrics: SourceMetrics,
 }
 
 impl SourceState {
@@ -181,6 +184,7 @@ impl SourceState {
             claims: Mutex::new(HashMap::new()),
             lost: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            metrics: SourceMetrics::default(),
         }
     }
 
@@ -200,6 +204,15 @@ impl SourceState {
         );
         *guard = Some(Arc::clone(&s));
         Ok(s)
+    }
+
+    /// The status database if it is open already (never opens it).
+    pub(crate) fn opened_store(&self) -> Option<Arc<Store>> {
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Arc::clone)
     }
 
     /// True once the plugin is shut down.

@@ -100,6 +100,15 @@ impl Tracker {
         self.pos
     }
 
+    /// The group holding the watermark (the first not done at or after it), as (min, max).
+    pub(crate) fn oldest_unfinished(&mut self) -> Option<(i64, i64)> {
+        let pos = self.watermark();
+        self.entries
+            .iter()
+            .find(|((_, max), done)| *max >= pos && !**done)
+            .map(|(&range, _)| range)
+    }
+
     /// The watermark if it differs from the last one stored.
     pub(crate) fn watermark_to_store(&mut self) -> Option<i64> {
         let w = self.watermark();
@@ -115,6 +124,20 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oldest_unfinished_group_is_the_one_holding_the_mark() {
+        let mut t = Tracker::new(0);
+        t.add_group(0, 9);
+        t.add_group(10, 19);
+        t.add_group(20, 29);
+        assert_eq!(t.oldest_unfinished(), Some((0, 9)));
+        t.mark_done(0, 9);
+        t.mark_done(20, 29);
+        assert_eq!(t.oldest_unfinished(), Some((10, 19)));
+        t.mark_done(10, 19);
+        assert_eq!((t.oldest_unfinished(), t.watermark()), (None, 30));
+    }
 
     #[test]
     fn stops_at_first_group_not_done() {

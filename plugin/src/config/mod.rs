@@ -284,6 +284,11 @@ pub enum Role {
     Plain,
 }
 
+/// The default `statistics.interval.ms` of the producer and the group consumer (librdkafka's
+/// own default, 0, sends none): the metrics' broker, queue and lag gauges come from these
+/// statistics, so they are at most this old. Overridable; 0 turns them off.
+pub const DEFAULT_STATISTICS_INTERVAL_MS: &str = "5000";
+
 /// The producer role's default `queue.buffering.max.kbytes` (64 MiB).
 pub const PRODUCER_QUEUE_MAX_KBYTES: &str = "65536";
 
@@ -378,6 +383,10 @@ impl Config {
         overrides: &[(String, String)],
     ) -> Result<ClientConfig, Error> {
         let mut cfg = ClientConfig::new();
+        if matches!(role, Role::Producer | Role::Consumer) {
+            // The metrics' statistics (DEFAULT_STATISTICS_INTERVAL_MS); the conf may override.
+            cfg.set("statistics.interval.ms", DEFAULT_STATISTICS_INTERVAL_MS);
+        }
         match role {
             Role::Producer => {
                 cfg.set("enable.idempotence", "true");

@@ -34,9 +34,13 @@ use crate::{
     health::{ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text},
     kafka_log::{log_librdkafka, scrub},
     log_limit::{LogLimit, suppressed_note},
+    metrics::{
+        lag::{OldestGroup, PartitionInput},
+        stats::{StatsCell, known},
+    },
     progress::Progress,
     state::GroupKey,
-    store::Scope,
+    store::{Scope, Store, now_ms},
     tracker::Tracker,
 };
 
@@ -57,6 +61,8 @@ pub(crate) struct ReaderShared {
     pub(super) progress: Progress,
     /// Repeated errors (a broker that is down) are logged once per window.
     log_limit: LogLimit,
+    /// The consumer's latest librdkafka statistics (for the metrics).
+    pub(crate) stats: StatsCell,
 }
 
 impl ReaderShared {
@@ -71,6 +77,7 @@ impl ReaderShared {
             error_text: ErrorText::default(),
             progress: Progress::default(),
             log_limit: LogLimit::default(),
+            stats: StatsCell::default(),
         }
     }
 
@@ -95,6 +102,10 @@ impl Ctx {
 }
 
 impl ClientContext for Ctx {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.shared.stats.update(statistics);
+    }
+
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         log_librdkafka(&self.secrets, level, fac, log_message);
     }
@@ -202,6 +213,94 @@ impl LiveReader {
     /// The cluster and consumer group the reader reads, once known.
     pub(crate) fn scope(&self) -> Option<Scope> {
         self.scope.get().cloned()
+    }
+
+    /// The consumer's latest librdkafka statistics, if any came yet.
+    pub(crate) fn stats(&self) -> Option<Arc<crate::metrics::stats::ClientStats>> {
+        self.shared.stats.get()
+    }
+
+    /// What the lag metrics need of each partition this reader knows (from its
+    /// trackers and its consumer's statistics); nothing before the scope is known.
+    /// The group holding a watermark is looked up in `store`; the network is not used.
+    pub(crate) fn lag_inputs(&self, store: &Store) -> Vec<PartitionInput> {
+        let Some(scope) = self.scope() else {
+            return Vec::new();
+        };
+        let stats = self.shared.stats.get();
+        let mut inputs: Vec<(PartitionInput, Option<(i64, i64)>)> = Vec::new();
+        {
+            let mut trackers = self.shared.lock();
+            for (topic, per) in trackers.iter_mut() {
+                for (&partition, t) in per.iter_mut() {
+                    inputs.push((
+                        PartitionInput {
+                            group: scope.consumer_group.clone(),
+                            topic: topic.clone(),
+                            partition,
+                            watermark: Some(t.watermark()),
+                            ..PartitionInput::default()
+                        },
+                        t.oldest_unfinished(),
+                    ));
+                }
+            }
+        }
+        if let Some(stats) = stats.as_deref() {
+            // Partitions assigned but without a tracker yet (nothing received since).
+            for (topic, ts) in &stats.topics {
+                for p in ts.partitions.values() {
+                    let tracked = inputs
+                        .iter()
+                        .any(|(i, _)| i.topic == *topic && i.partition == p.partition);
+                    if !tracked && known(p.committed_offset).is_some() {
+                        inputs.push((
+                            PartitionInput {
+                                group: scope.consumer_group.clone(),
+                                topic: topic.clone(),
+                                partition: p.partition,
+                                ..PartitionInput::default()
+                            },
+                            None,
+                        ));
+                    }
+                }
+            }
+        }
+        let now = now_ms();
+        inputs
+            .into_iter()
+            .map(|(mut input, oldest)| {
+                if let Some(p) = stats
+                    .as_deref()
+                    .and_then(|s| s.partition(&input.topic, input.partition))
+                {
+                    input.hi_offset = known(p.hi_offset);
+                    input.lo_offset = known(p.lo_offset);
+                    input.app_offset = known(p.app_offset);
+                    input.committed_offset = known(p.committed_offset);
+                }
+                input.oldest = oldest.map(|(min, max)| {
+                    let key = GroupKey {
+                        topic: input.topic.clone(),
+                        partition: input.partition,
+                        min_offset: min,
+                        max_offset: max,
+                    };
+                    let row = store
+                        .find(&key.id(), Some(&scope.consumer_group))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|g| g.cluster_id == scope.cluster_id);
+                    OldestGroup {
+                        min_offset: min,
+                        attempt: row.as_ref().map_or(0, |g| g.attempt),
+                        age_seconds: row.map(|g| (now - g.updated_ms).max(0) as f64 / 1000.0),
+                    }
+                });
+                input
+            })
+            .collect()
     }
 
     fn store_offsets(&self, tpl: &TopicPartitionList) {

@@ -292,6 +292,12 @@ impl KafkaReader {
                     )?;
                 }
                 self.live.store_dirty();
+                self.state.metrics.handed_out(
+                    g.topic(),
+                    &batch.scope.consumer_group,
+                    g.messages().len() as u64,
+                    false,
+                );
                 return Ok(Some(g));
             }
             let now = Instant::now();
@@ -386,6 +392,12 @@ impl Reader for KafkaReader {
             match replay.next_group(&self.store, &self.state, deadline)? {
                 Some(g) => {
                     self.batch.budget.take(g.messages().len());
+                    self.state.metrics.handed_out(
+                        g.topic(),
+                        &self.group,
+                        g.messages().len() as u64,
+                        true,
+                    );
                     return Ok(Some(g));
                 }
                 None if replay.is_finished() => {

@@ -76,6 +76,12 @@ pub(super) fn resolve_topic_ids(
         );
         for g in &retired.lost {
             state.release(scope, [g.id.as_str()]);
+            let messages = g
+                .messages
+                .unwrap_or_else(|| u64::try_from(g.max_offset - g.min_offset + 1).unwrap_or(0));
+            state
+                .metrics
+                .lost(&g.topic, &scope.consumer_group, messages);
             let n = state.lost.fetch_add(1, Ordering::SeqCst) + 1;
             log::error!(
                 "message group {} is LOST: it was not done when topic `{topic}` was deleted \

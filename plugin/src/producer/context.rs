@@ -44,6 +44,7 @@ use crate::{
     config::Config,
     health::{ConnectFailure, connect_failure_text},
     kafka_log::{log_librdkafka, scrub, secret_values},
+    metrics::sink::{SinkMetrics, failure_reason_label},
 };
 
 /// How often an undrained failure list is mentioned in the log again.
@@ -71,6 +72,8 @@ pub(crate) struct SinkContext {
     pub(super) failure: ConnectFailure,
     /// The open flush tickets: their deliveries bypass the shared accounting.
     pub(super) tickets: Tickets,
+    /// The counters and statistics the metrics report.
+    pub(crate) metrics: SinkMetrics,
 }
 
 impl SinkContext {
@@ -89,6 +92,7 @@ impl SinkContext {
             message_timeout_ms,
             failure: ConnectFailure::new(config.settings.connect_failure_timeout_ms),
             tickets: Tickets::new(),
+            metrics: SinkMetrics::default(),
         }
     }
 
@@ -181,6 +185,10 @@ impl SinkContext {
 }
 
 impl ClientContext for SinkContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.metrics.stats.update(statistics);
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         log_librdkafka(&self.secrets, level, fac, log_message);
     }
@@ -220,12 +228,19 @@ impl ProducerContext for SinkContext {
     fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
         let id = id as DeliveryId;
         match result {
-            Ok(_) => {
+            Ok(msg) => {
+                self.metrics
+                    .delivered(msg.topic(), super::raw::latency_micros(msg));
                 let _ = self.tickets.route(id, None);
                 self.delivered.fetch_add(1, Ordering::Release);
                 self.failure.clear();
             }
             Err((err, msg)) => {
+                self.metrics.failed(
+                    msg.topic(),
+                    failure_reason_label(err),
+                    super::raw::latency_micros(msg),
+                );
                 let failure = DeliveryFailure {
                     id,
                     topic: msg.topic().to_string(),

@@ -249,6 +249,14 @@ pub(super) fn flush(producer: &KafkaProducer, timeout: Duration) {
     unsafe { rdsys::rd_kafka_flush(producer.client().native_ptr(), timeout_ms) };
 }
 
+/// The time from `rd_kafka_produce` to the delivery report of `msg`, if librdkafka
+/// knows it.
+pub(super) fn latency_micros(msg: &rdkafka::message::BorrowedMessage<'_>) -> Option<u64> {
+    // SAFETY: a message borrowed for the delivery callback's duration.
+    let us = unsafe { rdsys::rd_kafka_message_latency(msg.ptr()) };
+    u64::try_from(us).ok()
+}
+
 /// Fails every queued and in-flight message: each gets a failed delivery report.
 pub(super) fn purge(producer: &KafkaProducer) {
     producer.purge(PurgeConfig::default().queue().inflight());

@@ -141,6 +141,29 @@ impl KafkaSink {
         })
     }
 
+    /// The datasink's metric families (`sink` = [`crate::SINK_NAME`]): counters,
+    /// queue, latency, and librdkafka's statistics of the producer.
+    pub(crate) fn metric_families(&self) -> Vec<pseidon_plugin_api::metrics::MetricFamily> {
+        let queue = self
+            .shared
+            .active
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, |a| {
+                u64::try_from(a.producer().in_flight_count()).unwrap_or(0)
+            });
+        self.shared
+            .context
+            .metrics
+            .families(crate::SINK_NAME, queue)
+    }
+
+    /// The producer's latest librdkafka statistics, if any came yet.
+    pub(crate) fn stats(&self) -> Option<std::sync::Arc<crate::metrics::stats::ClientStats>> {
+        self.shared.context.metrics.stats.get()
+    }
+
     /// The `message.max.bytes` in force.
     pub fn max_message_bytes(&self) -> u64 {
         self.shared.max_message_bytes
@@ -341,6 +364,16 @@ impl KafkaSink {
     }
 }
 
+/// The bytes of `record` the metrics count: key, value, header names and values.
+fn record_bytes(record: &Record<'_>) -> u64 {
+    let headers: usize = record
+        .headers()
+        .iter()
+        .map(|h| h.key().len() + h.value().map_or(0, <[u8]>::len))
+        .sum();
+    (record.value().map_or(0, <[u8]>::len) + record.key().map_or(0, <[u8]>::len) + headers) as u64
+}
+
 /// Flushes `producer` and waits until `target` deliveries (or failures) were
 /// reported, or `timeout` passes; returns how many are still pending. The poll
 /// thread must be running: it serves the delivery reports.
@@ -393,6 +426,9 @@ impl DataSink for KafkaSink {
         let mut result = Ok(());
         // Batches usually go to one topic: look its handle up once.
         let mut last: Option<(&str, Topic<'_>)> = None;
+        // The run of records of one topic, counted for the metrics once per run.
+        let mut run: (&str, u64, u64) = ("", 0, 0);
+        let metrics = &shared.context.metrics;
         for (i, record) in records.iter().enumerate() {
             let topic = record.topic();
             let rkt = match last {
@@ -407,8 +443,15 @@ impl DataSink for KafkaSink {
                 result = Err(e);
                 break;
             }
+            if run.0 != topic {
+                metrics.accepted(run.0, run.1, run.2);
+                run = (topic, 0, 0);
+            }
+            run.1 += 1;
+            run.2 += record_bytes(record);
             accepted += 1;
         }
+        metrics.accepted(run.0, run.1, run.2);
         shared.accepted.fetch_add(accepted, Ordering::AcqRel);
         result.map_err(|e| (accepted, e))
     }

@@ -583,6 +583,16 @@ impl Store {
         })
     }
 
+    /// How many rows there are of each status (`ready`, `run`, `done`, `lost`).
+    pub fn count_by_status(&self) -> Result<Vec<(String, u64)>, Error> {
+        self.with(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT status, COUNT(*) FROM groups GROUP BY status")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+            rows.collect()
+        })
+    }
+
     /// The rows matching `filter`, by topic, partition and offset.
     pub fn list(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
         self.with(|conn| query_list(conn, filter))

@@ -10,7 +10,9 @@ use std::{
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
 use pseidon_plugin_api::{
-    ConfView, Error as PluginError, INTERFACE_VERSION, InitContext, PluginModRef, Registry,
+    ConfView, Error as PluginError, INTERFACE_VERSION, InitContext, Observer, PluginModRef,
+    Registry,
+    observe::{OBSERVE_SYMBOL, ObserveFn},
 };
 
 use crate::logging;
@@ -262,6 +264,8 @@ pub struct LoadedPlugin {
     name: String,
     version: String,
     module: PluginModRef,
+    /// Its observability extension; `None` for a plugin built without it.
+    observer: Option<Observer>,
 }
 
 impl fmt::Debug for LoadedPlugin {
@@ -290,10 +294,11 @@ impl LoadedPlugin {
         &self.version
     }
 
-    /// Its root module, for `module_metrics` and `module_readiness`; valid while
-    /// the plugin is loaded (use it before [`crate::Host::shutdown`]).
-    pub fn module(&self) -> pseidon_plugin_api::PluginModRef {
-        self.module
+    /// Its observability extension (metrics and readiness checks); `None` for a
+    /// plugin built without it. Valid while the plugin is loaded (use it before
+    /// [`crate::Host::shutdown`]).
+    pub fn observer(&self) -> Option<Observer> {
+        self.observer
     }
 
     /// Calls the plugin's `shutdown` in a thread of its own and waits for it at most
@@ -628,6 +633,29 @@ pub fn load_classpath(
     }
 }
 
+/// The observability extension of the plugin loaded from `path`, if it exports one
+/// whose layout matches this host's (a mismatch is logged; the plugin still runs).
+fn observer_of(path: &Path, plugin: &str) -> Option<Observer> {
+    use libloading::os::unix::{Library, RTLD_NOW};
+    // SAFETY: the library is loaded already (abi_stable keeps it for the process's
+    // life): dlopen hands back the same handle and runs no initialiser again.
+    let lib = unsafe { Library::open(Some(path), RTLD_NOW) }.ok()?;
+    // SAFETY: `export_plugin!` declares the symbol with exactly this signature; its
+    // layout is checked with abi_stable below before anything else is called.
+    let symbol = unsafe { lib.get::<ObserveFn>(OBSERVE_SYMBOL) }
+        .ok()
+        .map(|f| *f);
+    // The handle stays open: the functions live in the library.
+    std::mem::forget(lib);
+    match Observer::from_export(symbol?()) {
+        Ok(o) => Some(o),
+        Err(detail) => {
+            tracing::warn!(plugin, path = %path.display(), "the plugin's metrics and readiness are left unused: layout mismatch: {detail}");
+            None
+        }
+    }
+}
+
 /// Loads one plugin file and calls its `init` with a registry handle owned by the
 /// plugin's name, the conf view and the file's path. `already_loaded` (name, file)
 /// refuses a second plugin of the same name before its `init` runs.
@@ -668,6 +696,7 @@ pub fn load_plugin(
     let ffi = ctx.to_ffi(logging::log_callback, logging::max_level());
     match module.init()(ffi).into_result().map_err(PluginError::from) {
         Ok(()) => Ok(LoadedPlugin {
+            observer: observer_of(path, &name),
             path: path.to_path_buf(),
             name,
             version,

@@ -685,3 +685,28 @@ pub struct FfiCheck {
     /// Why not (or a short state when ready).
     pub detail: RString,
 }
+
+/// The functions of the observability extension: a plugin's metrics and readiness.
+/// It is not a field of the root module (abi_stable refuses a root module with fewer
+/// fields than the host's, so a field added there would refuse every older plugin):
+/// the host looks up the symbol `pseidon_plugin_observe_v1` instead, and a plugin
+/// without it reports no metrics and no checks. A later addition is a new symbol.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct FfiObserve {
+    /// The plugin's metric families now.
+    pub metrics: extern "C" fn() -> RVec<FfiMetricFamily>,
+    /// The plugin's readiness checks, each waiting at most `timeout_ms`.
+    pub readiness: extern "C" fn(u64) -> RVec<FfiCheck>,
+}
+
+/// What `pseidon_plugin_observe_v1` returns: the plugin's layout of [`FfiObserve`]
+/// (the host checks it against its own with abi_stable before the first call) and the
+/// functions.
+#[repr(C)]
+pub struct FfiObserveExport {
+    /// `<FfiObserve as StableAbi>::LAYOUT` as the plugin was compiled.
+    pub layout: &'static abi_stable::type_layout::TypeLayout,
+    /// The functions.
+    pub observe: FfiObserve,
+}

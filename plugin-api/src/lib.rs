@@ -25,14 +25,23 @@
 //! ## Versions
 //!
 //! The host refuses a plugin built against another `0.y` of this crate (abi_stable
-//! compares the crate version). Within a `0.y`, additions come after the
-//! `#[sabi(last_prefix_field)]` of a trait, so a plugin built before them still loads.
+//! compares the crate version). Within a `0.y`, fields and methods are only added
+//! after a `#[sabi(last_prefix_field)]`: a plugin built after them still loads into an
+//! older host. The other way round abi_stable refuses any type reachable from the root
+//! module that has fewer fields or methods than the host's, so additions a newer host
+//! must also find missing in older plugins come as extension symbols (below).
 //! 0.3.0 broke the layout once, on purpose: [`Error::Kafka`] keeps librdkafka's error
 //! code and whether a retry may cure it, a locked status database is its own variant
 //! ([`Error::StatusDbLocked`]), and [`Record`]'s builders are `with_key`,
 //! `with_partition`, `with_headers` (its getters `key`, `partition`, `headers`, as
 //! [`Message`]'s). Plugins built against 0.2 must be rebuilt; the host says so,
 //! naming both versions.
+//!
+//! The root module itself never grows: abi_stable refuses a root module with fewer
+//! fields than the host expects, so a field added there would refuse every older
+//! plugin. What a plugin offers beyond it comes as an extension symbol the host looks
+//! up and checks ([`observe`]: metrics and readiness); a plugin without one loads and
+//! goes without.
 #![deny(missing_docs)]
 
 pub mod conf;
@@ -42,6 +51,7 @@ pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod module;
+pub mod observe;
 pub mod processor;
 pub mod record;
 pub mod registry;
@@ -53,10 +63,8 @@ pub use conf::{ConfEntry, ConfKind, ConfView};
 pub use error::Error;
 pub use metadata::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use metrics::{Check, HistogramValue, MetricFamily, MetricKind, Sample};
-pub use module::{
-    INTERFACE_VERSION, InitContext, Plugin, PluginMod, PluginModRef, PluginSlot, module_metrics,
-    module_readiness,
-};
+pub use module::{INTERFACE_VERSION, InitContext, Plugin, PluginMod, PluginModRef, PluginSlot};
+pub use observe::Observer;
 pub use processor::{Processor, ProcessorHandle, ProcessorStatus};
 pub use record::message_group;
 pub use record::{GroupInfo, GroupStatus, Header, Message, MessageGroup, MessageHeader, Record};

@@ -1,6 +1,7 @@
-//! Metrics and readiness as a plugin reports them to the host (added in 0.3.1, after
-//! the root module's last prefix field: a plugin built before has none, and the host
-//! shows none for it). Plain Rust types; their `ffi` twins cross the boundary.
+//! Metrics and readiness as a plugin reports them to the host, through the
+//! observability extension ([`observe`](crate::observe): a plugin built without it has
+//! none, and the host shows none for it). Plain Rust types; their `ffi` twins cross
+//! the boundary.
 //!
 //! Invariants: names are full Prometheus names (`[a-zA-Z_:][a-zA-Z0-9_:]*`), counters
 //! without the `_total` suffix the exposition adds; the host adds the `plugin` label

@@ -42,34 +42,6 @@ pub struct PluginMod {
     /// Stops the plugin's threads and flushes what it holds, within `timeout_ms`.
     #[sabi(last_prefix_field)]
     pub shutdown: extern "C" fn(u64) -> FfiResult<()>,
-    /// The plugin's metric families now (added after 0.3.0's first layout: absent in a
-    /// plugin built before, which then reports none).
-    #[sabi(missing_field(option))]
-    pub metrics: extern "C" fn() -> RVec<FfiMetricFamily>,
-    /// The plugin's readiness checks now, each waiting at most `timeout_ms` (added with
-    /// `metrics`; absent: the plugin counts as ready once loaded).
-    #[sabi(missing_field(option))]
-    pub readiness: extern "C" fn(u64) -> RVec<FfiCheck>,
-}
-
-/// The metric families of a loaded plugin (for hosts); empty for a plugin built
-/// before they were part of the module.
-pub fn module_metrics(module: PluginModRef) -> Vec<MetricFamily> {
-    match module.metrics() {
-        Some(f) => f().into_iter().map(MetricFamily::from_ffi).collect(),
-        None => Vec::new(),
-    }
-}
-
-/// The readiness checks of a loaded plugin (for hosts); `None` for a plugin built
-/// before they were part of the module.
-pub fn module_readiness(module: PluginModRef, timeout: Duration) -> Option<Vec<Check>> {
-    module.readiness().map(|f| {
-        f(timeout.as_millis().min(u64::MAX as u128) as u64)
-            .into_iter()
-            .map(Check::from_ffi)
-            .collect()
-    })
 }
 
 impl RootModule for PluginModRef {
@@ -325,12 +297,12 @@ macro_rules! export_plugin {
                 $crate::module::run_shutdown(&__PSEIDON_PLUGIN_SLOT, timeout_ms)
             }
 
-            extern "C" fn __pseidon_plugin_metrics()
+            pub(super) extern "C" fn __pseidon_plugin_metrics()
             -> $crate::reexports::abi_stable::std_types::RVec<$crate::ffi::FfiMetricFamily> {
                 $crate::module::run_metrics(&__PSEIDON_PLUGIN_SLOT)
             }
 
-            extern "C" fn __pseidon_plugin_readiness(
+            pub(super) extern "C" fn __pseidon_plugin_readiness(
                 timeout_ms: u64,
             ) -> $crate::reexports::abi_stable::std_types::RVec<$crate::ffi::FfiCheck> {
                 $crate::module::run_readiness(&__PSEIDON_PLUGIN_SLOT, timeout_ms)
@@ -345,11 +317,20 @@ macro_rules! export_plugin {
                     version: __pseidon_plugin_version,
                     init: __pseidon_plugin_init,
                     shutdown: __pseidon_plugin_shutdown,
-                    metrics: __pseidon_plugin_metrics,
-                    readiness: __pseidon_plugin_readiness,
                 }
                 .leak_into_prefix()
             }
+        }
+
+        /// The plugin's observability extension (metrics and readiness), found by
+        /// the host by this symbol name ([`OBSERVE_SYMBOL`](crate::observe::OBSERVE_SYMBOL)).
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn pseidon_plugin_observe_v1() -> $crate::ffi::FfiObserveExport {
+            $crate::observe::export(
+                __pseidon_plugin_export::__pseidon_plugin_metrics,
+                __pseidon_plugin_export::__pseidon_plugin_readiness,
+            )
         }
     };
 }

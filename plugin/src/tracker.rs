@@ -109,6 +109,11 @@ impl Tracker {
             .map(|(&range, _)| range)
     }
 
+    /// The offset after the last message put into a group (handed out) or skipped.
+    pub(crate) fn seen(&self) -> i64 {
+        self.seen
+    }
+
     /// The watermark if it differs from the last one stored.
     pub(crate) fn watermark_to_store(&mut self) -> Option<i64> {
         let w = self.watermark();

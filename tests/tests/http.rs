@@ -460,11 +460,9 @@ fn the_alert_rules_pass_promtool() {
     assert!(rules.contains("pseidon_kafka_retention_risk_offsets"));
 }
 
-/// Needs the Kafka plugin's readiness check ("brokers answer", issue 15 plugin side,
-/// built in parallel): the plugin of this branch reports no check, so `/ready` has
-/// nothing to say about the broker and stays 200. Run with `--ignored` once merged.
+/// `/ready` follows the Kafka plugin's "brokers answer" checks: 503 naming the check
+/// while the broker is down, 200 once it is back; `/health` stays 200 throughout.
 #[test]
-#[ignore = "needs the Kafka plugin's readiness checks (issue 15, plugin side)"]
 fn ready_follows_the_broker_and_health_stays_200() {
     let broker = OwnBroker::start(19821, "");
     let from = unique("http-ready-from");
@@ -486,7 +484,16 @@ fn ready_follows_the_broker_and_health_stays_200() {
     let body = wait_status(&s.base, "/ready", 503, Duration::from_secs(60));
     let doc = json(&body);
     assert_eq!(doc["status"], "not ready");
-    assert!(!doc["not_ready"].as_array().unwrap().is_empty(), "{doc}");
+    let not_ready = doc["not_ready"].as_array().unwrap();
+    assert!(
+        not_ready.iter().any(|c| c["what"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("plugin pseidon-kafka:"))
+            && c["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(&broker.bootstrap))),
+        "the Kafka plugin's check names the brokers: {doc}"
+    );
     assert_eq!(get(&s.base, "/health").0, 200);
     broker.start_keep_data();
     wait_status(&s.base, "/ready", 200, Duration::from_secs(90));

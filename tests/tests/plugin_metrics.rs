@@ -6,18 +6,15 @@
 
 use std::{
     net::TcpListener,
-    path::Path,
     time::{Duration, Instant},
 };
 
 use pseidon_plugin_api::{
-    PluginModRef, ReaderOptions, SourceReader,
+    Observer, ReaderOptions, SourceReader,
     metrics::{MetricFamily, MetricKind},
-    module::{module_metrics, module_readiness},
-    reexports::abi_stable::library::lib_header_from_path,
 };
 use pseidon_tests::{
-    bootstrap, copy_plugins, create_topic, kafka_host, plugin_lock, plugin_so, temp_dir, unique,
+    bootstrap, copy_plugins, create_topic, kafka_host, plugin_lock, temp_dir, unique,
 };
 
 const SINK: &str = "pseidon.kafka.util.datasink";
@@ -26,18 +23,13 @@ const SOURCE: &str = "pseidon.kafka.util.datasource";
 const N: usize = 30;
 const GROUP: usize = 10;
 
-/// The root module of the plugin library at `path`, as the host loaded it: dlopen hands
-/// the loaded library back, whose root module is initialised once (its `init` is not
-/// called again).
-fn module_at(path: &Path) -> PluginModRef {
-    lib_header_from_path(path)
-        .and_then(|h| h.init_root_module::<PluginModRef>())
-        .expect("the plugin's root module")
-}
-
-/// The Kafka plugin's root module.
-fn module() -> PluginModRef {
-    module_at(&plugin_so("pseidon_kafka"))
+/// The Kafka plugin's observability extension, as the host found it.
+fn observer(host: &pseidon_host::Host) -> Observer {
+    host.loaded_plugins()
+        .iter()
+        .find(|p| p.name() == "pseidon-kafka")
+        .and_then(|p| p.observer())
+        .expect("the Kafka plugin exports its observability extension")
 }
 
 /// The value of the sample of `name` whose labels include all of `labels`.
@@ -59,12 +51,13 @@ fn value(families: &[MetricFamily], name: &str, labels: &[(&str, &str)]) -> Opti
 /// processor would (a consumer's statistics, every 200 ms here, arrive through its poll);
 /// it has nothing more to hand out.
 fn metrics_until(
+    obs: Observer,
     reader: &mut SourceReader,
     ok: impl Fn(&[MetricFamily]) -> bool,
 ) -> Vec<MetricFamily> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let m = module_metrics(module());
+        let m = obs.metrics();
         if ok(&m) || Instant::now() >= deadline {
             return m;
         }
@@ -85,6 +78,7 @@ fn families_count_what_was_written_read_and_done_and_readiness_is_true() {
         bootstrap()
     );
     let mut host = kafka_host(&conf).expect("host loads the plugin");
+    let obs = observer(&host);
     let sink = host
         .registry()
         .reg_get_wait_sink(SINK, Duration::from_secs(5))
@@ -121,7 +115,7 @@ fn families_count_what_was_written_read_and_done_and_readiness_is_true() {
         ("topic", topic.as_str()),
         ("partition", "0"),
     ];
-    let m = metrics_until(&mut reader, |m| {
+    let m = metrics_until(obs, &mut reader, |m| {
         value(m, "pseidon_kafka_lag_unfinished_messages", &lag) == Some(held)
             && value(m, "pseidon_kafka_lag_unread_messages", &lag) == Some(0.0)
             && value(m, "pseidon_kafka_broker_rtt_seconds", &[("client", SOURCE)]).is_some()
@@ -245,7 +239,7 @@ fn families_count_what_was_written_read_and_done_and_readiness_is_true() {
 
     // The middle group done too: nothing is unfinished once the watermark moved.
     source.mark_done(&groups[1]).expect("mark_done");
-    let m = metrics_until(&mut reader, |m| {
+    let m = metrics_until(obs, &mut reader, |m| {
         value(m, "pseidon_kafka_lag_unfinished_messages", &lag) == Some(0.0)
     });
     assert_eq!(
@@ -257,7 +251,7 @@ fn families_count_what_was_written_read_and_done_and_readiness_is_true() {
         Some(0.0)
     );
 
-    let checks = module_readiness(module(), Duration::from_secs(5)).expect("0.3.1 plugin");
+    let checks = obs.readiness(Duration::from_secs(5));
     assert_eq!(checks.len(), 2, "{checks:?}");
     assert!(checks.iter().all(|c| c.ready), "{checks:?}");
     drop(reader);
@@ -274,8 +268,9 @@ fn readiness_is_false_where_no_broker_listens_and_names_the_bootstrap() {
     let servers = format!("127.0.0.1:{port}");
     let conf = format!("[kafka]\nbootstrap.servers = \"{servers}\"\n");
     let mut host = kafka_host(&conf).expect("host loads the plugin");
+    let obs = observer(&host);
     let started = Instant::now();
-    let checks = module_readiness(module(), Duration::from_secs(2)).expect("0.3.1 plugin");
+    let checks = obs.readiness(Duration::from_secs(2));
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "bounded by the timeout"
@@ -286,7 +281,7 @@ fn readiness_is_false_where_no_broker_listens_and_names_the_bootstrap() {
         assert!(c.detail.contains(&servers), "{c:?}");
     }
     // A sink never used has no families; the source's counters are there, empty.
-    let m = module_metrics(module());
+    let m = obs.metrics();
     assert!(
         m.iter().all(|f| !f.name.starts_with("pseidon_kafka_sink_")),
         "{m:#?}"
@@ -294,21 +289,15 @@ fn readiness_is_false_where_no_broker_listens_and_names_the_bootstrap() {
     assert!(host.shutdown().is_empty());
 }
 
-/// A plugin built before metrics and readiness (only the 0.3.0 prefix fields in its
-/// root module) still loads; it reports no family and no readiness.
-///
-/// Ignored: abi_stable 0.11 refuses it today. Its layout check wants the library's
-/// prefix type to have at least the host's fields (`check_fields`: interface fields >
-/// implementation fields is `FieldCountMismatch`, prefix type or not), so the load
-/// fails with "too many fields in `PluginMod` (expected 6, found 4)". The contract's
-/// `missing_field(option)` fields only help a newer plugin in an older host.
+/// A plugin built before the observability extension (a root module of the 0.3.0
+/// layout and no `pseidon_plugin_observe_v1` symbol) still loads; it has no
+/// extension, so it reports no family and no readiness check.
 #[test]
-#[ignore = "abi_stable refuses a root module with fewer fields than the host's (see docs)"]
-fn a_plugin_without_the_metrics_fields_loads_and_reports_none() {
+fn a_plugin_without_the_observability_extension_loads_and_reports_none() {
     let root = temp_dir("pmet-old");
     let dir = root.join("plugins");
     std::fs::create_dir_all(&dir).expect("plugins dir");
-    let copies = copy_plugins(&dir, &["pseidon_test_plugin_old_prefix"]);
+    copy_plugins(&dir, &["pseidon_test_plugin_old_prefix"]);
     let conf = pseidon_host::Conf::parse(
         &format!("plugin-dirs = [{dir:?}]\nstrict = true\n"),
         &root.join("pseidon.toml"),
@@ -317,9 +306,7 @@ fn a_plugin_without_the_metrics_fields_loads_and_reports_none() {
     let mut host = pseidon_host::Host::load(conf).expect("the host loads the old plugin");
     let names: Vec<String> = host.plugins().into_iter().map(|p| p.name).collect();
     assert_eq!(names, vec!["old-prefix".to_string()]);
-    let m = module_at(&copies[0]);
-    assert!(module_metrics(m).is_empty());
-    assert!(module_readiness(m, Duration::from_secs(1)).is_none());
+    assert!(host.loaded_plugins()[0].observer().is_none());
     assert!(host.shutdown().is_empty());
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -1,11 +1,11 @@
 //! A real Prometheus server (Debian package `prometheus`) scrapes `pseidon run` with the
-//! copy processor running, while the copy is held up: the target topic asks for two
-//! in-sync replicas of a one-broker cluster, so every write is refused (retriably) and
-//! the groups read stay unfinished. PromQL through Prometheus' HTTP API then returns
-//! the two halves of the lag, and they match Kafka's own `kafka-consumer-groups
-//! --describe` (LAG = unread + unfinished) and the status database (unfinished = the
-//! messages of the groups not done); the oldest unfinished group's age grows while it
-//! is held and resets once the copy goes on and it is marked done.
+//! copy processor running, while the copy is held up: its rate limit (1 message/s)
+//! holds each group of 60 messages handed out for a minute before it is written, as a
+//! processor slower than its topic does. PromQL through Prometheus' HTTP API then
+//! returns the two halves of the lag, and they match Kafka's own
+//! `kafka-consumer-groups --describe` (LAG = unread + unfinished) and the status
+//! database (unfinished = the messages of the groups not done); the oldest unfinished
+//! group's age grows while it is held and resets once it is copied and marked done.
 
 use std::{
     net::TcpListener,
@@ -143,26 +143,21 @@ fn describe(group: &str, topic: &str) -> Option<(i64, i64, i64)> {
     })
 }
 
-/// `min.insync.replicas` of `topic`: 2 holds every write up (one broker), none lets them go.
-fn set_min_isr(topic: &str, two: bool) {
-    let mut args = vec![
-        "configs",
+/// Commits `offset` for partition 0 of `topic` in `group` (inactive), with Kafka's tool.
+fn commit(group: &str, topic: &str, offset: i64) {
+    kafka_tool(&[
+        "consumer-groups",
         "--bootstrap-server",
-        "127.0.0.1:0",
-        "--entity-type",
-        "topics",
-        "--entity-name",
-        topic,
-        "--alter",
-    ];
-    let b = bootstrap();
-    args[2] = &b;
-    if two {
-        args.extend(["--add-config", "min.insync.replicas=2"]);
-    } else {
-        args.extend(["--delete-config", "min.insync.replicas"]);
-    }
-    kafka_tool(&args);
+        &bootstrap(),
+        "--group",
+        group,
+        "--topic",
+        &format!("{topic}:0"),
+        "--reset-offsets",
+        "--to-offset",
+        &offset.to_string(),
+        "--execute",
+    ]);
 }
 
 /// The groups of `topic` in the status database, through `pseidon groups --format json`.
@@ -188,6 +183,9 @@ fn prometheus_scrapes_the_lag_in_two_halves_matching_kafka_and_the_status_db() {
     let group = format!("{from}-copier");
     create_topic(&from, 1);
     create_topic(&to, 1);
+    kcat_produce_keyed(&bootstrap(), &from, &values("m", 100), &[]);
+    // Done before this run: offsets 0..20.
+    commit(&group, &from, 20);
     let http = format!("127.0.0.1:{}", free_port());
     let w = Workdir::new(
         "pseidon-prom",
@@ -195,58 +193,36 @@ fn prometheus_scrapes_the_lag_in_two_halves_matching_kafka_and_the_status_db() {
         &format!("http-listen = {http:?}\nshutdown-timeout-ms = 10000\n"),
         "statistics.interval.ms = 1000\nsession.timeout.ms = 6000\nheartbeat.interval.ms = 1000\n",
         &format!(
-            "group-max-messages = 10\n\n[copy-processor]\nfrom = {from:?}\nto = {to:?}\n\
-             group = {group:?}\nmax-rate = 100\n"
+            "group-max-messages = 60\n\n[copy-processor]\nfrom = {from:?}\nto = {to:?}\n\
+             group = {group:?}\nmax-rate = 1\n"
         ),
     );
-    let conf = w.conf.clone();
+    let mut run = RunChild::spawn(&w.conf, "info");
+    run.wait_for("copying topic");
 
-    // Phase 1: 300 messages copied and committed.
-    kcat_produce_keyed(&bootstrap(), &from, &values("a", 300), &[]);
-    let mut run = RunChild::spawn(&conf, "info");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while describe(&group, &from).map(|d| d.0) != Some(300) {
-        assert!(Instant::now() < deadline, "phase 1 was not committed");
-        sleep(Duration::from_millis(500));
-    }
-    assert_eq!(kcat_values(&to).len(), 300);
-
-    // Phase 2: the target refuses every write; 500 more messages arrive.
-    set_min_isr(&to, true);
-    sleep(Duration::from_secs(2));
-    kcat_produce_keyed(&bootstrap(), &from, &values("b", 500), &[]);
-    // Held: groups in `run`, nothing more done, the commit stays put.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Held: the group 20..79 handed out (`run`) for a minute, the commit at 20.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let (unfinished, oldest) = loop {
         let gs = groups(&w, &from);
         let open: Vec<&Value> = gs.iter().filter(|g| g["status"] != "done").collect();
-        if !open.is_empty() {
-            let committed = describe(&group, &from).map(|d| d.0);
-            let min = open.iter().filter_map(|g| g["min_offset"].as_i64()).min();
-            if committed.is_some() && committed == min {
-                sleep(Duration::from_secs(2));
-                let again = groups(&w, &from);
-                if again == gs {
-                    let n: i64 = open.iter().filter_map(|g| g["messages"].as_i64()).sum();
-                    let oldest = open
-                        .iter()
-                        .min_by_key(|g| g["min_offset"].as_i64())
-                        .map(|g| g["id"].as_str().unwrap().to_string())
-                        .unwrap();
-                    break (n, oldest);
-                }
-            }
+        if let [held] = open.as_slice() {
+            break (
+                held["messages"].as_i64().expect("a count"),
+                held["id"].as_str().unwrap().to_string(),
+            );
         }
+        run.drain();
         assert!(
             Instant::now() < deadline,
-            "the copy was not held up: {gs:#?}"
+            "no group held: {gs:#?}\n{:#?}",
+            run.lines
         );
-        sleep(Duration::from_millis(500));
+        sleep(Duration::from_millis(200));
     };
-    let (committed, end, lag) = describe(&group, &from).unwrap();
-    assert_eq!(end, 800);
-    assert_eq!(lag, end - committed);
-    assert!(unfinished > 0 && unfinished < lag, "{unfinished} of {lag}");
+    assert_eq!(oldest, format!("{from}:0:20:79"));
+    assert_eq!(unfinished, 60);
+    let (committed, end, lag) = describe(&group, &from).expect("a committed offset");
+    assert_eq!((committed, end, lag), (20, 100, 80));
 
     let prom = Prometheus::start(&w.root, &http);
     let sel = format!("{{topic={from:?},group={group:?}}}");
@@ -265,6 +241,13 @@ fn prometheus_scrapes_the_lag_in_two_halves_matching_kafka_and_the_status_db() {
         committed as f64,
         &http,
     );
+    // Still the same state, seen by Kafka's tool and the status database.
+    assert_eq!(describe(&group, &from), Some((20, 100, 80)));
+    assert!(
+        groups(&w, &from)
+            .iter()
+            .any(|g| g["id"] == oldest.as_str() && g["status"] == "run")
+    );
     // The held group's age grows; its attempts are counted.
     let age = |p: &Prometheus| {
         p.scalar(&format!(
@@ -280,16 +263,15 @@ fn prometheus_scrapes_the_lag_in_two_halves_matching_kafka_and_the_status_db() {
         .scalar(&format!(
             "max(pseidon_kafka_oldest_unfinished_group_attempts{sel})"
         ))
-        .unwrap();
+        .expect("attempts");
     assert!(attempts >= 1.0, "{attempts}");
     // The endpoint's /groups names it too.
     let (status, body) = http_get(&http, &format!("/groups?topic={from}&status=run")).unwrap();
     assert_eq!(status, 200);
     assert!(body.contains(&oldest), "{oldest} not in /groups: {body}");
 
-    // Let the copy go on: the held group is delivered and marked done, the age resets.
-    set_min_isr(&to, false);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Once copied and marked done, the next group is the oldest: the age resets.
+    let deadline = Instant::now() + Duration::from_secs(120);
     while groups(&w, &from)
         .iter()
         .any(|g| g["id"] == oldest.as_str() && g["status"] != "done")
@@ -297,19 +279,20 @@ fn prometheus_scrapes_the_lag_in_two_halves_matching_kafka_and_the_status_db() {
         assert!(Instant::now() < deadline, "{oldest} was never done");
         sleep(Duration::from_millis(500));
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let reset_by = Instant::now() + Duration::from_secs(30);
     loop {
         let now = prom
             .scalar(&format!(
                 "max(pseidon_kafka_oldest_unfinished_group_age_seconds{sel})"
             ))
             .unwrap_or(0.0);
-        if now < first {
+        if now < later {
             break;
         }
-        assert!(Instant::now() < deadline, "the age did not reset: {now}");
+        assert!(Instant::now() < reset_by, "the age did not reset: {now}");
         sleep(Duration::from_millis(500));
     }
+    assert_eq!(kcat_values(&to).len(), 60, "the held group, copied once");
     run.signal("TERM");
     assert_eq!(
         run.finish(Duration::from_secs(30), Duration::from_millis(100)),

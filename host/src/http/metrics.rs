@@ -1,5 +1,5 @@
 //! `/metrics`: the Prometheus exposition of the host's own metrics and of every loaded
-//! plugin's families (`module_metrics`), each plugin sample labelled
+//! plugin's families (`Observer::metrics`), each plugin sample labelled
 //! `plugin="<plugin name>"`, encoded by the `prometheus-client` crate through a
 //! [`Collector`] of ours. A client that asks for OpenMetrics (`Accept:
 //! application/openmetrics-text`, as Prometheus does) gets prometheus-client's output
@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType};
 use pseidon_plugin_api::{
-    HistogramValue, MetricFamily, MetricKind, ProcessorStatus, module_metrics,
-    registry::WAIT_BUCKETS_SECONDS,
+    HistogramValue, MetricFamily, MetricKind, ProcessorStatus, registry::WAIT_BUCKETS_SECONDS,
 };
 
 use super::State;
@@ -33,7 +32,7 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn scrape(state: &State, openmetrics: bool) -> Result<String, std::fmt::Error> {
     let mut families = host_families(state);
     for p in &state.plugins {
-        for mut f in module_metrics(p.module) {
+        for mut f in p.observer.map(|o| o.metrics()).unwrap_or_default() {
             for s in &mut f.samples {
                 s.labels.retain(|(k, _)| k != "plugin");
                 s.labels.insert(0, ("plugin".to_string(), p.name.clone()));

@@ -19,7 +19,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use pseidon_plugin_api::{PluginModRef, ProcessorStatus, Registry};
+use pseidon_plugin_api::{Observer, ProcessorStatus, Registry};
 
 use crate::host::RunningProcessor;
 
@@ -34,8 +34,8 @@ pub struct PluginView {
     pub name: String,
     /// Its version.
     pub version: String,
-    /// Its module (metrics, readiness).
-    pub module: PluginModRef,
+    /// Its observability extension (metrics, readiness); `None`: the plugin has none.
+    pub observer: Option<Observer>,
 }
 
 /// What the endpoint serves from: a snapshot of the host taken when `run` has
@@ -71,7 +71,7 @@ impl State {
                 file: p.path().display().to_string(),
                 name: p.name().to_string(),
                 version: p.version().to_string(),
-                module: p.module(),
+                observer: p.observer(),
             })
             .collect();
         let view = host.conf().plugin_view();

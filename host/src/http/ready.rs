@@ -1,5 +1,5 @@
 //! `/ready`: ready only when every plugin loaded, every processor runs, and every
-//! plugin's readiness checks (`module_readiness`, e.g. the Kafka plugin's "brokers
+//! plugin's readiness checks (`Observer::readiness`, e.g. the Kafka plugin's "brokers
 //! answer") pass. The result is cached for [`CACHE_FOR`], so scrapes and probes
 //! cannot hammer the brokers; `/health` (liveness) never asks the plugins.
 
@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pseidon_plugin_api::{ProcessorStatus, module_readiness};
+use pseidon_plugin_api::ProcessorStatus;
 use serde_json::{Value, json};
 
 use super::State;
@@ -74,7 +74,11 @@ fn evaluate(state: &State) -> Readiness {
         not_ready.push(json!({"what": format!("processor {name}"), "detail": detail}));
     }
     for p in &state.plugins {
-        for c in module_readiness(p.module, CHECK_TIMEOUT).unwrap_or_default() {
+        for c in p
+            .observer
+            .map(|o| o.readiness(CHECK_TIMEOUT))
+            .unwrap_or_default()
+        {
             let what = format!("plugin {}: {}", p.name, c.name);
             checks.push(json!({"what": what, "ready": c.ready, "detail": c.detail}));
             if !c.ready {

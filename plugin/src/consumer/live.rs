@@ -239,6 +239,7 @@ impl LiveReader {
                             topic: topic.clone(),
                             partition,
                             watermark: Some(t.watermark()),
+                            handed_out: Some(t.seen()),
                             ..PartitionInput::default()
                         },
                         t.oldest_unfinished(),
@@ -279,6 +280,18 @@ impl LiveReader {
                     input.lo_offset = known(p.lo_offset);
                     input.app_offset = known(p.app_offset);
                     input.committed_offset = known(p.committed_offset);
+                }
+                // The watermarks librdkafka's fetcher keeps current (no network, no
+                // poll needed): fresher than statistics that come only through a poll.
+                if let Some((lo, hi)) = crate::progress::cached_watermarks(
+                    &self.consumer,
+                    &input.topic,
+                    input.partition,
+                ) {
+                    input.hi_offset = Some(hi);
+                    if lo >= 0 {
+                        input.lo_offset = Some(lo);
+                    }
                 }
                 input.oldest = oldest.map(|(min, max)| {
                     let key = GroupKey {

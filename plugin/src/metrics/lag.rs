@@ -6,16 +6,19 @@
 //! The math ([`PartitionLag::compute`]):
 //! - `done` = the tracker's watermark (the offset the consumer stores next), or the
 //!   committed offset when the partition has no tracker yet;
-//! - `next` = the next offset the consumer reads (`app_offset`), never below `done`;
+//! - `next` = the offset after the last message handed out in a group (the tracker's,
+//!   always current), or, without a tracker, the next offset librdkafka hands the
+//!   reader (`app_offset`); never below `done`;
 //! - unread = high watermark − `next`; unfinished = `next` − `done` (read, and handed
 //!   out or about to be, not done). Their sum is high watermark − `done`: what
 //!   kafka-consumer-groups shows as LAG once the commit caught up with the watermark;
 //! - retention risk = the oldest unfinished group's first offset − log start offset.
 //!
 //! Invariants: every value is ≥ 0; a partition whose high watermark or `done` is not
-//! known yet has no sample. A consumer's statistics arrive through its poll, so they
-//! are as old as `statistics.interval.ms` plus the time since the reader last called
-//! `next_group`. `pseidon_kafka_retention_risk_seconds` is not reported yet: the topic's
+//! known yet has no sample. `done` and `next` are the tracker's, current at every
+//! scrape; the high watermark and the log start are librdkafka's cached watermarks (kept
+//! current by its fetcher, no poll needed), else the consumer's statistics (which
+//! arrive only through a poll). `pseidon_kafka_retention_risk_seconds` is not reported yet: the topic's
 //! `retention.ms` would need a broker round trip (DescribeConfigs) the scrape must not make.
 
 use pseidon_plugin_api::metrics::MetricFamily;
@@ -48,6 +51,8 @@ pub(crate) struct PartitionInput {
     pub(crate) app_offset: Option<i64>,
     /// The committed offset.
     pub(crate) committed_offset: Option<i64>,
+    /// The offset after the last message the tracker put into a group (or skipped).
+    pub(crate) handed_out: Option<i64>,
     /// The tracker's done-watermark.
     pub(crate) watermark: Option<i64>,
     /// The group holding the watermark, if any.
@@ -70,7 +75,7 @@ impl PartitionLag {
     pub(crate) fn compute(p: &PartitionInput) -> Option<PartitionLag> {
         let hi = p.hi_offset?;
         let done = p.watermark.or(p.committed_offset)?;
-        let next = p.app_offset.unwrap_or(done).max(done);
+        let next = p.handed_out.or(p.app_offset).unwrap_or(done).max(done);
         Some(PartitionLag {
             unread_messages: (hi - next).max(0),
             unfinished_messages: (next.min(hi.max(done)) - done).max(0),
@@ -141,6 +146,7 @@ mod tests {
             app_offset: Some(60),
             committed_offset: Some(30),
             watermark: Some(40),
+            handed_out: None,
             oldest: Some(OldestGroup {
                 min_offset: 40,
                 attempt: 2,
@@ -155,6 +161,17 @@ mod tests {
         assert_eq!((lag.unread_messages, lag.unfinished_messages), (40, 20));
         assert_eq!(lag.unread_messages + lag.unfinished_messages, 100 - 40);
         assert_eq!(lag.retention_risk_offsets, Some(35));
+    }
+
+    #[test]
+    fn the_trackers_handed_out_offset_wins_over_stale_statistics() {
+        // The reader handed out up to 80 after the last statistics (app_offset 60).
+        let p = PartitionInput {
+            handed_out: Some(80),
+            ..input()
+        };
+        let lag = PartitionLag::compute(&p).unwrap();
+        assert_eq!((lag.unread_messages, lag.unfinished_messages), (20, 40));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Test plugin `old-prefix`: a hand-written root module with pseidon's name and
-//! interface version but only the 0.3.0 prefix fields (name, version, init,
-//! shutdown), as a plugin built before `metrics` and `readiness` were added. The host
-//! must load it; `module_metrics` gives no family and `module_readiness` `None`.
+//! interface version (name, version, init, shutdown) and no observability extension
+//! symbol, as a plugin built before metrics and readiness were added. The host must
+//! load it and find no extension (no metrics, no readiness checks).
 
 use abi_stable::{
     StableAbi, declare_root_module_statics, export_root_module, library::RootModule,

@@ -224,7 +224,26 @@ pub trait FfiDataSink: Send + Sync {
     fn release_ticket(&self, first_id: u64) {
         let _ = first_id;
     }
+    /// [`write_batch`](FfiDataSink::write_batch) (or, if `ticketed`,
+    /// [`write_batch_ticketed`](FfiDataSink::write_batch_ticketed)) with a timestamp
+    /// per record: `timestamps_ms[i]` (ms since the epoch; negative: none, the producer
+    /// stamps it) is record `i`'s; the two slices have one length. (Added in 0.3.1; a
+    /// sink without it refuses with an error saying so.)
+    fn write_batch_timestamped(
+        &self,
+        records: RSlice<'_, FfiRecord<'_>>,
+        timestamps_ms: RSlice<'_, i64>,
+        ticketed: bool,
+    ) -> FfiResult<FfiBatchAccepted> {
+        let _ = (records, timestamps_ms, ticketed);
+        RResult::RErr(FfiError::Other {
+            message: NO_TIMESTAMPS.into(),
+        })
+    }
 }
+
+const NO_TIMESTAMPS: &str = "this datasink does not take record timestamps (they came with \
+                             pseidon-plugin-api 0.3.1): rebuild the plugin";
 
 const NO_TICKETS: &str = "this datasink has no flush tickets (they came with \
                           pseidon-plugin-api 0.3.0): use write_batch and flush";

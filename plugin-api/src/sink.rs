@@ -107,7 +107,25 @@ pub trait DataSink: Send + Sync + 'static {
     fn release_ticket(&self, first_id: DeliveryId) {
         let _ = first_id;
     }
+
+    /// [`write_batch`](DataSink::write_batch) (or, if `ticketed`,
+    /// [`write_batch_ticketed`](DataSink::write_batch_ticketed)) where record `i`
+    /// carries the timestamp `timestamps_ms[i]` (ms since the epoch; negative: none,
+    /// the producer stamps it). The slices have one length (the caller checked). The
+    /// default refuses: this sink does not take timestamps.
+    fn write_batch_timestamped(
+        &self,
+        records: &[Record<'_>],
+        timestamps_ms: &[i64],
+        first_id: DeliveryId,
+        ticketed: bool,
+    ) -> Result<(), (u64, Error)> {
+        let _ = (records, timestamps_ms, first_id, ticketed);
+        Err((0, Error::other(NO_TIMESTAMPS)))
+    }
 }
+
+const NO_TIMESTAMPS: &str = "this datasink does not take record timestamps";
 
 const NO_TICKETS: &str = "this datasink has no flush tickets: use write_batch and flush";
 
@@ -165,16 +183,32 @@ impl<T: DataSink> SinkAdapter<T> {
     fn write_with(
         &self,
         records: RSlice<'_, FfiRecord<'_>>,
+        timestamps_ms: Option<RSlice<'_, i64>>,
         ticketed: bool,
     ) -> FfiResult<FfiBatchAccepted> {
+        if let Some(ts) = timestamps_ms
+            && ts.len() != records.len()
+        {
+            return RResult::RErr(
+                Error::other(format!(
+                    "{} timestamps for {} records: one per record is needed",
+                    ts.len(),
+                    records.len()
+                ))
+                .into(),
+            );
+        }
         let n = records.len() as u64;
         let first_id = self.next_id.fetch_add(n, Ordering::Relaxed);
         let result = catch_panic(&self.owner, "write", || {
             let records = Record::from_ffi_slice(records);
-            Ok(if ticketed {
-                self.inner.write_batch_ticketed(records, first_id)
-            } else {
-                self.inner.write_batch(records, first_id)
+            Ok(match timestamps_ms {
+                Some(ts) => {
+                    self.inner
+                        .write_batch_timestamped(records, ts.as_slice(), first_id, ticketed)
+                }
+                None if ticketed => self.inner.write_batch_ticketed(records, first_id),
+                None => self.inner.write_batch(records, first_id),
             })
         });
         match result {
@@ -195,7 +229,7 @@ impl<T: DataSink> SinkAdapter<T> {
 
 impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
     fn write_batch(&self, records: RSlice<'_, FfiRecord<'_>>) -> FfiResult<FfiBatchAccepted> {
-        self.write_with(records, false)
+        self.write_with(records, None, false)
     }
 
     fn flush(&self, timeout_ms: u64) -> FfiResult<FfiFlushReport> {
@@ -211,7 +245,7 @@ impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
         &self,
         records: RSlice<'_, FfiRecord<'_>>,
     ) -> FfiResult<FfiBatchAccepted> {
-        self.write_with(records, true)
+        self.write_with(records, None, true)
     }
 
     fn flush_ticket(&self, first_id: u64, timeout_ms: u64) -> FfiResult<FfiFlushReport> {
@@ -229,6 +263,14 @@ impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
             self.inner.release_ticket(first_id);
             Ok(())
         });
+    }
+    fn write_batch_timestamped(
+        &self,
+        records: RSlice<'_, FfiRecord<'_>>,
+        timestamps_ms: RSlice<'_, i64>,
+        ticketed: bool,
+    ) -> FfiResult<FfiBatchAccepted> {
+        self.write_with(records, Some(timestamps_ms), ticketed)
     }
 }
 
@@ -299,6 +341,36 @@ impl Sink {
         let b = self
             .inner
             .write_batch(Record::as_ffi_slice(records))
+            .into_result()?;
+        Ok(batch_from_ffi(b))
+    }
+
+    /// [`write_batch`](Sink::write_batch) where record `i` carries the timestamp
+    /// `timestamps_ms[i]` (ms since the epoch, as Kafka's `CreateTime`; negative: none,
+    /// the producer stamps it), so that a copy keeps the original's time. A sink of a
+    /// plugin built before 0.3.1 refuses the batch (an error saying so); so does any
+    /// sink when the slices differ in length.
+    ///
+    /// ```
+    /// # use pseidon_plugin_api::{Record, Error};
+    /// # fn run(sink: &pseidon_plugin_api::Sink) -> Result<(), Error> {
+    /// let records = [Record::new("test", b"a"), Record::new("test", b"b")];
+    /// let b = sink.write_batch_timestamped(&records, &[1_700_000_000_000, -1])?;
+    /// assert_eq!(b.accepted, 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn write_batch_timestamped(
+        &self,
+        records: &[Record<'_>],
+        timestamps_ms: &[i64],
+    ) -> Result<BatchAccepted, Error> {
+        let b = self
+            .inner
+            .write_batch_timestamped(
+                Record::as_ffi_slice(records),
+                RSlice::from_slice(timestamps_ms),
+                false,
+            )
             .into_result()?;
         Ok(batch_from_ffi(b))
     }

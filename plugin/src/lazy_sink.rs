@@ -144,6 +144,21 @@ impl DataSink for LazySink {
             s.release_ticket(first_id);
         }
     }
+
+    fn write_batch_timestamped(
+        &self,
+        records: &[Record<'_>],
+        timestamps_ms: &[i64],
+        first_id: DeliveryId,
+        ticketed: bool,
+    ) -> Result<(), (u64, Error)> {
+        self.sink().map_err(|e| (0, e))?.write_batch_timestamped(
+            records,
+            timestamps_ms,
+            first_id,
+            ticketed,
+        )
+    }
 }
 
 #[cfg(test)]

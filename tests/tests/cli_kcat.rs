@@ -333,8 +333,10 @@ fn json_round_trip_copies_a_topic_losslessly() {
     ok(&dump);
     assert_eq!(text(&dump.stdout).lines().count(), 5);
     ok(&s.pseidon_stdin(&["send", "-t", &to, "--input", "json"], &dump.stdout));
-    // %R: the value's length as 4 bytes, so any byte can be in a value.
-    let fmt = "%p %K %k|%R%s|%h\n";
+    // %R: the value's length as 4 bytes, so any byte can be in a value; %T: the
+    // copy keeps the original's timestamp (kcat stamped them a while ago).
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let fmt = "%p %T %K %k|%R%s|%h\n";
     let a = kcat_consume(&from, &["-f", fmt]);
     let b = kcat_consume(&to, &["-f", fmt]);
     let split = |b: &[u8]| {
@@ -368,7 +370,7 @@ fn bad_json_lines_fail_alone() {
     create_topic(&topic, 1);
     let out = s.pseidon_stdin(
         &["send", "-t", &topic, "--input", "json"],
-        b"{\"value\":\"ok\"}\nnot json\n{\"key\":\"k\"}\n{\"value_base64\":\"!!\"}\n",
+        b"{\"value\":\"ok\"}\nnot json\n{\"key\":\"k\"}\n{\"value_base64\":\"!!\"}\n{\"value\":\"t\",\"timestamp_ms\":-5}\n{\"value\":\"at\",\"timestamp_ms\":1700000000123}\n",
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
@@ -381,7 +383,25 @@ fn bad_json_lines_fail_alone() {
         err.contains("line 4 of stdin: `value_base64` is not standard base64"),
         "{err}"
     );
-    assert_eq!(kcat_values(&topic), [b"ok".to_vec()]);
+    assert!(
+        err.contains("line 5 of stdin: `timestamp_ms` is -5, not a time in ms since the epoch"),
+        "{err}"
+    );
+    assert_eq!(kcat_values(&topic), [b"ok".to_vec(), b"at".to_vec()]);
+    // A timestamp given is the message's; one not given is the producer's now.
+    let stamps = kcat_consume(&topic, &["-f", "%T %s\n"]);
+    let stamps = text(&stamps);
+    let mut lines = stamps.lines();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let first: i64 = lines
+        .next()
+        .and_then(|l| l.strip_suffix(" ok"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{stamps}"));
+    assert!((now_ms - first).abs() < 120_000, "{stamps}");
+    assert_eq!(lines.next(), Some("1700000000123 at"), "{stamps}");
 }
 
 #[test]

@@ -115,8 +115,9 @@ impl Active {
     }
 
     /// Queues one message (`rd_kafka_produce`, or `rd_kafka_producev` when it has
-    /// headers) with `id` as its opaque; returns librdkafka's code (`NO_ERROR` when
-    /// queued).
+    /// headers or a timestamp) with `id` as its opaque; returns librdkafka's code
+    /// (`NO_ERROR` when queued). Without a timestamp librdkafka stamps it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn produce(
         &self,
         topic: Topic<'_>,
@@ -124,12 +125,13 @@ impl Active {
         value: Option<&[u8]>,
         key: Option<&[u8]>,
         headers: &[Header<'_>],
+        timestamp_ms: Option<i64>,
         id: u64,
     ) -> RDKafkaRespErr {
         // The delivery id travels as librdkafka's per-message opaque pointer.
         let opaque = id as usize as *mut c_void;
-        if !headers.is_empty() {
-            return self.produce_with_headers(topic, partition, value, key, headers, opaque);
+        if !headers.is_empty() || timestamp_ms.is_some() {
+            return self.produce_v(topic, partition, value, key, headers, timestamp_ms, opaque);
         }
         let (value_ptr, value_len) = value.map_or((ptr::null_mut(), 0), |v| {
             (v.as_ptr().cast_mut().cast::<c_void>(), v.len())
@@ -157,14 +159,17 @@ impl Active {
         unsafe { rdsys::rd_kafka_last_error() }
     }
 
-    /// Produces one message with headers (`rd_kafka_producev`); returns librdkafka's code.
-    fn produce_with_headers(
+    /// Produces one message with headers (possibly none) and a timestamp (`None`, or 0:
+    /// librdkafka's "now") through `rd_kafka_producev`; returns librdkafka's code.
+    #[allow(clippy::too_many_arguments)]
+    fn produce_v(
         &self,
         topic: Topic<'_>,
         partition: i32,
         value: Option<&[u8]>,
         key: Option<&[u8]>,
         headers: &[Header<'_>],
+        timestamp_ms: Option<i64>,
         opaque: *mut c_void,
     ) -> RDKafkaRespErr {
         // SAFETY: a new header list; every name and value is copied by librdkafka.
@@ -212,6 +217,8 @@ impl Active {
                 opaque,
                 RD_KAFKA_VTYPE_HEADERS,
                 hdrs,
+                RD_KAFKA_VTYPE_TIMESTAMP,
+                timestamp_ms.unwrap_or(0),
                 RD_KAFKA_VTYPE_END,
             )
         };

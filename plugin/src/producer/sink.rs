@@ -279,6 +279,7 @@ impl KafkaSink {
         active: &Active,
         rkt: Topic<'_>,
         record: &Record<'_>,
+        timestamp_ms: Option<i64>,
         id: DeliveryId,
     ) -> Result<(), Error> {
         let shared = &self.shared;
@@ -315,7 +316,7 @@ impl KafkaSink {
             .unwrap_or(rdkafka::producer::PARTITION_UA);
         let mut full_since: Option<Instant> = None;
         loop {
-            let code = active.produce(rkt, partition, value, key, headers, id);
+            let code = active.produce(rkt, partition, value, key, headers, timestamp_ms, id);
             if code == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
                 return Ok(());
             }
@@ -399,10 +400,14 @@ fn wait_delivered(
     }
 }
 
-impl DataSink for KafkaSink {
-    fn write_batch(
+impl KafkaSink {
+    /// Queues `records` (record `i` with delivery id `first_id + i` and, if
+    /// `timestamps_ms` is given, the timestamp `timestamps_ms[i]`; negative: none);
+    /// stops at the first that cannot be queued.
+    fn write_records(
         &self,
         records: &[Record<'_>],
+        timestamps_ms: Option<&[i64]>,
         first_id: DeliveryId,
     ) -> Result<(), (u64, Error)> {
         let shared = &self.shared;
@@ -437,7 +442,10 @@ impl DataSink for KafkaSink {
             };
             let sent = rkt.and_then(|rkt| {
                 last = Some((topic, rkt));
-                self.send_one(active, rkt, record, first_id + i as u64)
+                let timestamp_ms = timestamps_ms
+                    .and_then(|ts| ts.get(i).copied())
+                    .filter(|t| *t >= 0);
+                self.send_one(active, rkt, record, timestamp_ms, first_id + i as u64)
             });
             if let Err(e) = sent {
                 result = Err(e);
@@ -456,21 +464,55 @@ impl DataSink for KafkaSink {
         result.map_err(|e| (accepted, e))
     }
 
-    fn write_batch_ticketed(
+    /// [`write_records`](Self::write_records) under a flush ticket for the ids
+    /// `first_id ..`, opened before the first record is queued (no report can miss it).
+    fn write_records_ticketed(
         &self,
         records: &[Record<'_>],
+        timestamps_ms: Option<&[i64]>,
         first_id: DeliveryId,
     ) -> Result<(), (u64, Error)> {
         let tickets = &self.shared.context.tickets;
-        // Opened before the first record is queued: no report can miss it.
         tickets.open(first_id, records.len() as u64);
-        let result = self.write_batch(records, first_id);
+        let result = self.write_records(records, timestamps_ms, first_id);
         let accepted = match &result {
             Ok(()) => records.len() as u64,
             Err((accepted, _)) => *accepted,
         };
         tickets.trim(first_id, accepted);
         result
+    }
+}
+
+impl DataSink for KafkaSink {
+    fn write_batch(
+        &self,
+        records: &[Record<'_>],
+        first_id: DeliveryId,
+    ) -> Result<(), (u64, Error)> {
+        self.write_records(records, None, first_id)
+    }
+
+    fn write_batch_ticketed(
+        &self,
+        records: &[Record<'_>],
+        first_id: DeliveryId,
+    ) -> Result<(), (u64, Error)> {
+        self.write_records_ticketed(records, None, first_id)
+    }
+
+    fn write_batch_timestamped(
+        &self,
+        records: &[Record<'_>],
+        timestamps_ms: &[i64],
+        first_id: DeliveryId,
+        ticketed: bool,
+    ) -> Result<(), (u64, Error)> {
+        if ticketed {
+            self.write_records_ticketed(records, Some(timestamps_ms), first_id)
+        } else {
+            self.write_records(records, Some(timestamps_ms), first_id)
+        }
     }
 
     fn flush_ticket(&self, first_id: DeliveryId, timeout: Duration) -> Result<FlushReport, Error> {

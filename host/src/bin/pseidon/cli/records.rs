@@ -77,6 +77,8 @@ pub struct Parsed<'a> {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     /// The line's own partition (JSON input).
     pub partition: Option<i32>,
+    /// The line's own timestamp in ms since the epoch (JSON input `timestamp_ms`).
+    pub timestamp_ms: Option<i64>,
 }
 
 /// How the lines are read: the send flags that shape a record.
@@ -121,6 +123,7 @@ impl LineFormat {
             value: value.map(Cow::Borrowed),
             headers: Vec::new(),
             partition: None,
+            timestamp_ms: None,
         })
     }
 }
@@ -135,8 +138,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// One line of `--input json`: `key`/`key_base64`, `value`/`value_base64` (one of the
 /// two required; `null` is a null value), `headers` (`[{"key", "value"}]`, the value
-/// as text, `value_base64` or null), `partition`. `topic`, `offset`, `timestamp_ms`
-/// and `group_id` are what `consume` prints and are not sent.
+/// as text, `value_base64` or null), `partition`, `timestamp_ms` (ms since the epoch,
+/// or null). `topic`, `offset` and `group_id` are what `consume` prints and are not sent.
 fn parse_json(line: &[u8]) -> Result<Parsed<'static>, String> {
     let v: Value =
         serde_json::from_slice(line).map_err(|e| format!("not JSON (--input json): {e}"))?;
@@ -178,11 +181,23 @@ fn parse_json(line: &[u8]) -> Result<Parsed<'static>, String> {
             _ => return Err(format!("`partition` is {p}, not a partition number")),
         },
     };
+    let timestamp_ms = match o.get("timestamp_ms") {
+        None | Some(Value::Null) => None,
+        Some(t) => match t.as_i64() {
+            Some(t) if t >= 0 => Some(t),
+            _ => {
+                return Err(format!(
+                    "`timestamp_ms` is {t}, not a time in ms since the epoch"
+                ));
+            }
+        },
+    };
     Ok(Parsed {
         key: key.map(Cow::Owned),
         value: value.map(Cow::Owned),
         headers,
         partition,
+        timestamp_ms,
     })
 }
 

@@ -78,11 +78,12 @@ pub enum InputFormat {
     --input json: one object per line, as `pseidon consume --format json` prints it: \
     `key`/`value` as text, or `key_base64`/`value_base64`; `null` is a null key or value \
     (the value or value_base64 field is required); `headers` [{\"key\", \"value\" or \
-    \"value_base64\"}] (after the -H headers); `partition` (-p overrides it). `topic`, \
-    `offset`, `group_id` and `timestamp_ms` are not sent (the broker stamps each message \
-    anew: the datasink interface carries no timestamp). So \
+    \"value_base64\"}] (after the -H headers); `partition` (-p overrides it); \
+    `timestamp_ms` (ms since the epoch; null or missing: the producer stamps the message \
+    now; the topic's message.timestamp.type=LogAppendTime overrides it on the broker). \
+    `topic`, `offset` and `group_id` are not sent. So \
     `pseidon consume -t A -o beginning -e --format json | pseidon send -t B --input json` \
-    copies keys, values, headers and partitions byte for byte.\n\n\
+    copies keys, values, headers, partitions and timestamps byte for byte.\n\n\
     A line longer than --max-line-bytes is reported (line number, size) and skipped (it \
     is not written to --failed-out); a line longer than 1 GiB ends the reading.\n\n\
     SIGINT/SIGTERM stops reading, flushes what was accepted within the conf's \
@@ -746,7 +747,23 @@ fn write_batch(
                 r
             })
             .collect();
-        write_run(sink, &records, first_line + i as u64, tally)?;
+        let timestamps_ms: Option<Vec<i64>> = parsed[i..run_end]
+            .iter()
+            .any(|p| p.as_ref().is_ok_and(|p| p.timestamp_ms.is_some()))
+            .then(|| {
+                parsed[i..run_end]
+                    .iter()
+                    .filter_map(|p| p.as_ref().ok())
+                    .map(|p| p.timestamp_ms.unwrap_or(-1))
+                    .collect()
+            });
+        write_run(
+            sink,
+            &records,
+            timestamps_ms.as_deref(),
+            first_line + i as u64,
+            tally,
+        )?;
         i = run_end;
     }
     // Collect delivery reports as they come (never waits).
@@ -755,17 +772,22 @@ fn write_batch(
     Ok(())
 }
 
-/// Writes consecutive records, the first of them line `first_line`.
+/// Writes consecutive records, the first of them line `first_line`, with their
+/// timestamps if given (one per record, negative: none).
 fn write_run(
     sink: &Sink,
     records: &[Record<'_>],
+    timestamps_ms: Option<&[i64]>,
     first_line: u64,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let mut from = 0usize;
     while from < records.len() {
         let rest = &records[from..];
-        let b = sink.write_batch(rest)?;
+        let b = match timestamps_ms {
+            Some(ts) => sink.write_batch_timestamped(rest, &ts[from..])?,
+            None => sink.write_batch(rest)?,
+        };
         let accepted = usize::try_from(b.accepted)
             .unwrap_or(rest.len())
             .min(rest.len());

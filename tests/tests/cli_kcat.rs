@@ -670,6 +670,33 @@ fn help_lists_every_new_flag_with_an_example() {
         }
         assert!(flags >= 10, "{help}");
     }
+    // Every command's --help ends with examples of it, and describes each flag.
+    for cmd in [
+        "plugins", "run", "send", "consume", "groups", "metadata", "config", "metrics",
+    ] {
+        let out = s.pseidon(&[cmd, "--help"]);
+        ok(&out);
+        let help = text(&out.stdout);
+        let examples = help
+            .split("Examples:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no Examples: in {cmd} --help:\n{help}"));
+        assert!(
+            examples.contains(&format!(" {cmd}")),
+            "{cmd} --help has no example of {cmd}:\n{help}"
+        );
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let indent = line.len() - line.trim_start().len();
+            if (2..=6).contains(&indent) && line.trim_start().starts_with("--") {
+                let desc = lines.get(i + 1).map_or("", |l| l.trim());
+                assert!(
+                    !desc.is_empty() && !desc.starts_with('-'),
+                    "{cmd}: flag without a description: {line}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -14,6 +14,14 @@ pub const REDACTED: &str = pseidon_plugin_api::secret::REDACTED;
 
 /// Arguments of `pseidon config`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Prints the conf that would be used, one `key = value` per line (tables \
+    flattened as `table.key`), with every secret value (passwords, keys, tokens) shown as \
+    `<redacted>`. Loads no plugin and connects to nothing.\n\n\
+    Examples:\n  \
+    pseidon config\n  \
+    PSEIDON_CONF=./pseidon.toml pseidon config | grep kafka."
+)]
 pub struct Args {}
 
 /// Prints the conf.

@@ -21,7 +21,10 @@ use super::Global;
 #[command(
     after_help = "Prints one scrape of the running `pseidon run` (its /metrics). The metrics \
     live in that process: the lag, the unfinished groups and the sink's queue are its own state, \
-    so they are read from it rather than computed by a second consumer."
+    so they are read from it rather than computed by a second consumer.\n\n\
+    Examples:\n  \
+    pseidon metrics\n  \
+    pseidon metrics --http-listen 127.0.0.1:9644 | grep pseidon_kafka_lag"
 )]
 pub struct Args {
     /// The address of the running instance [default: the conf's `http-listen`].

@@ -6,6 +6,14 @@ use super::Global;
 
 /// Arguments of `pseidon plugins`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Loads every plugin of the conf's `plugin-dirs`, prints each with its \
+    version and the names it registered, then each file that failed with the reason; exit 2 \
+    if one failed under --strict.\n\n\
+    Examples:\n  \
+    pseidon plugins\n  \
+    pseidon --conf ./pseidon.toml --strict plugins"
+)]
 pub struct Args {}
 
 /// Loads the plugins, prints them and the failures, shuts them down.

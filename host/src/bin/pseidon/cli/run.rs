@@ -41,7 +41,11 @@ const STATUS_POLL: Duration = Duration::from_millis(200);
     /health (200 while running, 503 once stopping), /ready (200 when every plugin loaded, every \
     processor runs and every plugin's checks pass, e.g. the brokers answer; else 503 naming what \
     is not; cached 1 s), /registry (plugins and registered names), /groups?status=&topic=&group= \
-    (as `pseidon groups --format json`). No secret value is ever served."
+    (as `pseidon groups --format json`). No secret value is ever served.\n\n\
+    Examples:\n  \
+    pseidon run\n  \
+    pseidon --conf ./pseidon.toml run --http-listen 127.0.0.1:9644\n  \
+    PSEIDON_LOG=debug pseidon --log-format json run"
 )]
 pub struct Args {
     /// Serve the HTTP endpoint here (an IP address and port, e.g. 127.0.0.1:9644);

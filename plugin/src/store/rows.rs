@@ -47,7 +47,8 @@ fn query_list_of(
 /// Lists groups of the database at `path` through a read-only connection, without the
 /// instance lock (for listings while another instance runs). A database of schema 1
 /// (not migrated yet: its owner runs an older plugin) lists with unknown scope; one of
-/// schema 1 or 2, without message counts.
+/// schema 1 or 2, without message counts. A database without any table yet (being
+/// created) lists no groups; one with other tables but no `groups` is an error.
 pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
     let conn = Connection::open_with_flags(
         path,
@@ -58,6 +59,22 @@ pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo
         .map_err(|e| db_err(path, "cannot configure", e))?;
     let columns =
         table_columns(&conn).map_err(|e| db_err(path, "not a usable status database", e))?;
+    if columns.is_empty() {
+        // No `groups` table: a database that its first instance is creating right now
+        // (the file exists before the schema does) has no tables at all and no groups
+        // yet; another program's database is not ours.
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| db_err(path, "not a usable status database", e))?;
+        if tables == 0 {
+            return Ok(Vec::new());
+        }
+        return Err(db_err(
+            path,
+            "not a status database",
+            "it has tables but no `groups` table",
+        ));
+    }
     if is_v1(&columns) {
         if filter
             .consumer_group

@@ -452,3 +452,22 @@ fn schema_2_gains_the_message_count_and_lists_read_only_before() {
         3
     );
 }
+
+#[test]
+fn a_listing_of_a_database_being_created_is_empty_and_of_a_foreign_one_an_error() {
+    // The first instance has created the file but not the schema yet.
+    let path = tmp("being-created");
+    std::fs::File::create(&path).unwrap();
+    let rows = list_read_only(&path, &GroupFilter::default()).unwrap();
+    assert!(rows.is_empty());
+    // Another program's SQLite database: named, not listed as empty.
+    let path = tmp("foreign");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x INTEGER);")
+        .unwrap();
+    let err = list_read_only(&path, &GroupFilter::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("not a status database"), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+}

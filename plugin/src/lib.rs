@@ -50,7 +50,7 @@ impl Plugin for KafkaPlugin {
         let config = config::Config::parse(&ctx.conf)?;
         // Validate every kafka.* property with librdkafka now, not at first use.
         config.client_config(config::Role::Producer, &[])?;
-        log::info!("pseidon-kafka initialised with {:?}", config.kafka);
+        log::info!("pseidon-kafka initialised: {}", config.kafka);
         // The producer is created at the first write (lazy_sink): a process that only
         // lists groups or asks for metadata opens no producer connection.
         let sink = lazy_sink::LazySink::new(&config);

@@ -312,6 +312,24 @@ impl fmt::Debug for KafkaProps {
     }
 }
 
+/// `key=value` pairs separated by spaces, in conf order, secret values redacted (what
+/// the plugin logs when it starts).
+impl fmt::Display for KafkaProps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (k, v)) in self.props.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            if is_secret(k) {
+                write!(f, "{k}={}", pseidon_plugin_api::secret::REDACTED)?;
+            } else {
+                write!(f, "{k}={v}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// True for properties whose values are secrets: never logged, never in an error.
 /// The project's one rule, [`pseidon_plugin_api::secret::is_secret_key`] (with or
 /// without the `kafka.` prefix).

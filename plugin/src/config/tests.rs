@@ -64,6 +64,11 @@ fn secrets_never_reach_errors_or_debug() {
     )]))
     .unwrap();
     assert!(!format!("{c:?}").contains("hunter2"));
+    let shown = c.kafka.to_string();
+    assert!(
+        shown.contains("ssl.key.password=<redacted>") && !shown.contains("hunter2"),
+        "{shown}"
+    );
     let text = redact(
         "sasl.password",
         "hunter2",

@@ -48,6 +48,11 @@ fn install_into_a_prefix_then_pseidon_plugins_from_there_and_the_conf_is_never_o
     let said = String::from_utf8_lossy(&out.stdout);
     let conf = prefix.join("conf/pseidon.toml");
     assert!(said.contains("installed the sample conf"), "{said}");
+    // The alert rules are installed as shipped.
+    assert_eq!(
+        fs::read(prefix.join("share/alerts.yml")).unwrap(),
+        fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/alerts.yml")).unwrap()
+    );
 
     let bin = prefix.join("bin/pseidon");
     let plugin = prefix.join("plugins/libpseidon_kafka.so");

@@ -285,6 +285,24 @@ mod tests {
         }
     }
 
+    /// Every SASL mechanism a user's cluster may ask for, and OAUTHBEARER's OIDC token
+    /// fetching (libcurl): librdkafka built with Cyrus SASL/MIT Kerberos and libcurl.
+    #[test]
+    fn every_sasl_mechanism_is_built_in() {
+        let features = builtin_features().expect("builtin.features");
+        let have: Vec<&str> = features.split(',').collect();
+        for f in [
+            "sasl",
+            "sasl_plain",
+            "sasl_scram",
+            "sasl_oauthbearer",
+            "sasl_gssapi",
+            "oidc",
+        ] {
+            assert!(have.contains(&f), "{f} missing from {features}");
+        }
+    }
+
     #[test]
     fn classification_keeps_the_code_apart() {
         use RDKafkaErrorCode as C;

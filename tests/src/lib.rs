@@ -523,6 +523,8 @@ pub struct OwnBroker {
     port: u16,
     data: PathBuf,
     extra_props: String,
+    /// `KAFKA_VERSION` for scripts/kafka, if not the environment's.
+    version: Option<String>,
     /// Its bootstrap address.
     pub bootstrap: String,
 }
@@ -531,11 +533,18 @@ impl OwnBroker {
     /// Starts a fresh broker on `port` with a new data dir; `extra_props` are
     /// server.properties lines (`KAFKA_EXTRA_PROPS`).
     pub fn start(port: u16, extra_props: &str) -> OwnBroker {
+        Self::start_version(port, extra_props, None)
+    }
+
+    /// [`OwnBroker::start`] with Apache Kafka `version` (e.g. "4.4.0") whatever
+    /// `KAFKA_VERSION` says, for a test of a feature only that release has.
+    pub fn start_version(port: u16, extra_props: &str, version: Option<&str>) -> OwnBroker {
         let data = std::env::temp_dir().join(unique(&format!("pseidon-kafka-{port}")));
         let mut b = OwnBroker {
             port,
             data,
             extra_props: extra_props.to_string(),
+            version: version.map(str::to_string),
             bootstrap: String::new(),
         };
         b.bootstrap = b.script(&["start"]);
@@ -548,6 +557,9 @@ impl OwnBroker {
         cmd.env("KAFKA_PORT", self.port.to_string())
             .env("PSEIDON_KAFKA_DATA", &self.data)
             .env("KAFKA_EXTRA_PROPS", &self.extra_props);
+        if let Some(v) = &self.version {
+            cmd.env("KAFKA_VERSION", v);
+        }
         let what = format!("scripts/kafka {args:?} (port {})", self.port);
         last_stdout_line(cmd, "kafka", &what)
     }
@@ -901,4 +913,29 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_string()))
+}
+
+/// (id, status) of every group in the status database at `db` (`sqlite3` CLI); none if
+/// the file does not exist (its owner never opened it).
+pub fn db_groups(db: &Path) -> Vec<(String, String)> {
+    if !db.exists() {
+        return Vec::new();
+    }
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg("SELECT id, status FROM groups")
+        .output()
+        .expect("run sqlite3 (apt-get install sqlite3)");
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once('|')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect()
 }

@@ -26,8 +26,8 @@ use std::{
 };
 
 use pseidon_tests::{
-    Cluster, OwnBroker, consume_child_args, kafka_host, kcat_produce_keyed, kcat_values_from,
-    plugin_lock, unique,
+    Cluster, OwnBroker, consume_child_args, db_groups, kafka_host, kcat_produce_keyed,
+    kcat_values_from, plugin_lock, unique,
 };
 
 const CHILD: &str = env!("CARGO_BIN_EXE_consume_child");
@@ -655,27 +655,6 @@ fn status_db_disk_full_stops_consumption_clearly_and_a_restart_loses_nothing() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-}
-
-/// (id, status) of every group in the status database (`sqlite3` CLI).
-fn db_groups(db: &Path) -> Vec<(String, String)> {
-    let out = Command::new("sqlite3")
-        .arg(db)
-        .arg("SELECT id, status FROM groups")
-        .output()
-        .expect("run sqlite3 (apt-get install sqlite3)");
-    assert!(
-        out.status.success(),
-        "sqlite3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split_once('|')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-        })
-        .collect()
 }
 
 /// Seeded xorshift, so a failing run can be repeated (`PSEIDON_FAULT_SEED`).

@@ -11,6 +11,8 @@
 //! STATUS ready=<n> run=<n> done=<n> lost=<n> at the end, from `groups()`
 //! LOST <group-id>                           at the end, each lost group
 //! MARK <id> ok | MARK <id> err <error>     the outcome of each `--mark ID`, at the end
+//! TERM <signal>                             SIGINT/SIGTERM arrived: the group in hand was
+//!                                           finished, the reader is closed (commits, leaves)
 //! END <messages>                            clean end
 //! ERR <error>                               an error (exit code 2)
 //! ```
@@ -136,6 +138,9 @@ fn main() {
     if let Err(e) = module.init()(ctx.to_ffi(log_to_stderr, FfiLogLevel::Info)).into_result() {
         fail(&format!("init: {}", pseidon_plugin_api::Error::from(e)));
     }
+    // SIGTERM/SIGINT end the loop between groups: the reader is closed as a host does.
+    let mut signals = pseidon_host::signals::Termination::install()
+        .unwrap_or_else(|e| fail(&format!("signals: {e}")));
     let source = registry
         .reg_get_wait_source("pseidon.kafka.util.datasource", Duration::from_secs(5))
         .unwrap_or_else(|e| fail(&e.to_string()));
@@ -148,6 +153,11 @@ fn main() {
     let mut delivered = 0usize;
     let mut last = Instant::now();
     loop {
+        if let Some(signal) = signals.wait_timeout(Duration::ZERO) {
+            let _ = writeln!(out, "TERM {signal}");
+            let _ = out.flush();
+            break;
+        }
         match reader.next_group(Duration::from_millis(500)) {
             Ok(Some(g)) => {
                 last = Instant::now();

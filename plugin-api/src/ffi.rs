@@ -224,29 +224,25 @@ pub trait FfiDataSink: Send + Sync {
     fn release_ticket(&self, first_id: u64) {
         let _ = first_id;
     }
-    /// [`write_batch`](FfiDataSink::write_batch) (or, if `ticketed`,
-    /// [`write_batch_ticketed`](FfiDataSink::write_batch_ticketed)) with a timestamp
-    /// per record: `timestamps_ms[i]` (ms since the epoch; negative: none, the producer
-    /// stamps it) is record `i`'s; the two slices have one length. (Added in 0.3.1; a
-    /// sink without it refuses with an error saying so.)
-    fn write_batch_timestamped(
-        &self,
-        records: RSlice<'_, FfiRecord<'_>>,
-        timestamps_ms: RSlice<'_, i64>,
-        ticketed: bool,
-    ) -> FfiResult<FfiBatchAccepted> {
-        let _ = (records, timestamps_ms, ticketed);
-        RResult::RErr(FfiError::Other {
-            message: NO_TIMESTAMPS.into(),
-        })
-    }
 }
-
-const NO_TIMESTAMPS: &str = "this datasink does not take record timestamps (they came with \
-                             pseidon-plugin-api 0.3.1): rebuild the plugin";
 
 const NO_TICKETS: &str = "this datasink has no flush tickets (they came with \
                           pseidon-plugin-api 0.3.0): use write_batch and flush";
+
+/// The capability probe of a datasink, without a change of its vtable (abi_stable refuses
+/// a plugin whose vtable has fewer methods than the host's): `flush_ticket(PROBE_TICKET, 0)`
+/// answers, from a plugin built with pseidon-plugin-api 0.3.1 or later, `ROk` with
+/// `pending == PROBE_TICKET` and the [`SINK_FEATURES`] bits in `delivered`; an older one
+/// answers an error (no such ticket).
+pub const PROBE_TICKET: u64 = u64::MAX;
+/// Feature bit: records may carry a timestamp ([`TIMESTAMP_HEADER`]).
+pub const SINK_FEATURE_TIMESTAMPS: u64 = 1;
+/// The features the datasink adapter of this crate version has.
+pub const SINK_FEATURES: u64 = SINK_FEATURE_TIMESTAMPS;
+/// A record's timestamp crosses the boundary as this header, last of its headers, with
+/// the ms since the epoch as 8 bytes big-endian; the plugin's adapter takes it off before
+/// its sink sees the record. Sent only to sinks whose probe has [`SINK_FEATURE_TIMESTAMPS`].
+pub const TIMESTAMP_HEADER: &str = "pseidon.internal.timestamp-ms";
 
 /// A shared data sink object.
 pub type FfiSinkArc = RArc<FfiDataSink_TO<'static, RBox<()>>>;

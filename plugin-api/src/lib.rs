@@ -39,9 +39,15 @@
 //!
 //! The root module itself never grows: abi_stable refuses a root module with fewer
 //! fields than the host expects, so a field added there would refuse every older
-//! plugin. What a plugin offers beyond it comes as an extension symbol the host looks
-//! up and checks ([`observe`]: metrics and readiness); a plugin without one loads and
-//! goes without.
+//! plugin. The same holds for every `#[sabi_trait]` vtable reachable from it (data sink,
+//! source, reader, processor, registry): a method added to one, even with a default
+//! body, makes the host refuse a plugin built before it (checked with a real 0.3.0
+//! build). So within 0.3 none of them changes. What a plugin offers beyond them comes as
+//! an extension symbol the host looks up and checks ([`observe`]: metrics and
+//! readiness), or through the existing methods: a datasink's capabilities answer a probe
+//! ([`ffi::PROBE_TICKET`]; 0.3.1: record timestamps, as [`ffi::TIMESTAMP_HEADER`]); a
+//! plugin without them loads and goes without, and the wrapper says "not supported by
+//! this plugin".
 #![deny(missing_docs)]
 
 pub mod conf;

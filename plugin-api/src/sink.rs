@@ -1,23 +1,27 @@
 //! Data sinks: [`DataSink`] is what a plugin implements, [`Sink`] what users call.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, ROption, RResult, RSlice},
+    std_types::{RArc, ROption, RResult, RSlice, RVec},
 };
 
 use crate::{
     error::Error,
     ffi::{
         FfiBatchAccepted, FfiDataSink, FfiDataSink_TO, FfiDeliveryFailure, FfiFlushReport,
-        FfiRecord, FfiResult, FfiSinkArc,
+        FfiRecord, FfiResult, FfiSinkArc, PROBE_TICKET, SINK_FEATURE_TIMESTAMPS, SINK_FEATURES,
+        TIMESTAMP_HEADER,
     },
     module::catch_panic,
-    record::Record,
+    record::{Header, Record},
 };
 
 /// The id `write` gives a record, reported back by [`Sink::flush`] if it fails.
@@ -183,30 +187,16 @@ impl<T: DataSink> SinkAdapter<T> {
     fn write_with(
         &self,
         records: RSlice<'_, FfiRecord<'_>>,
-        timestamps_ms: Option<RSlice<'_, i64>>,
         ticketed: bool,
     ) -> FfiResult<FfiBatchAccepted> {
-        if let Some(ts) = timestamps_ms
-            && ts.len() != records.len()
-        {
-            return RResult::RErr(
-                Error::other(format!(
-                    "{} timestamps for {} records: one per record is needed",
-                    ts.len(),
-                    records.len()
-                ))
-                .into(),
-            );
-        }
         let n = records.len() as u64;
         let first_id = self.next_id.fetch_add(n, Ordering::Relaxed);
         let result = catch_panic(&self.owner, "write", || {
             let records = Record::from_ffi_slice(records);
-            Ok(match timestamps_ms {
-                Some(ts) => {
-                    self.inner
-                        .write_batch_timestamped(records, ts.as_slice(), first_id, ticketed)
-                }
+            Ok(match take_timestamps(records) {
+                Some((stripped, ts)) => self
+                    .inner
+                    .write_batch_timestamped(&stripped, &ts, first_id, ticketed),
                 None if ticketed => self.inner.write_batch_ticketed(records, first_id),
                 None => self.inner.write_batch(records, first_id),
             })
@@ -229,7 +219,7 @@ impl<T: DataSink> SinkAdapter<T> {
 
 impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
     fn write_batch(&self, records: RSlice<'_, FfiRecord<'_>>) -> FfiResult<FfiBatchAccepted> {
-        self.write_with(records, None, false)
+        self.write_with(records, false)
     }
 
     fn flush(&self, timeout_ms: u64) -> FfiResult<FfiFlushReport> {
@@ -245,10 +235,18 @@ impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
         &self,
         records: RSlice<'_, FfiRecord<'_>>,
     ) -> FfiResult<FfiBatchAccepted> {
-        self.write_with(records, None, true)
+        self.write_with(records, true)
     }
 
     fn flush_ticket(&self, first_id: u64, timeout_ms: u64) -> FfiResult<FfiFlushReport> {
+        if first_id == PROBE_TICKET {
+            // The capability probe (see PROBE_TICKET): no ticket has this id.
+            return RResult::ROk(FfiFlushReport {
+                delivered: SINK_FEATURES,
+                failed: RVec::new(),
+                pending: PROBE_TICKET,
+            });
+        }
         catch_panic(&self.owner, "flush", || {
             self.inner
                 .flush_ticket(first_id, Duration::from_millis(timeout_ms))
@@ -264,14 +262,39 @@ impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
             Ok(())
         });
     }
-    fn write_batch_timestamped(
-        &self,
-        records: RSlice<'_, FfiRecord<'_>>,
-        timestamps_ms: RSlice<'_, i64>,
-        ticketed: bool,
-    ) -> FfiResult<FfiBatchAccepted> {
-        self.write_with(records, Some(timestamps_ms), ticketed)
+}
+
+/// The records with their [`TIMESTAMP_HEADER`] (the last header, if any) taken off, and
+/// each one's timestamp (-1: none); `None` if no record has one (the common case: one
+/// comparison per record with headers, no copy).
+fn take_timestamps<'a>(records: &'a [Record<'a>]) -> Option<(Vec<Record<'a>>, Vec<i64>)> {
+    let stamp = |r: &Record<'a>| -> Option<i64> {
+        let last = r.headers().last()?;
+        if last.key() != TIMESTAMP_HEADER {
+            return None;
+        }
+        let bytes: [u8; 8] = last.value()?.try_into().ok()?;
+        Some(i64::from_be_bytes(bytes))
+    };
+    if !records.iter().any(|r| stamp(r).is_some()) {
+        return None;
     }
+    let mut stripped = Vec::with_capacity(records.len());
+    let mut ts = Vec::with_capacity(records.len());
+    for r in records {
+        match stamp(r) {
+            Some(t) => {
+                let hs = r.headers();
+                stripped.push(r.with_headers(&hs[..hs.len() - 1]));
+                ts.push(t);
+            }
+            None => {
+                stripped.push(*r);
+                ts.push(-1);
+            }
+        }
+    }
+    Some((stripped, ts))
 }
 
 /// A data sink, as users see it. Cheap to clone; safe to share between threads.
@@ -299,6 +322,8 @@ impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
 #[derive(Clone)]
 pub struct Sink {
     inner: FfiSinkArc,
+    /// The plugin adapter's feature bits, probed once ([`PROBE_TICKET`]).
+    features: Arc<OnceLock<u64>>,
 }
 
 impl Sink {
@@ -310,11 +335,26 @@ impl Sink {
         };
         Sink {
             inner: RArc::new(FfiDataSink_TO::from_value(adapter, TD_Opaque)),
+            features: Arc::default(),
         }
     }
 
     pub(crate) fn from_ffi(inner: FfiSinkArc) -> Self {
-        Sink { inner }
+        Sink {
+            inner,
+            features: Arc::default(),
+        }
+    }
+
+    /// The feature bits of the plugin's sink adapter (0 for a plugin built before the
+    /// probe existed).
+    fn features(&self) -> u64 {
+        *self.features.get_or_init(|| {
+            match self.inner.flush_ticket(PROBE_TICKET, 0).into_result() {
+                Ok(r) if r.pending == PROBE_TICKET => r.delivered,
+                _ => 0,
+            }
+        })
     }
 
     pub(crate) fn into_ffi(self) -> FfiSinkArc {
@@ -364,15 +404,37 @@ impl Sink {
         records: &[Record<'_>],
         timestamps_ms: &[i64],
     ) -> Result<BatchAccepted, Error> {
-        let b = self
-            .inner
-            .write_batch_timestamped(
-                Record::as_ffi_slice(records),
-                RSlice::from_slice(timestamps_ms),
-                false,
-            )
-            .into_result()?;
-        Ok(batch_from_ffi(b))
+        if timestamps_ms.len() != records.len() {
+            return Err(Error::other(format!(
+                "{} timestamps for {} records: one per record is needed",
+                timestamps_ms.len(),
+                records.len()
+            )));
+        }
+        if self.features() & SINK_FEATURE_TIMESTAMPS == 0 {
+            return Err(Error::other(
+                "this datasink's plugin does not take record timestamps (built before \
+                 pseidon-plugin-api 0.3.1): rebuild it",
+            ));
+        }
+        let stamps: Vec<[u8; 8]> = timestamps_ms.iter().map(|t| t.to_be_bytes()).collect();
+        let headers: Vec<Vec<Header<'_>>> = records
+            .iter()
+            .zip(timestamps_ms.iter().zip(&stamps))
+            .map(|(r, (t, bytes))| {
+                let mut hs = r.headers().to_vec();
+                if *t >= 0 {
+                    hs.push(Header::new(TIMESTAMP_HEADER, bytes));
+                }
+                hs
+            })
+            .collect();
+        let stamped: Vec<Record<'_>> = records
+            .iter()
+            .zip(&headers)
+            .map(|(r, hs)| r.with_headers(hs))
+            .collect();
+        self.write_batch(&stamped)
     }
 
     /// Waits up to `timeout` for every queued record, and returns the deliveries
@@ -473,5 +535,71 @@ impl std::fmt::Debug for FlushTicket {
             .field("ids", &self.ids())
             .field("open", &self.open)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records what reached the plugin's side: (value, headers, timestamp).
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(Vec<u8>, usize, i64)>>);
+
+    struct Stamping(Arc<Seen>);
+
+    impl DataSink for Stamping {
+        fn write_batch(&self, r: &[Record<'_>], _: DeliveryId) -> Result<(), (u64, Error)> {
+            self.write_batch_timestamped(r, &vec![-1; r.len()], 0, false)
+        }
+        fn flush(&self, _: Duration) -> Result<FlushReport, Error> {
+            Ok(FlushReport::default())
+        }
+        fn write_batch_timestamped(
+            &self,
+            r: &[Record<'_>],
+            ts: &[i64],
+            _: DeliveryId,
+            _: bool,
+        ) -> Result<(), (u64, Error)> {
+            let mut seen = self.0.0.lock().unwrap();
+            for (r, t) in r.iter().zip(ts) {
+                seen.push((
+                    r.value().unwrap_or_default().to_vec(),
+                    r.headers().len(),
+                    *t,
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn timestamps_cross_as_a_header_the_adapter_takes_off() {
+        let seen = Arc::new(Seen::default());
+        let sink = Sink::from_impl("t", Stamping(Arc::clone(&seen)));
+        assert_eq!(
+            sink.features() & SINK_FEATURE_TIMESTAMPS,
+            SINK_FEATURE_TIMESTAMPS
+        );
+        let hs = [Header::new("h", b"1")];
+        let records = [
+            Record::new("t", b"a").with_headers(&hs),
+            Record::new("t", b"b"),
+        ];
+        let b = sink
+            .write_batch_timestamped(&records, &[1_700_000_000_123, -1])
+            .unwrap();
+        assert_eq!(b.accepted, 2);
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [
+                (b"a".to_vec(), 1, 1_700_000_000_123),
+                (b"b".to_vec(), 0, -1)
+            ]
+        );
+        assert!(sink.write_batch_timestamped(&records, &[1]).is_err());
     }
 }

@@ -208,10 +208,55 @@ fn tmp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// The churn run for one protocol: `set` are its `--set key=value` conf entries, `drop`
-/// the default test settings it must not have (e.g. classic session timeouts), and
-/// `instance_ids` whether each member has a static `group.instance.id`.
+/// One churn run.
+struct Case<'a> {
+    name: &'a str,
+    bootstrap: &'a str,
+    /// Messages on the topic.
+    n: usize,
+    /// `--set key=value` conf entries of every member.
+    set: &'a [&'a str],
+    /// Default test settings the protocol must not have (e.g. classic session timeouts).
+    drop: &'a [&'a str],
+    /// Each member has a static `group.instance.id`.
+    instance_ids: bool,
+    /// The churning member is only SIGTERMed (else KILL and TERM alternate).
+    term_only: bool,
+    /// More consume_child flags of every member (e.g. `--async-done 4`).
+    member: &'a [&'a str],
+}
+
+/// What a churn run measured.
+struct Outcome {
+    /// Deliveries beyond one per message.
+    duplicates: i64,
+}
+
+/// The churn run of `case` (asserts 0 lost and lag 0; returns the duplicates).
 fn churn(name: &str, bootstrap: &str, set: &[&str], drop: &[&str], instance_ids: bool) {
+    run(&Case {
+        name,
+        bootstrap,
+        n: N,
+        set,
+        drop,
+        instance_ids,
+        term_only: false,
+        member: &[],
+    });
+}
+
+fn run(case: &Case<'_>) -> Outcome {
+    let Case {
+        name,
+        bootstrap,
+        n,
+        set,
+        drop,
+        instance_ids,
+        term_only,
+        member,
+    } = *case;
     let (mut rng, seed) = Rng::new();
     let topic = unique(&format!("rb-{name}"));
     kafka_tool(&[
@@ -226,7 +271,7 @@ fn churn(name: &str, bootstrap: &str, set: &[&str], drop: &[&str], instance_ids:
         "--replication-factor",
         "1",
     ]);
-    let sent: Vec<String> = (0..N).map(|i| format!("{name}-{i}")).collect();
+    let sent: Vec<String> = (0..n).map(|i| format!("{name}-{i}")).collect();
     kcat_produce_keyed(bootstrap, &topic, &sent, &["linger.ms=20"]);
     let dir = tmp_dir(&format!("rb-{name}"));
     let group = unique(&format!("rb-{name}-g"));
@@ -240,6 +285,7 @@ fn churn(name: &str, bootstrap: &str, set: &[&str], drop: &[&str], instance_ids:
             "pseidon-kafka.group-max-messages=200",
         ]
         .iter()
+        .chain(member)
         .map(|s| s.to_string())
         .collect();
         for s in set {
@@ -293,7 +339,7 @@ fn churn(name: &str, bootstrap: &str, set: &[&str], drop: &[&str], instance_ids:
         wait_until(&m, "READY", Duration::from_secs(30), &|m| m.has("READY"));
         std::thread::sleep(Duration::from_millis(rng.between(1500, 4000)));
         // KILL on even cycles, TERM on odd ones: the last stop is a clean one.
-        let kill = cycle % 2 == 0;
+        let kill = !term_only && cycle % 2 == 0;
         let lines = m.stop(kill);
         let got = lines.iter().filter(|l| l.starts_with("M ")).count();
         if !kill {
@@ -332,13 +378,18 @@ fn churn(name: &str, bootstrap: &str, set: &[&str], drop: &[&str], instance_ids:
     let duplicated = per_value.values().filter(|n| **n > 1).count();
     let (lag, partitions) = committed_lag(bootstrap, &group, &topic);
     eprintln!(
-        "FIGURE rebalance {name}: seed {seed}; {N} messages, {PARTITIONS} partitions, {CYCLES} \
-         churn cycles (KILL/TERM alternating) in {churn_time:?}, whole run {:?}; churn member \
+        "FIGURE rebalance {name}: seed {seed}; {n} messages, {PARTITIONS} partitions, {CYCLES} \
+         churn cycles ({}) in {churn_time:?}, whole run {:?}; churn member \
          delivered {churn_delivered:?}; {deliveries} deliveries = {} duplicates ({duplicated} \
          messages more than once, {:.2} %); lost {}; committed lag {lag} over {partitions} partitions",
+        if term_only {
+            "TERM only"
+        } else {
+            "KILL/TERM alternating"
+        },
         t0.elapsed(),
-        deliveries as i64 - N as i64,
-        100.0 * (deliveries as f64 - N as f64) / N as f64,
+        deliveries as i64 - n as i64,
+        100.0 * (deliveries as f64 - n as f64) / n as f64,
         lost.len()
     );
     assert!(
@@ -356,6 +407,9 @@ fn churn(name: &str, bootstrap: &str, set: &[&str], drop: &[&str], instance_ids:
         (0, PARTITIONS as usize),
         "{name}: the committed offsets are not at the end of every partition"
     );
+    Outcome {
+        duplicates: deliveries as i64 - n as i64,
+    }
 }
 
 /// The classic cases keep every default test setting.
@@ -424,5 +478,52 @@ fn churn_with_the_kip848_consumer_protocol_loses_nothing() {
         &["kafka.group.protocol=consumer"],
         &["kafka.session.timeout.ms", "kafka.heartbeat.interval.ms"],
         false,
+    );
+}
+
+/// Drain on revoke (`pseidon-kafka.revoke-drain-ms`): members that mark done from a worker
+/// thread with up to 4 groups in flight, 100 ms each (as a processor does), eager `range` (every
+/// rebalance revokes every partition), the churning member only SIGTERMed (a SIGKILLed
+/// member's group in hand is read again whatever the drain). Without the drain the groups
+/// in flight at each revoke are read again by the next owner; with it (the default) the
+/// revoke waits for them and commits past them. Both runs at once, 100 000 messages each.
+#[test]
+fn drain_on_revoke_cuts_the_duplicates_of_a_rebalance() {
+    let b = bootstrap();
+    let case = |name: &'static str, set: &'static [&'static str]| {
+        let b = b.clone();
+        std::thread::spawn(move || {
+            run(&Case {
+                name,
+                bootstrap: &b,
+                n: 100_000,
+                set,
+                drop: &[],
+                instance_ids: false,
+                term_only: true,
+                member: &["--async-done", "4", "--sleep-ms", "100"],
+            })
+            .duplicates
+        })
+    };
+    let without = case(
+        "nodrain",
+        &[
+            "kafka.partition.assignment.strategy=range",
+            "pseidon-kafka.revoke-drain-ms=0",
+        ],
+    );
+    let with = case("drain", &["kafka.partition.assignment.strategy=range"]);
+    let (without, with) = (without.join().unwrap(), with.join().unwrap());
+    eprintln!(
+        "FIGURE drain on revoke: duplicates without the drain {without}, with the default drain (5000 ms) {with}"
+    );
+    assert!(
+        without > 0,
+        "the run without a drain had no duplicates: the test shows nothing"
+    );
+    assert!(
+        with * 10 <= without,
+        "the drain did not cut the duplicates tenfold: {with} with, {without} without"
     );
 }

@@ -219,6 +219,14 @@ pub struct Settings {
     /// once: librdkafka would skip it ([`consume_error`](crate::consume_error)).
     /// 0: every permanent error at once. Default 30000.
     pub consume_error_timeout_ms: u64,
+    /// `pseidon-kafka.revoke-drain-ms`: when the consumer group takes partitions away
+    /// (a rebalance), how long the revoke waits for the groups of those partitions
+    /// already handed out to be marked done, so that the watermark it commits covers
+    /// them and the next owner does not read them again. A group still unfinished then
+    /// is read again by the next owner (a duplicate, never a loss). The wait holds the
+    /// consumer's poll: keep it well below `kafka.max.poll.interval.ms` (checked) and
+    /// the session timeout. 0: no wait. Default 5000.
+    pub revoke_drain_ms: u64,
 }
 
 /// Default of `pseidon-kafka.queue-full-timeout-ms`.
@@ -253,6 +261,10 @@ pub fn default_connect_failure_timeout_ms() -> u64 {
 pub fn default_consume_error_timeout_ms() -> u64 {
     30_000
 }
+/// Default of `pseidon-kafka.revoke-drain-ms`.
+pub fn default_revoke_drain_ms() -> u64 {
+    5_000
+}
 
 impl Default for Settings {
     fn default() -> Self {
@@ -265,6 +277,7 @@ impl Default for Settings {
             done_retention_ms: default_done_retention_ms(),
             connect_failure_timeout_ms: default_connect_failure_timeout_ms(),
             consume_error_timeout_ms: default_consume_error_timeout_ms(),
+            revoke_drain_ms: default_revoke_drain_ms(),
         }
     }
 }
@@ -368,6 +381,24 @@ impl Config {
             && let Some(dir) = conf.get(CONF_DIR_KEY)
         {
             settings.status_db = PathBuf::from(&dir.value).join(&settings.status_db);
+        }
+        // The drain holds the consumer's poll: at max.poll.interval.ms or more the
+        // member would be thrown out of the group while it drains.
+        let max_poll_ms = props
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "max.poll.interval.ms")
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or(300_000);
+        if settings.revoke_drain_ms >= max_poll_ms {
+            return Err(Error::config(
+                format!("{SETTINGS_PREFIX}revoke-drain-ms"),
+                format!(
+                    "{} is not below kafka.max.poll.interval.ms ({max_poll_ms}): the drain holds \
+                     the consumer's poll, and the broker would throw the member out of its group",
+                    settings.revoke_drain_ms
+                ),
+            ));
         }
         Ok(Config {
             kafka: KafkaProps { props },
@@ -623,6 +654,7 @@ fn apply_setting(
             settings.connect_failure_timeout_ms = parse_number(key, value)?
         }
         "consume-error-timeout-ms" => settings.consume_error_timeout_ms = parse_number(key, value)?,
+        "revoke-drain-ms" => settings.revoke_drain_ms = parse_number(key, value)?,
         "reader-max-messages" | "assign" | "start-offset" | "stop-timestamp-ms" => {
             return Err(Error::config(
                 key,
@@ -632,7 +664,7 @@ fn apply_setting(
         _ => {
             return Err(Error::config(
                 key,
-                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-bytes, group-max-wait-ms, done-retention-ms, connect-failure-timeout-ms, consume-error-timeout-ms)",
+                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-bytes, group-max-wait-ms, done-retention-ms, connect-failure-timeout-ms, consume-error-timeout-ms, revoke-drain-ms)",
             ));
         }
     }

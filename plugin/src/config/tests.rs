@@ -438,3 +438,27 @@ fn plain_read_keys_are_per_reader_and_named_in_errors() {
         .to_string();
     assert!(err.contains("per-reader"), "{err}");
 }
+
+#[test]
+fn the_revoke_drain_must_stay_below_max_poll_interval() {
+    let c = Config::parse(&conf(&[])).unwrap();
+    assert_eq!(c.settings.revoke_drain_ms, 5_000);
+    let c = Config::parse(&conf(&[(
+        "pseidon-kafka.revoke-drain-ms",
+        ConfKind::Integer,
+        "0",
+    )]))
+    .unwrap();
+    assert_eq!(c.settings.revoke_drain_ms, 0);
+    let err = Config::parse(&conf(&[
+        ("pseidon-kafka.revoke-drain-ms", ConfKind::Integer, "60000"),
+        ("kafka.max.poll.interval.ms", ConfKind::Integer, "60000"),
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("pseidon-kafka.revoke-drain-ms")
+            && err.contains("max.poll.interval.ms (60000)"),
+        "{err}"
+    );
+}

@@ -4,9 +4,11 @@
 //! failure, the last error text, the progress and the log limit ([`ReaderShared`]).
 //!
 //! The consumer context ([`Ctx`]) logs librdkafka's lines with the secrets blanked out,
-//! records connection failures, and on a revoke stores and synchronously commits the
-//! watermarks of the revoked partitions, drops their trackers and records them revoked
-//! (the reader drops their pending and queued groups at its next step).
+//! records connection failures, and on a revoke first waits (up to
+//! `pseidon-kafka.revoke-drain-ms`) for the groups handed out of the revoked partitions
+//! to be marked done, then stores and synchronously commits the watermarks of the
+//! revoked partitions, drops their trackers and records them revoked (the reader drops
+//! their pending and queued groups at its next step).
 //!
 //! [`LiveReader`] is the part of a reader the source reaches: the consumer and its
 //! scope; `mark_done` advances a tracker through it ([`LiveReader::group_done`]). The
@@ -63,6 +65,8 @@ pub(crate) struct ReaderShared {
     log_limit: LogLimit,
     /// The consumer's latest librdkafka statistics (for the metrics).
     pub(crate) stats: StatsCell,
+    /// Per partition, the offset after the last group handed out (what a revoke drains).
+    handed: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl ReaderShared {
@@ -78,6 +82,63 @@ impl ReaderShared {
             progress: Progress::default(),
             log_limit: LogLimit::default(),
             stats: StatsCell::default(),
+            handed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records that a group of `topic`/`partition` ending at `max_offset` was handed out.
+    pub(super) fn handed_out(&self, topic: &str, partition: i32, max_offset: i64) {
+        let mut handed = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+        let end = handed.entry((topic.to_string(), partition)).or_insert(0);
+        *end = (*end).max(max_offset + 1);
+    }
+
+    /// The partitions of `revoked` whose handed-out groups are not all done: the
+    /// tracker's watermark is short of the end of the last group handed out.
+    fn undrained(&self, revoked: &[(String, i32)]) -> Vec<(String, i32)> {
+        let handed = self.handed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut trackers = self.lock();
+        revoked
+            .iter()
+            .filter(|(topic, partition)| {
+                let Some(end) = handed.get(&(topic.clone(), *partition)) else {
+                    return false;
+                };
+                trackers
+                    .get_mut(topic)
+                    .and_then(|per| per.get_mut(partition))
+                    .is_some_and(|t| t.watermark() < *end)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Waits up to `drain` for the groups handed out of `revoked` to be marked done
+    /// (by other threads: `mark_done` advances the trackers meanwhile).
+    fn drain(&self, revoked: &[(String, i32)], drain: Duration) {
+        if drain.is_zero() {
+            return;
+        }
+        let t0 = Instant::now();
+        let mut waiting = self.undrained(revoked);
+        if waiting.is_empty() {
+            return;
+        }
+        while !waiting.is_empty() && t0.elapsed() < drain {
+            std::thread::sleep(Duration::from_millis(5));
+            waiting = self.undrained(revoked);
+        }
+        if waiting.is_empty() {
+            log::info!(
+                "revoke: the groups handed out of {revoked:?} were marked done within {} ms",
+                t0.elapsed().as_millis()
+            );
+        } else {
+            log::warn!(
+                "revoke: groups handed out of {waiting:?} were not marked done within \
+                 pseidon-kafka.revoke-drain-ms ({} ms): their next owner reads them again",
+                drain.as_millis()
+            );
         }
     }
 
@@ -92,12 +153,23 @@ pub(crate) struct Ctx {
     shared: Arc<ReaderShared>,
     /// Secret conf values, blanked out of the log lines and errors.
     secrets: Scrubber,
+    /// `pseidon-kafka.revoke-drain-ms`.
+    revoke_drain: Duration,
 }
 
 impl Ctx {
-    /// The context of a reader's consumer.
-    pub(super) fn new(shared: Arc<ReaderShared>, secrets: Scrubber) -> Self {
-        Ctx { shared, secrets }
+    /// The context of a reader's consumer; a revoke waits up to `revoke_drain` for the
+    /// groups handed out of the revoked partitions.
+    pub(super) fn new(
+        shared: Arc<ReaderShared>,
+        secrets: Scrubber,
+        revoke_drain: Duration,
+    ) -> Self {
+        Ctx {
+            shared,
+            secrets,
+            revoke_drain,
+        }
     }
 }
 
@@ -135,6 +207,12 @@ impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
+                let partitions: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                self.shared.drain(&partitions, self.revoke_drain);
                 let mut revoked = Vec::new();
                 let mut commit = TopicPartitionList::new();
                 {
@@ -150,6 +228,12 @@ impl ConsumerContext for Ctx {
                                 commit.add_partition_offset(&topic, partition, Offset::Offset(w));
                         }
                         revoked.push((topic, partition));
+                    }
+                }
+                {
+                    let mut handed = self.shared.handed.lock().unwrap_or_else(|p| p.into_inner());
+                    for p in &revoked {
+                        handed.remove(p);
                     }
                 }
                 if commit.count() > 0 {

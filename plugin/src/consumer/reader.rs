@@ -99,7 +99,11 @@ impl KafkaReader {
         let consumer: BaseConsumer<Ctx> = state
             .config
             .client_config(Role::Consumer, options.overrides())?
-            .create_with_context(Ctx::new(Arc::clone(&shared), secret_values(&state.config)))
+            .create_with_context(Ctx::new(
+                Arc::clone(&shared),
+                secret_values(&state.config),
+                Duration::from_millis(state.config.settings.revoke_drain_ms),
+            ))
             .map_err(|e| kafka_err("creating the consumer", &e))?;
         // Topic patterns are expanded once, now (the only case where open asks the
         // cluster anything).
@@ -292,6 +296,11 @@ impl KafkaReader {
                     )?;
                 }
                 self.live.store_dirty();
+                if let Some(last) = g.messages().last() {
+                    self.live
+                        .shared
+                        .handed_out(g.topic(), last.partition(), last.offset());
+                }
                 self.state.metrics.handed_out(
                     g.topic(),
                     &batch.scope.consumer_group,

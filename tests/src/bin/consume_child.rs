@@ -18,8 +18,11 @@
 //! ```
 //!
 //! Usage: `consume_child --plugin SO --bootstrap B --topic T --group G --db PATH
-//!   [--expect N] [--idle-ms MS] [--no-done] [--sleep-ms MS] [--mark ID]... [--meta] [--set key=value]...`
+//!   [--expect N] [--idle-ms MS] [--no-done] [--sleep-ms MS] [--async-done N] [--mark ID]... [--meta] [--set key=value]...`
 //! `--sleep-ms` waits after each group, before marking it done (a slow user).
+//! `--async-done N`: a worker thread does the wait and the `mark_done`, with up to N
+//! groups in flight, while the main thread takes the next groups (as a processor does);
+//! on SIGTERM the groups in flight are finished before the reader is closed.
 //! It ends once `--expect` messages were delivered (if given) and nothing came for
 //! `--idle-ms` (default 10000). Logs go to stderr.
 
@@ -51,6 +54,7 @@ struct Args {
     sleep: Duration,
     mark: Vec<String>,
     meta: bool,
+    async_done: usize,
     conf: Vec<(String, String)>,
 }
 
@@ -64,6 +68,7 @@ fn parse_args() -> Args {
         sleep: Duration::ZERO,
         mark: Vec::new(),
         meta: false,
+        async_done: 0,
         conf: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -86,6 +91,13 @@ fn parse_args() -> Args {
             "--no-done" => a.mark_done = false,
             "--mark" => a.mark.push(val()),
             "--meta" => a.meta = true,
+            "--async-done" => {
+                a.async_done = val()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| fail("--async-done N (N >= 1)"))
+            }
             "--no-group" => a.conf.retain(|(k, _)| k != "kafka.group.id"),
             "--sleep-ms" => {
                 a.sleep =
@@ -147,7 +159,27 @@ fn main() {
     let mut reader = source
         .reader(&[args.topic.as_str()], ReaderOptions::default())
         .unwrap_or_else(|e| fail(&e.to_string()));
-    let mut out = std::io::stdout().lock();
+    // --async-done: the worker that waits and marks done, fed through a bounded channel.
+    let worker = (args.async_done > 0).then(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(args.async_done - 1);
+        let source = source.clone();
+        let sleep = args.sleep;
+        let handle = std::thread::spawn(move || {
+            for id in rx {
+                std::thread::sleep(sleep);
+                if let Err(e) = source.mark_done(&id) {
+                    fail(&format!("mark_done {id}: {e}"));
+                }
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "D {id}");
+                let _ = out.flush();
+            }
+        });
+        (tx, handle)
+    });
+    // Not held locked: the --async-done worker prints its `D` lines meanwhile (each
+    // write locks stdout on its own, so a group's lines stay together).
+    let mut out = std::io::stdout();
     let _ = writeln!(out, "READY");
     let _ = out.flush();
     let mut delivered = 0usize;
@@ -195,6 +227,13 @@ fn main() {
                 delivered += g.messages().len();
                 let _ = out.write_all(text.as_bytes());
                 let _ = out.flush();
+                if let Some((tx, _)) = &worker {
+                    if args.mark_done {
+                        // Blocks while N groups are in flight (the processor's back-pressure).
+                        let _ = tx.send(g.id().to_string());
+                    }
+                    continue;
+                }
                 if !args.sleep.is_zero() {
                     std::thread::sleep(args.sleep);
                 }
@@ -217,6 +256,11 @@ fn main() {
         if args.expect.is_some_and(|n| delivered >= n) && last.elapsed() >= args.idle {
             break;
         }
+    }
+    if let Some((tx, handle)) = worker {
+        // The groups in flight are finished before the reader is closed.
+        drop(tx);
+        let _ = handle.join();
     }
     for id in &args.mark {
         match source.mark_done(id) {

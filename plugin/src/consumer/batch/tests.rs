@@ -55,7 +55,11 @@ impl Fixture {
         let consumer = config
             .client_config(Role::Consumer, &[])
             .unwrap()
-            .create_with_context(Ctx::new(Arc::clone(&shared), Default::default()))
+            .create_with_context(Ctx::new(
+                Arc::clone(&shared),
+                Default::default(),
+                Duration::ZERO,
+            ))
             .unwrap();
         let state = SourceState::new(config);
         let store = state.store().unwrap();

@@ -15,8 +15,9 @@ use crate::{
     error::Error,
     ffi::{
         FfiClusterMetadata, FfiDataSource, FfiDataSource_TO, FfiGroupInfo, FfiGroupQuery,
-        FfiGroupRow, FfiGroupStatus, FfiKeyValue, FfiMessageGroup, FfiReader, FfiReader_TO,
-        FfiReaderBox, FfiReaderProgress, FfiReplayed, FfiResult, FfiScopedGroupInfo, FfiSourceArc,
+        FfiGroupQueryText, FfiGroupRow, FfiGroupRowText, FfiGroupStatus, FfiKeyValue,
+        FfiMessageGroup, FfiReader, FfiReader_TO, FfiReaderBox, FfiReaderProgress, FfiReplayed,
+        FfiResult, FfiScopedGroupInfo, FfiSourceArc,
     },
     metadata::ClusterMetadata,
     module::catch_panic,
@@ -75,7 +76,8 @@ impl GroupFilter {
     /// let g = GroupInfo { id: "t:0:0:9".into(), topic: "t".into(), partition: 0,
     ///     min_offset: 0, max_offset: 9, status: GroupStatus::Done, attempt: 1,
     ///     updated_ms: 99, cluster_id: String::new(), consumer_group: String::new(),
-    ///     topic_id: String::new(), messages: Some(10) };
+    ///     topic_id: String::new(), messages: Some(10), reason: None, retry_at_ms: None,
+    ///     parent: None };
     /// assert!(!f.matches(&g));
     /// assert!(f.matches(&GroupInfo { updated_ms: 100, ..g }));
     /// ```
@@ -105,7 +107,7 @@ pub struct Replayed {
 impl From<FfiReplayed> for Replayed {
     fn from(r: FfiReplayed) -> Self {
         Replayed {
-            previous: r.previous,
+            previous: r.previous.into(),
             group: r.row.into(),
         }
     }
@@ -114,7 +116,7 @@ impl From<FfiReplayed> for Replayed {
 impl From<Replayed> for FfiReplayed {
     fn from(r: Replayed) -> Self {
         FfiReplayed {
-            previous: r.previous,
+            previous: r.previous.to_ffi(),
             row: r.group.into(),
         }
     }
@@ -218,6 +220,21 @@ pub trait DataSource: Send + Sync + 'static {
             "this datasource does not report cluster metadata",
         ))
     }
+    /// Marks a handed-out group (of `consumer_group`, when given) failed with `reason`;
+    /// returns its status now (`failed`, or what a datasource does at its last attempt).
+    /// The default: an error, "not supported".
+    fn mark_failed(
+        &self,
+        group_id: &str,
+        reason: &str,
+        consumer_group: Option<&str>,
+    ) -> Result<GroupStatus, Error> {
+        let _ = (reason, consumer_group);
+        Err(Error::other(format!(
+            "this datasource cannot mark message groups failed (group `{group_id}`): \
+             not supported by this plugin"
+        )))
+    }
 }
 
 struct ReaderAdapter<R> {
@@ -291,7 +308,7 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
         topic: ROption<RStr<'_>>,
     ) -> FfiResult<RVec<FfiGroupInfo>> {
         let filter = GroupFilter {
-            status: status.into_option(),
+            status: status.into_option().map(GroupStatus::from),
             topic: topic.into_option().map(|t| t.to_string()),
             consumer_group: None,
             updated_since_ms: None,
@@ -309,7 +326,7 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
         consumer_group: ROption<RStr<'_>>,
     ) -> FfiResult<RVec<FfiScopedGroupInfo>> {
         let filter = GroupFilter {
-            status: status.into_option(),
+            status: status.into_option().map(GroupStatus::from),
             topic: topic.into_option().map(|t| t.to_string()),
             consumer_group: consumer_group.into_option().map(|g| g.to_string()),
             updated_since_ms: None,
@@ -322,7 +339,7 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
 
     fn groups_query(&self, query: FfiGroupQuery) -> FfiResult<RVec<FfiGroupRow>> {
         let filter = GroupFilter {
-            status: query.status.into_option(),
+            status: query.status.into_option().map(GroupStatus::from),
             topic: query.topic.into_option().map(RString::into_string),
             consumer_group: query.consumer_group.into_option().map(RString::into_string),
             updated_since_ms: query.updated_since_ms.into_option(),
@@ -372,6 +389,53 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
             self.inner
                 .mark_done_in(group_id.as_str(), consumer_group.as_str())
         })
+        .map_err(Into::into)
+        .into()
+    }
+
+    fn groups_text(&self, query: FfiGroupQueryText) -> FfiResult<RVec<FfiGroupRowText>> {
+        let status = match query.status.into_option() {
+            None => None,
+            Some(s) => match GroupStatus::parse(s.as_str()) {
+                Some(s) => Some(s),
+                None => {
+                    return RResult::RErr(
+                        Error::other(format!("unknown group status `{s}`")).into(),
+                    );
+                }
+            },
+        };
+        let filter = GroupFilter {
+            status,
+            topic: query.topic.into_option().map(RString::into_string),
+            consumer_group: query.consumer_group.into_option().map(RString::into_string),
+            updated_since_ms: query.updated_since_ms.into_option(),
+        };
+        catch_panic(&self.owner, "groups", || self.inner.groups(&filter))
+            .map(|v| {
+                v.into_iter()
+                    .filter(|g| filter.matches(g))
+                    .map(FfiGroupRowText::from)
+                    .collect()
+            })
+            .map_err(Into::into)
+            .into()
+    }
+
+    fn mark_failed(
+        &self,
+        group_id: RStr<'_>,
+        reason: RStr<'_>,
+        consumer_group: ROption<RStr<'_>>,
+    ) -> FfiResult<RString> {
+        catch_panic(&self.owner, "mark_failed", || {
+            self.inner.mark_failed(
+                group_id.as_str(),
+                reason.as_str(),
+                consumer_group.into_option().map(|g| g.as_str()),
+            )
+        })
+        .map(|s| RString::from(s.as_str()))
         .map_err(Into::into)
         .into()
     }
@@ -468,14 +532,40 @@ impl Source {
     /// incarnation each belongs to, and their message counts (`None` from a plugin built
     /// before pseidon-plugin-api 0.3.0).
     pub fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
-        let query = FfiGroupQuery {
-            status: filter.status.into(),
+        let query = FfiGroupQueryText {
+            status: filter.status.map(|s| RString::from(s.as_str())).into(),
             topic: filter.topic.as_deref().map(RString::from).into(),
             consumer_group: filter.consumer_group.as_deref().map(RString::from).into(),
             updated_since_ms: filter.updated_since_ms.into(),
         };
-        let v = self.inner.groups_query(query).into_result()?;
+        let v = self.inner.groups_text(query).into_result()?;
         Ok(v.into_iter().map(GroupInfo::from).collect())
+    }
+
+    /// Marks a message group handed out by a reader failed, with `reason` (logged and
+    /// recorded, secrets scrubbed): the datasource hands it out again after a backoff;
+    /// at its last attempt (`pseidon-kafka.max-attempts`) it splits a group of more than
+    /// one message in two halves, and dead-letters a group of one. Returns the group's
+    /// status now. `consumer_group` says whose group, when more than one consumer group
+    /// tracks the id. A plugin built before pseidon-plugin-api 0.4.0: an error, "not
+    /// supported by this plugin".
+    pub fn mark_failed(
+        &self,
+        group_id: &str,
+        reason: &str,
+        consumer_group: Option<&str>,
+    ) -> Result<GroupStatus, Error> {
+        let s = self
+            .inner
+            .mark_failed(
+                RStr::from_str(group_id),
+                RStr::from_str(reason),
+                consumer_group.map(RStr::from_str).into(),
+            )
+            .into_result()
+            .map_err(Error::from)?;
+        GroupStatus::parse(s.as_str())
+            .ok_or_else(|| Error::other(format!("the datasource answered an unknown status `{s}`")))
     }
 
     /// Delivers message group `group_id` again: a done group goes back to `ready`, and

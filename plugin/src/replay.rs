@@ -436,11 +436,9 @@ impl Replayer {
             return self.poison(cur, store, state);
         } else {
             if cur.info.status == GroupStatus::Failed {
-                state.metrics.poison(
-                    &cur.info.topic,
-                    &cur.info.consumer_group,
-                    Poison::Retried,
-                );
+                state
+                    .metrics
+                    .poison(&cur.info.topic, &cur.info.consumer_group, Poison::Retried);
             }
             store.set_run(
                 &Scope::of(&cur.info),

@@ -23,8 +23,10 @@
 //! group's committed offsets never move backwards (the replay reads the range with its
 //! own assign-only consumer, and a group consumer's watermark starts at the offset it
 //! resumes from). A reader already reading the topic in this process does not pick the
-//! replay up; the next one opened does. A `ready`/`run` group is left as it is (it is
-//! replayed anyway), a `lost` one is an error: its messages are gone.
+//! replay up; the next one opened does. A `ready`/`run`/`failed` group is left as it is
+//! (it is replayed anyway), a `lost` one is an error: its messages are gone; a `dead` one
+//! goes back to `ready` like a done one (failing again, it is dead-lettered again at
+//! once: its attempts stay spent); a `split` one is an error naming its halves' way.
 //!
 //! `mark_failed(id, reason)` finds the scope as `mark_done` does, records the group
 //! `failed` with the reason (secrets scrubbed) and `retry_at_ms` = now +
@@ -161,10 +163,7 @@ impl KafkaSource {
                     },
                 });
             }
-            let mut unfinished: Vec<_> = rows
-                .iter()
-                .filter(|r| r.status.is_unfinished())
-                .collect();
+            let mut unfinished: Vec<_> = rows.iter().filter(|r| r.status.is_unfinished()).collect();
             if unfinished.len() > 1 && group.is_none() {
                 // The conf's consumer group first.
                 if let Some(conf_group) = self.state.config.kafka_prop("group.id") {
@@ -284,9 +283,10 @@ impl KafkaSource {
         } else {
             settings.retry_backoff_ms(attempt)
         };
-        let retry_at_ms = crate::store::now_ms()
-            .saturating_add(i64::try_from(backoff_ms).unwrap_or(i64::MAX));
-        let Some(row) = store.mark_failed(&scope, &topic_id, group_id, &reason, retry_at_ms)? else {
+        let retry_at_ms =
+            crate::store::now_ms().saturating_add(i64::try_from(backoff_ms).unwrap_or(i64::MAX));
+        let Some(row) = store.mark_failed(&scope, &topic_id, group_id, &reason, retry_at_ms)?
+        else {
             return Err(Error::InvalidGroupId {
                 group_id: group_id.to_string(),
                 reason: format!("it is no longer unfinished in {scope}"),
@@ -302,7 +302,9 @@ impl KafkaSource {
         } else {
             "no attempt left: split in two halves".to_string()
         };
-        log::warn!("message group {group_id} failed at attempt {attempt} ({scope}): {reason}; {next}");
+        log::warn!(
+            "message group {group_id} failed at attempt {attempt} ({scope}): {reason}; {next}"
+        );
         match self.state.claim_owner(&scope, group_id) {
             Some(owner) => self.state.push_retry(owner, row),
             None => log::info!(
@@ -405,6 +407,17 @@ impl DataSource for KafkaSource {
                 reason: format!(
                     "it is lost in {}: its messages are gone from Kafka (the error logged \
                      when it was found lost says which offsets), so it cannot be replayed",
+                    Scope::of(row)
+                ),
+            });
+        }
+        if row.status == GroupStatus::Split {
+            return Err(Error::InvalidGroupId {
+                group_id: group_id.to_string(),
+                reason: format!(
+                    "it was split into two halves in {} (its failures isolated a poison \
+                     message): replay the halves (`pseidon groups --status done`, rows whose \
+                     parent is this id)",
                     Scope::of(row)
                 ),
             });

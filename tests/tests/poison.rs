@@ -121,7 +121,10 @@ fn args(topic: &str, group: &str, db: &Path, settings: &[String]) -> Vec<String>
 
 /// Runs the consumer to its end, feeding `seen`; returns its stderr.
 fn run(args: &[String], seen: &mut Seen) -> String {
-    let out = Command::new(CHILD).args(args).output().expect("run consume_child");
+    let out = Command::new(CHILD)
+        .args(args)
+        .output()
+        .expect("run consume_child");
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         seen.feed(line);
     }
@@ -206,15 +209,26 @@ fn check_outcome(topic: &str, group: &str, dlq: &str, db: &Path, seen: &Seen) {
     let poison: BTreeSet<i64> = POISON_AT.iter().map(|&i| i as i64).collect();
     // Exactly the 3 poison messages are dead, each a group of its own.
     let dead: BTreeSet<String> = seen.dead.iter().cloned().collect();
-    let want: BTreeSet<String> = poison.iter().map(|o| format!("{topic}:0:{o}:{o}")).collect();
+    let want: BTreeSet<String> = poison
+        .iter()
+        .map(|o| format!("{topic}:0:{o}:{o}"))
+        .collect();
     assert_eq!(dead, want, "dead groups");
     // The other 9 997 were processed (in groups marked done).
     let done = seen.done_offsets(db);
     let missing: Vec<i64> = (0..N as i64)
         .filter(|o| !poison.contains(o) && !done.contains(o))
         .collect();
-    assert!(missing.is_empty(), "{} offsets never done: {:?}", missing.len(), &missing[..missing.len().min(20)]);
-    assert!(done.is_disjoint(&poison), "a poison message was marked done");
+    assert!(
+        missing.is_empty(),
+        "{} offsets never done: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert!(
+        done.is_disjoint(&poison),
+        "a poison message was marked done"
+    );
     // The dead-letter topic holds exactly the 3 (kcat), with their key and origin headers.
     let letters = dead_letters(dlq);
     let vals: BTreeSet<String> = letters.iter().map(|l| l.0.clone()).collect();
@@ -250,7 +264,11 @@ fn three_poison_messages_among_10000_are_isolated_dead_lettered_and_passed() {
     let started = Instant::now();
     let mut seen = Seen::default();
     let stderr = run(&args(&topic, &group, &db, &settings(&dlq, &[])), &mut seen);
-    assert!(seen.end && seen.err.is_none(), "err={:?}\n{stderr}", seen.err);
+    assert!(
+        seen.end && seen.err.is_none(),
+        "err={:?}\n{stderr}",
+        seen.err
+    );
     eprintln!(
         "poison run: {:?}, {} failures, {} hand-outs, {} done groups, {:?}",
         started.elapsed(),
@@ -261,13 +279,7 @@ fn three_poison_messages_among_10000_are_isolated_dead_lettered_and_passed() {
     );
     check_outcome(&topic, &group, &dlq, &db, &seen);
     // Rounds: every failure is one hand-out of a group holding a poison message.
-    let biggest = seen
-        .groups
-        .values()
-        .map(Vec::len)
-        .max()
-        .unwrap_or(1)
-        .max(2);
+    let biggest = seen.groups.values().map(Vec::len).max().unwrap_or(1).max(2);
     let log2 = (biggest as f64).log2().ceil() as usize;
     let bound = 3 * log2 + 1;
     assert!(
@@ -321,15 +333,26 @@ fn sigkill_during_bisection_loses_nothing_and_ends_with_the_same_three_dead() {
         "{kills} SIGKILLs at (failures of the run, failures in all): {points:?}, {:?}",
         started.elapsed()
     );
-    assert!(kills >= 3, "only {kills} kills happened during the bisection");
+    assert!(
+        kills >= 3,
+        "only {kills} kills happened during the bisection"
+    );
     // The last run waits for the consumer group to take it in (the killed member's
     // session timeout, 6 s) and to commit.
     let mut last = a.clone();
     let idle = last.iter().position(|x| x == "--idle-ms").unwrap() + 1;
     last[idle] = "15000".into();
     let stderr = run(&last, &mut seen);
-    assert!(seen.end && seen.err.is_none(), "err={:?}\n{stderr}", seen.err);
-    eprintln!("after the restart: {:?} in all, {:?}", started.elapsed(), seen.poison);
+    assert!(
+        seen.end && seen.err.is_none(),
+        "err={:?}\n{stderr}",
+        seen.err
+    );
+    eprintln!(
+        "after the restart: {:?} in all, {:?}",
+        started.elapsed(),
+        seen.poison
+    );
     // A kill between the dead letter's delivery and its `dead` row may copy a message
     // twice (at least once); the set of dead letters is still exactly the 3.
     check_outcome(&topic, &group, &dlq, &db, &seen);
@@ -357,7 +380,13 @@ fn a_dead_letter_topic_that_refuses_the_copy_leaves_the_group_failed_never_dead(
     ]);
     let big = format!("POISON-{}", "x".repeat(2000));
     let vals: Vec<String> = (0..10)
-        .map(|i| if i == 4 { big.clone() } else { format!("v-{i}") })
+        .map(|i| {
+            if i == 4 {
+                big.clone()
+            } else {
+                format!("v-{i}")
+            }
+        })
         .collect();
     kcat_produce_keyed(&bootstrap(), &topic, &vals, &["linger.ms=20"]);
     let db = tmp_db("poison-dlqfail");
@@ -370,7 +399,11 @@ fn a_dead_letter_topic_that_refuses_the_copy_leaves_the_group_failed_never_dead(
         ],
     );
     let stderr = run(&args(&topic, &group, &db, &s), &mut seen);
-    assert!(seen.end && seen.err.is_none(), "err={:?}\n{stderr}", seen.err);
+    assert!(
+        seen.end && seen.err.is_none(),
+        "err={:?}\n{stderr}",
+        seen.err
+    );
     assert!(seen.dead.is_empty(), "never dead: {:?}", seen.dead);
     assert_eq!(
         seen.poison.as_deref().map(|p| p.starts_with("failed=1 ")),
@@ -389,7 +422,10 @@ fn a_dead_letter_topic_that_refuses_the_copy_leaves_the_group_failed_never_dead(
         "says why: {line}"
     );
     assert!(line.contains("stays failed"), "{line}");
-    assert!(dead_letters(&dlq).is_empty(), "nothing in the dead-letter topic");
+    assert!(
+        dead_letters(&dlq).is_empty(),
+        "nothing in the dead-letter topic"
+    );
     // The commit stops at the poison message (offset 4).
     assert_eq!(committed(&group, &topic), Some(4));
 }

@@ -160,7 +160,9 @@ impl SourceMetrics {
             split.push(&l, c.groups_split as f64);
             dead.push(&l, c.groups_dead as f64);
         }
-        let mut out = vec![messages, groups, replayed, lost, failed, retried, split, dead];
+        let mut out = vec![
+            messages, groups, replayed, lost, failed, retried, split, dead,
+        ];
         if let Some(store) = store {
             let rows = self.by_status(store);
             let mut f = MetricFamily::gauge(

@@ -295,8 +295,7 @@ impl Settings {
     pub fn retry_backoff_ms(&self, attempt: u32) -> u64 {
         let shift = attempt.saturating_sub(1).min(63);
         self.retry_backoff_ms
-            .checked_mul(1u64 << shift)
-            .unwrap_or(u64::MAX)
+            .saturating_mul(1u64 << shift)
             .min(self.retry_backoff_max_ms)
     }
 

@@ -373,39 +373,6 @@ pub struct FfiGroupRow {
     pub messages: ROption<u64>,
 }
 
-/// Which tracked groups [`FfiDataSource::groups_text`] lists: [`FfiGroupQuery`] with the
-/// status as text (any status of `GroupStatus`).
-#[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
-pub struct FfiGroupQueryText {
-    /// Only groups of this status (`ready`, `run`, `done`, `lost`, `failed`, `split`, `dead`).
-    pub status: ROption<RString>,
-    /// Only groups of this topic.
-    pub topic: ROption<RString>,
-    /// Only groups of this consumer group.
-    pub consumer_group: ROption<RString>,
-    /// Only groups whose status changed at or after this instant (ms since the epoch).
-    pub updated_since_ms: ROption<i64>,
-}
-
-/// A row of [`FfiDataSource::groups_text`]: the row of 0.3.0 (whose `FfiGroupStatus` is
-/// the lossy mapping, see `GroupStatus::to_ffi`), its real status as text, and the
-/// columns of schema 4.
-#[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
-pub struct FfiGroupRowText {
-    /// The row as 0.3.0 lists it.
-    pub row: FfiGroupRow,
-    /// The status as text.
-    pub status: RString,
-    /// The last failure's reason (secrets scrubbed), if the group failed.
-    pub reason: ROption<RString>,
-    /// When a failed group is handed out again (ms since the epoch).
-    pub retry_at_ms: ROption<i64>,
-    /// The split group this one is a half of.
-    pub parent: ROption<RString>,
-}
-
 /// What [`FfiDataSource::replay`] did.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
@@ -625,71 +592,6 @@ pub trait FfiDataSource: Send + Sync {
         RResult::RErr(FfiError::Other {
             message: "this datasource plugin predates cluster metadata \
                       (pseidon-plugin-api 0.3.0): it cannot list brokers and topics"
-                .into(),
-        })
-    }
-    /// The tracked groups matching `query`, their status as text (so that the statuses
-    /// added in 0.4.0 — `failed`, `split`, `dead` — cross without changing
-    /// [`FfiGroupStatus`]). (Added in 0.4.0; a plugin without it lists through
-    /// `groups_query`: its rows have only the four statuses of 0.3.0, and a filter on
-    /// another status lists nothing.)
-    fn groups_text(&self, query: FfiGroupQueryText) -> FfiResult<RVec<FfiGroupRowText>> {
-        let FfiGroupQueryText {
-            status,
-            topic,
-            consumer_group,
-            updated_since_ms,
-        } = query;
-        let status = match status.as_ref().map(|s| s.as_str()).into_option() {
-            None => ROption::RNone,
-            Some("ready") => ROption::RSome(FfiGroupStatus::Ready),
-            Some("run") => ROption::RSome(FfiGroupStatus::Run),
-            Some("done") => ROption::RSome(FfiGroupStatus::Done),
-            Some("lost") => ROption::RSome(FfiGroupStatus::Lost),
-            // A status this plugin does not know: it has no such row.
-            Some(_) => return RResult::ROk(RVec::new()),
-        };
-        let rows = self.groups_query(FfiGroupQuery {
-            status,
-            topic,
-            consumer_group,
-            updated_since_ms,
-        });
-        match rows {
-            RResult::ROk(v) => RResult::ROk(
-                v.into_iter()
-                    .map(|row| FfiGroupRowText {
-                        status: match row.scoped.info.status {
-                            FfiGroupStatus::Ready => "ready",
-                            FfiGroupStatus::Run => "run",
-                            FfiGroupStatus::Done => "done",
-                            FfiGroupStatus::Lost => "lost",
-                        }
-                        .into(),
-                        reason: ROption::RNone,
-                        retry_at_ms: ROption::RNone,
-                        parent: ROption::RNone,
-                        row,
-                    })
-                    .collect(),
-            ),
-            RResult::RErr(e) => RResult::RErr(e),
-        }
-    }
-    /// Marks message group `group_id` (of `consumer_group`, when given) failed with
-    /// `reason`: it is handed out again after a backoff, split or dead-lettered once it
-    /// failed `max-attempts` times. Returns the group's status now, as text. (Added in
-    /// 0.4.0.)
-    fn mark_failed(
-        &self,
-        group_id: RStr<'_>,
-        reason: RStr<'_>,
-        consumer_group: ROption<RStr<'_>>,
-    ) -> FfiResult<RString> {
-        let _ = (group_id, reason, consumer_group);
-        RResult::RErr(FfiError::Other {
-            message: "mark_failed is not supported by this plugin (it predates \
-                      pseidon-plugin-api 0.4.0): a group cannot be marked failed"
                 .into(),
         })
     }

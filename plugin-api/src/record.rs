@@ -1,10 +1,10 @@
 //! Records written to a sink, and messages and message groups read from a source.
 
-use abi_stable::std_types::{RArc, ROption, RSlice, RStr, RString, RVec};
+use abi_stable::std_types::{RArc, ROption, RSlice, RStr, RVec};
 
 use crate::ffi::{
-    FfiGroupInfo, FfiGroupMeta, FfiGroupRow, FfiGroupRowText, FfiGroupStatus, FfiHeader,
-    FfiMessage, FfiMessageGroup, FfiOwnedHeader, FfiRecord, FfiScopedGroupInfo,
+    FfiGroupInfo, FfiGroupMeta, FfiGroupRow, FfiGroupStatus, FfiHeader, FfiMessage,
+    FfiMessageGroup, FfiOwnedHeader, FfiRecord, FfiScopedGroupInfo,
 };
 
 /// A header of an outgoing [`Record`].
@@ -164,9 +164,10 @@ impl<'a> Record<'a> {
 /// The status of a message group (see the datasource's state machine: `ready` → `run` →
 /// `done`, or `failed` → `ready` again after a backoff, … → `split` / `dead`).
 ///
-/// Not an FFI type: it crosses the plugin boundary as text (`FfiDataSource::groups_text`,
-/// `mark_failed`), or as [`FfiGroupStatus`] through the methods of 0.3.0, which know only
-/// the first four statuses ([`GroupStatus::to_ffi`] says what the others map to there).
+/// Not an FFI type: it crosses the plugin boundary as text (the extension calls of
+/// `Source::groups` and `Source::mark_failed`, see the crate's `source_ext` module), or as
+/// [`FfiGroupStatus`] through the methods of 0.3.0, which know only the first four
+/// statuses ([`GroupStatus::to_ffi`] says what the others map to there).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GroupStatus {
@@ -555,31 +556,6 @@ impl From<FfiGroupRow> for GroupInfo {
         GroupInfo {
             messages: r.messages.into_option(),
             ..GroupInfo::from(r.scoped)
-        }
-    }
-}
-
-impl From<FfiGroupRowText> for GroupInfo {
-    fn from(r: FfiGroupRowText) -> Self {
-        let base = GroupInfo::from(r.row);
-        GroupInfo {
-            status: GroupStatus::parse(r.status.as_str()).unwrap_or(base.status),
-            reason: r.reason.into_option().map(RString::into_string),
-            retry_at_ms: r.retry_at_ms.into_option(),
-            parent: r.parent.into_option().map(RString::into_string),
-            ..base
-        }
-    }
-}
-
-impl From<GroupInfo> for FfiGroupRowText {
-    fn from(g: GroupInfo) -> Self {
-        FfiGroupRowText {
-            status: g.status.as_str().into(),
-            reason: g.reason.clone().map(RString::from).into(),
-            retry_at_ms: g.retry_at_ms.into(),
-            parent: g.parent.clone().map(RString::from).into(),
-            row: g.into(),
         }
     }
 }

@@ -15,9 +15,8 @@ use crate::{
     error::Error,
     ffi::{
         FfiClusterMetadata, FfiDataSource, FfiDataSource_TO, FfiGroupInfo, FfiGroupQuery,
-        FfiGroupQueryText, FfiGroupRow, FfiGroupRowText, FfiGroupStatus, FfiKeyValue,
-        FfiMessageGroup, FfiReader, FfiReader_TO, FfiReaderBox, FfiReaderProgress, FfiReplayed,
-        FfiResult, FfiScopedGroupInfo, FfiSourceArc,
+        FfiGroupRow, FfiGroupStatus, FfiKeyValue, FfiMessageGroup, FfiReader, FfiReader_TO,
+        FfiReaderBox, FfiReaderProgress, FfiReplayed, FfiResult, FfiScopedGroupInfo, FfiSourceArc,
     },
     metadata::ClusterMetadata,
     module::catch_panic,
@@ -275,6 +274,13 @@ struct SourceAdapter<T> {
 
 impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
     fn open(&self, topics: RVec<RString>, overrides: RVec<FfiKeyValue>) -> FfiResult<FfiReaderBox> {
+        if let Some(call) = crate::source_ext::Call::parse(&topics, &overrides) {
+            let outcome = catch_panic(&self.owner, call.what(), || call.run(&self.inner));
+            return RResult::ROk(FfiReader_TO::from_value(
+                crate::source_ext::Answer::new(outcome),
+                TD_Opaque,
+            ));
+        }
         let topics: Vec<String> = topics.into_iter().map(RString::into_string).collect();
         let mut options = ReaderOptions::default();
         for kv in overrides {
@@ -392,53 +398,6 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
         .map_err(Into::into)
         .into()
     }
-
-    fn groups_text(&self, query: FfiGroupQueryText) -> FfiResult<RVec<FfiGroupRowText>> {
-        let status = match query.status.into_option() {
-            None => None,
-            Some(s) => match GroupStatus::parse(s.as_str()) {
-                Some(s) => Some(s),
-                None => {
-                    return RResult::RErr(
-                        Error::other(format!("unknown group status `{s}`")).into(),
-                    );
-                }
-            },
-        };
-        let filter = GroupFilter {
-            status,
-            topic: query.topic.into_option().map(RString::into_string),
-            consumer_group: query.consumer_group.into_option().map(RString::into_string),
-            updated_since_ms: query.updated_since_ms.into_option(),
-        };
-        catch_panic(&self.owner, "groups", || self.inner.groups(&filter))
-            .map(|v| {
-                v.into_iter()
-                    .filter(|g| filter.matches(g))
-                    .map(FfiGroupRowText::from)
-                    .collect()
-            })
-            .map_err(Into::into)
-            .into()
-    }
-
-    fn mark_failed(
-        &self,
-        group_id: RStr<'_>,
-        reason: RStr<'_>,
-        consumer_group: ROption<RStr<'_>>,
-    ) -> FfiResult<RString> {
-        catch_panic(&self.owner, "mark_failed", || {
-            self.inner.mark_failed(
-                group_id.as_str(),
-                reason.as_str(),
-                consumer_group.into_option().map(|g| g.as_str()),
-            )
-        })
-        .map(|s| RString::from(s.as_str()))
-        .map_err(Into::into)
-        .into()
-    }
 }
 
 /// A data source, as users see it. Cheap to clone; safe to share between threads.
@@ -532,13 +491,24 @@ impl Source {
     /// incarnation each belongs to, and their message counts (`None` from a plugin built
     /// before pseidon-plugin-api 0.3.0).
     pub fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
-        let query = FfiGroupQueryText {
-            status: filter.status.map(|s| RString::from(s.as_str())).into(),
+        if let Some(rows) = crate::source_ext::groups(&self.inner, filter)? {
+            return Ok(rows);
+        }
+        // A plugin before 0.4.0: the four statuses of 0.3.0 only.
+        let status = match filter.status {
+            None => None,
+            Some(
+                s @ (GroupStatus::Ready | GroupStatus::Run | GroupStatus::Done | GroupStatus::Lost),
+            ) => Some(s.to_ffi()),
+            Some(_) => return Ok(Vec::new()),
+        };
+        let query = FfiGroupQuery {
+            status: status.into(),
             topic: filter.topic.as_deref().map(RString::from).into(),
             consumer_group: filter.consumer_group.as_deref().map(RString::from).into(),
             updated_since_ms: filter.updated_since_ms.into(),
         };
-        let v = self.inner.groups_text(query).into_result()?;
+        let v = self.inner.groups_query(query).into_result()?;
         Ok(v.into_iter().map(GroupInfo::from).collect())
     }
 
@@ -555,17 +525,7 @@ impl Source {
         reason: &str,
         consumer_group: Option<&str>,
     ) -> Result<GroupStatus, Error> {
-        let s = self
-            .inner
-            .mark_failed(
-                RStr::from_str(group_id),
-                RStr::from_str(reason),
-                consumer_group.map(RStr::from_str).into(),
-            )
-            .into_result()
-            .map_err(Error::from)?;
-        GroupStatus::parse(s.as_str())
-            .ok_or_else(|| Error::other(format!("the datasource answered an unknown status `{s}`")))
+        crate::source_ext::mark_failed(&self.inner, group_id, reason, consumer_group)
     }
 
     /// Delivers message group `group_id` again: a done group goes back to `ready`, and

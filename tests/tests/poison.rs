@@ -429,3 +429,43 @@ fn a_dead_letter_topic_that_refuses_the_copy_leaves_the_group_failed_never_dead(
     // The commit stops at the poison message (offset 4).
     assert_eq!(committed(&group, &topic), Some(4));
 }
+
+/// A datasource plugin built before 0.4.0 (set `PSEIDON_OLD_KAFKA_SO` to a
+/// `libpseidon_kafka.so` built at an older commit, e.g. 43f9ec0; skipped without it)
+/// loads with this plugin-api, lists its groups, and answers `mark_failed` with "not
+/// supported by this plugin".
+#[test]
+fn an_older_datasource_plugin_loads_and_mark_failed_is_not_supported() {
+    let Ok(old) = std::env::var("PSEIDON_OLD_KAFKA_SO") else {
+        eprintln!("skipped: PSEIDON_OLD_KAFKA_SO is not set");
+        return;
+    };
+    let topic = unique("poison-old");
+    create_topic(&topic, 1);
+    kcat_produce_keyed(&bootstrap(), &topic, &["a".into(), "POISON".into()], &[]);
+    let run_old = |group: &str, fail: bool| {
+        let mut a = consume_child_args(
+            &bootstrap(),
+            &topic,
+            group,
+            &tmp_db("poison-old"),
+            &["--idle-ms", "3000"],
+        );
+        a[1] = old.clone();
+        if fail {
+            a.extend(["--fail-on".to_string(), "POISON".to_string()]);
+        }
+        let out = Command::new(CHILD).args(&a).output().expect("run consume_child");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = run_old(&unique("poison-old-g"), false);
+    assert!(
+        listed.contains("STATUS ready=0 run=0 done=1 lost=0") && listed.contains("END 2"),
+        "{listed}"
+    );
+    let failed = run_old(&unique("poison-old-g"), true);
+    assert!(
+        failed.contains("ERR mark_failed") && failed.contains("not supported by this plugin"),
+        "{failed}"
+    );
+}

@@ -538,6 +538,9 @@ impl Source {
     /// The store may be held by a running reader of another process: then this is an
     /// error naming the status database, as for [`Source::mark_done`].
     pub fn replay(&self, group_id: &str, consumer_group: Option<&str>) -> Result<Replayed, Error> {
+        if let Some(r) = crate::source_ext::replay(&self.inner, group_id, consumer_group)? {
+            return Ok(r);
+        }
         self.inner
             .replay(
                 RStr::from_str(group_id),

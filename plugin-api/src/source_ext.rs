@@ -1,6 +1,7 @@
 //! Extension calls of a data source that cross the plugin boundary without a new method:
 //! `Source::groups` with the statuses of 0.4.0 (`failed`, `split`, `dead`, and the
-//! columns `reason`, `retry_at_ms`, `parent`) and `Source::mark_failed`.
+//! columns `reason`, `retry_at_ms`, `parent`), `Source::replay` (whose previous status
+//! may be `dead`) and `Source::mark_failed`.
 //!
 //! Why not new `FfiDataSource` methods: abi_stable compares every type reachable from
 //! the root module field by field, and refuses a plugin whose `sabi_trait` vtable has
@@ -60,6 +61,7 @@ impl Call {
         match self.name.as_str() {
             "groups" => "groups",
             "mark_failed" => "mark_failed",
+            "replay" => "replay",
             _ => "an extension call",
         }
     }
@@ -111,6 +113,15 @@ impl Call {
                         .map(|(i, g)| encode(i, g))
                         .collect(),
                 ))
+            }
+            "replay" => {
+                let r = source.replay(
+                    self.arg("group_id").unwrap_or_default(),
+                    self.arg("consumer_group"),
+                )?;
+                let mut row = encode(0, &r.group);
+                row.value = Some(r.previous.as_str().as_bytes().to_vec());
+                Ok(answer_group(vec![row]))
             }
             other => Err(Error::other(format!(
                 "unknown datasource extension call `{other}`"
@@ -282,6 +293,35 @@ pub(crate) fn groups(
         .map(decode)
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+/// `Source::replay` through the extension call (the previous status as text: `dead`
+/// too); `None` from a plugin before 0.4.0.
+pub(crate) fn replay(
+    source: &FfiSourceArc,
+    group_id: &str,
+    consumer_group: Option<&str>,
+) -> Result<Option<crate::source::Replayed>, Error> {
+    let mut args = vec![("group_id", group_id)];
+    if let Some(g) = consumer_group {
+        args.push(("consumer_group", g));
+    }
+    let Some(g) = call(source, "replay", &args)? else {
+        return Ok(None);
+    };
+    let Some(m) = g.messages().first() else {
+        return Err(Error::other(
+            "the datasource answered the replay with no row",
+        ));
+    };
+    let previous = m
+        .value()
+        .and_then(|v| GroupStatus::parse(&String::from_utf8_lossy(v)))
+        .ok_or_else(|| Error::other("the datasource answered the replay without a valid status"))?;
+    Ok(Some(crate::source::Replayed {
+        previous,
+        group: decode(m)?,
+    }))
 }
 
 /// `Source::mark_failed` through the extension call.

@@ -455,7 +455,10 @@ fn an_older_datasource_plugin_loads_and_mark_failed_is_not_supported() {
         if fail {
             a.extend(["--fail-on".to_string(), "POISON".to_string()]);
         }
-        let out = Command::new(CHILD).args(&a).output().expect("run consume_child");
+        let out = Command::new(CHILD)
+            .args(&a)
+            .output()
+            .expect("run consume_child");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let listed = run_old(&unique("poison-old-g"), false);

@@ -472,3 +472,115 @@ fn an_older_datasource_plugin_loads_and_mark_failed_is_not_supported() {
         "{failed}"
     );
 }
+
+/// The copy processor under `pseidon run`: one record larger than the target topic takes
+/// (`max.message.bytes=1000`, the record 5 000 bytes) among 300. The copier marks its
+/// group failed, the datasource bisects it and dead-letters the record, and every other
+/// record reaches the target (kcat), the big one never.
+#[test]
+fn the_copy_processor_dead_letters_a_record_too_large_for_the_target_and_goes_on() {
+    use pseidon_tests::{RunChild, copy_plugins, kcat_values, temp_dir};
+    let root = temp_dir("poison-copy");
+    let plugins = root.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    copy_plugins(&plugins, &["pseidon_kafka", "pseidon_copy_processor"]);
+    let from = unique("poison-copy-from");
+    let to = format!("{from}-to");
+    let dlq = format!("{from}-dlq");
+    create_topic(&from, 1);
+    create_topic(&dlq, 1);
+    kafka_tool(&[
+        "topics",
+        "--bootstrap-server",
+        &bootstrap(),
+        "--create",
+        "--topic",
+        &to,
+        "--partitions",
+        "1",
+        "--replication-factor",
+        "1",
+        "--config",
+        "max.message.bytes=1000",
+    ]);
+    let big = format!("BIG-{}", "x".repeat(5000));
+    let vals: Vec<String> = (0..300)
+        .map(|i| {
+            if i == 177 {
+                big.clone()
+            } else {
+                format!("m-{i}")
+            }
+        })
+        .collect();
+    kcat_produce_keyed(&bootstrap(), &from, &vals, &["linger.ms=20"]);
+    let conf = root.join("pseidon.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "plugin-dirs = [{plugins:?}]\nshutdown-timeout-ms = 20000\n\n\
+             [kafka]\nbootstrap.servers = {:?}\n\
+             session.timeout.ms = 6000\nheartbeat.interval.ms = 1000\n\n\
+             [pseidon-kafka]\nstatus-db = {:?}\ngroup-max-messages = 100\n\
+             max-attempts = 1\nretry-backoff-ms = 10\nretry-backoff-max-ms = 50\n\
+             dead-letter-topic = {dlq:?}\n\n\
+             [copy-processor]\nfrom = {from:?}\nto = {to:?}\ngroup = {:?}\nmax-attempts = 2\n",
+            bootstrap(),
+            root.join("status.db"),
+            format!("{from}-copier"),
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut run = RunChild::spawn(&conf, "info");
+    let small: BTreeSet<String> = vals.iter().filter(|v| **v != big).cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (copied, dead) = loop {
+        run.drain();
+        let copied: BTreeSet<String> = kcat_values(&to)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let dead = dead_letters(&dlq);
+        if !dead.is_empty() && small.is_subset(&copied) {
+            break (copied, dead);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "target {} of {}, dead letters {}: {:#?}",
+            copied.len(),
+            small.len(),
+            dead.len(),
+            &run.lines[run.lines.len().saturating_sub(30)..]
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!(
+        "copy with a poison record: {:?}, {} values in the target, {} dead letter(s)",
+        started.elapsed(),
+        copied.len(),
+        dead.len()
+    );
+    run.signal("TERM");
+    let _ = run.finish(Duration::from_secs(30), Duration::from_millis(50));
+    assert!(
+        !copied.contains(&big),
+        "the big record never reached the target"
+    );
+    assert_eq!(copied, small, "exactly the 299 others");
+    let values: Vec<&str> = dead.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!(
+        values,
+        vec![big.as_str()],
+        "only the big record is dead-lettered"
+    );
+    assert!(
+        dead[0].2.contains("pseidon.origin.offset=177")
+            && dead[0]
+                .2
+                .contains(&format!("pseidon.origin.reason=not delivered to `{to}`")),
+        "{}",
+        dead[0].2
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

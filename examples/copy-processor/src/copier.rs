@@ -13,7 +13,8 @@
 //! refuses for good, e.g. larger than the target topic takes) is marked failed
 //! (`Source::mark_failed`, with the sink's reason) and the copy goes on: the datasource
 //! retries it after its backoff and, at its own `pseidon-kafka.max-attempts`, bisects it
-//! until the refused record is alone and dead-lettered. The healthy messages of a failed
+//! until the refused record is alone and dead-lettered. A retry writes each group alone
+//! (a broker refuses a whole record batch, so groups written together fail together). The healthy messages of a failed
 //! group may then reach the target twice (at-least-once). With a datasource that cannot
 //! mark groups failed (a plugin before pseidon-plugin-api 0.4.0), the copy stops with
 //! an error as before.
@@ -196,7 +197,15 @@ impl Copier<'_> {
     fn copy_batch(&mut self, mut batch: Vec<MessageGroup>) -> Result<(), Error> {
         let mut last_reason = String::new();
         for attempt in 1..=self.settings.max_attempts {
-            match self.attempt(&batch)? {
+            // A retry writes each group alone: a broker refuses a whole record batch
+            // (e.g. one record over the topic's max.message.bytes), so groups written
+            // together fail together, and a healthy one must not be failed for another.
+            let outcome = if attempt == 1 || batch.len() == 1 {
+                self.attempt(&batch)?
+            } else {
+                self.attempt_each(&batch)?
+            };
+            match outcome {
                 Attempt::Stopped => return Ok(()),
                 Attempt::Clean => {
                     return self.mark_done(&batch);
@@ -270,6 +279,26 @@ impl Copier<'_> {
             );
         }
         Ok(())
+    }
+
+    /// [`attempt`](Self::attempt) of each group of `batch` alone, one after the other.
+    fn attempt_each(&mut self, batch: &[MessageGroup]) -> Result<Attempt, Error> {
+        let mut failed = Vec::new();
+        let mut first_reason = None;
+        for (i, g) in batch.iter().enumerate() {
+            match self.attempt(std::slice::from_ref(g))? {
+                Attempt::Stopped => return Ok(Attempt::Stopped),
+                Attempt::Clean => {}
+                Attempt::Failed(_, reason) => {
+                    failed.push(i);
+                    first_reason.get_or_insert(reason);
+                }
+            }
+        }
+        Ok(match first_reason {
+            Some(reason) => Attempt::Failed(failed, reason),
+            None => Attempt::Clean,
+        })
     }
 
     /// Writes every message of `batch`, then flushes until each delivery is reported.

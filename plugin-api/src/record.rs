@@ -521,7 +521,7 @@ pub struct GroupInfo {
     /// `None` when unknown (rows from an older plugin).
     pub messages: Option<u64>,
     /// The reason of the last failure (`Source::mark_failed`), secrets scrubbed; `None`
-    /// if the group never failed (or from a plugin before 0.4.0).
+    /// if the group never failed (or from a plugin before 0.3.2).
     pub reason: Option<String>,
     /// When a `failed` group is handed out again, ms since the epoch.
     pub retry_at_ms: Option<i64>,

@@ -494,7 +494,7 @@ impl Source {
         if let Some(rows) = crate::source_ext::groups(&self.inner, filter)? {
             return Ok(rows);
         }
-        // A plugin before 0.4.0: the four statuses of 0.3.0 only.
+        // A plugin before 0.3.2: the four statuses of 0.3.0 only.
         let status = match filter.status {
             None => None,
             Some(
@@ -517,7 +517,7 @@ impl Source {
     /// at its last attempt (`pseidon-kafka.max-attempts`) it splits a group of more than
     /// one message in two halves, and dead-letters a group of one. Returns the group's
     /// status now. `consumer_group` says whose group, when more than one consumer group
-    /// tracks the id. A plugin built before pseidon-plugin-api 0.4.0: an error, "not
+    /// tracks the id. A plugin built before pseidon-plugin-api 0.3.2: an error, "not
     /// supported by this plugin".
     pub fn mark_failed(
         &self,

@@ -1,5 +1,7 @@
-//! Extension calls of a data source that cross the plugin boundary without a new method:
-//! `Source::groups` with the statuses of 0.4.0 (`failed`, `split`, `dead`, and the
+//! Extension calls of a data source that cross the plugin boundary without a new method
+//! (added after 0.3.1, called "0.3.2" in the texts; the crate's version stays 0.3.0, as
+//! abi_stable refuses another 0.x minor version):
+//! `Source::groups` with the statuses of 0.3.2 (`failed`, `split`, `dead`, and the
 //! columns `reason`, `retry_at_ms`, `parent`), `Source::replay` (whose previous status
 //! may be `dead`) and `Source::mark_failed`.
 //!
@@ -12,7 +14,7 @@
 //! arguments as further overrides. The plugin side ([`Call`], in the adapter every
 //! plugin's `Source` goes through) answers with a reader whose one `next_group` returns
 //! the result as one message group (a row per message, its fields as headers), or the
-//! call's typed error. A plugin built before 0.4.0 treats it as an `open` of no topic:
+//! call's typed error. A plugin built before 0.3.2 treats it as an `open` of no topic:
 //! an error (the Kafka datasource: "needs at least one topic"), which the caller reports
 //! as "not supported by this plugin" (`mark_failed`) or answers from the methods of
 //! 0.3.0 (`groups`).
@@ -266,7 +268,7 @@ fn call(
     }
 }
 
-/// `Source::groups` through the extension call; `None` from a plugin before 0.4.0.
+/// `Source::groups` through the extension call; `None` from a plugin before 0.3.2.
 pub(crate) fn groups(
     source: &FfiSourceArc,
     filter: &GroupFilter,
@@ -296,7 +298,7 @@ pub(crate) fn groups(
 }
 
 /// `Source::replay` through the extension call (the previous status as text: `dead`
-/// too); `None` from a plugin before 0.4.0.
+/// too); `None` from a plugin before 0.3.2.
 pub(crate) fn replay(
     source: &FfiSourceArc,
     group_id: &str,
@@ -338,7 +340,7 @@ pub(crate) fn mark_failed(
     let Some(g) = call(source, "mark_failed", &args)? else {
         return Err(Error::other(format!(
             "mark_failed is not supported by this plugin (built before pseidon-plugin-api \
-             0.4.0): group `{group_id}` cannot be marked failed"
+             0.3.2): group `{group_id}` cannot be marked failed"
         )));
     };
     let status = g

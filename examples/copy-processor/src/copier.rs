@@ -16,7 +16,7 @@
 //! until the refused record is alone and dead-lettered. A retry writes each group alone
 //! (a broker refuses a whole record batch, so groups written together fail together). The healthy messages of a failed
 //! group may then reach the target twice (at-least-once). With a datasource that cannot
-//! mark groups failed (a plugin before pseidon-plugin-api 0.4.0), the copy stops with
+//! mark groups failed (a plugin before pseidon-plugin-api 0.3.2), the copy stops with
 //! an error as before.
 
 use std::{

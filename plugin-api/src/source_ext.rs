@@ -1,6 +1,6 @@
 //! Extension calls of a data source that cross the plugin boundary without a new method
 //! (added after 0.3.1, called "0.3.2" in the texts; the crate's version stays 0.3.0, as
-//! abi_stable refuses another 0.x minor version):
+//! on main):
 //! `Source::groups` with the statuses of 0.3.2 (`failed`, `split`, `dead`, and the
 //! columns `reason`, `retry_at_ms`, `parent`), `Source::replay` (whose previous status
 //! may be `dead`) and `Source::mark_failed`.

@@ -43,6 +43,9 @@ pub fn group_json(g: &GroupInfo) -> Value {
         "consumer_group": non_empty(&g.consumer_group),
         "cluster_id": non_empty(&g.cluster_id),
         "topic_id": non_empty(&g.topic_id),
+        "reason": g.reason,
+        "retry_at_ms": g.retry_at_ms,
+        "parent": g.parent,
     })
 }
 
@@ -58,13 +61,16 @@ pub fn group_json(g: &GroupInfo) -> Value {
 ///       "min_offset": 0,
 ///       "max_offset": 9,
 ///       "messages": 10,               // when last handed out; null: unknown (older plugin)
-///       "status": "done",             // "ready" | "run" | "done" | "lost"
+///       "status": "done",             // "ready" | "run" | "done" | "lost" | "failed" | "split" | "dead"
 ///       "attempt": 1,                 // times handed out
 ///       "updated_ms": 1767225600000,  // last status change, ms since the epoch
 ///       "updated": "2026-01-01T00:00:00.000Z",
 ///       "consumer_group": "my-app",   // null: unknown (rows from before scoping)
 ///       "cluster_id": "…",            // null: unknown
-///       "topic_id": "…"               // Kafka's topic id (base64); null: unknown
+///       "topic_id": "…",              // Kafka's topic id (base64); null: unknown
+///       "reason": null,               // the last failure (mark_failed), secrets scrubbed
+///       "retry_at_ms": null,          // when a failed group is handed out again
+///       "parent": null                // the split group this one is a half of
 ///     }
 ///   ],
 ///   "count": 1,                       // groups listed
@@ -80,7 +86,7 @@ pub fn group_json(g: &GroupInfo) -> Value {
 /// let g = GroupInfo { id: "t:0:0:9".into(), topic: "t".into(), partition: 0,
 ///     min_offset: 0, max_offset: 9, status: GroupStatus::Done, attempt: 1, updated_ms: 0,
 ///     cluster_id: "C1".into(), consumer_group: "g".into(), topic_id: String::new(),
-///     messages: Some(10) };
+///     messages: Some(10), reason: None, retry_at_ms: None, parent: None };
 /// let doc = pseidon_host::report::groups_json(&[g]);
 /// assert_eq!(doc["count"], 1);
 /// assert_eq!(doc["groups"][0]["status"], "done");
@@ -334,6 +340,9 @@ mod tests {
             consumer_group: "gA".into(),
             topic_id: "T1".into(),
             messages: Some(10),
+            reason: None,
+            retry_at_ms: None,
+            parent: None,
         };
         let old = GroupInfo {
             id: "t:0:10:19".into(),

@@ -64,6 +64,7 @@ pub mod registry;
 pub mod secret;
 pub mod sink;
 pub mod source;
+pub(crate) mod source_ext;
 
 pub use conf::{ConfEntry, ConfKind, ConfView};
 pub use error::Error;

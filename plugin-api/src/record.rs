@@ -161,39 +161,123 @@ impl<'a> Record<'a> {
     }
 }
 
-/// The status of a message group.
-pub use crate::ffi::FfiGroupStatus as GroupStatus;
+/// The status of a message group (see the datasource's state machine: `ready` → `run` →
+/// `done`, or `failed` → `ready` again after a backoff, … → `split` / `dead`).
+///
+/// Not an FFI type: it crosses the plugin boundary as text (the extension calls of
+/// `Source::groups` and `Source::mark_failed`, see the crate's `source_ext` module), or as
+/// [`FfiGroupStatus`] through the methods of 0.3.0, which know only the first four
+/// statuses ([`GroupStatus::to_ffi`] says what the others map to there).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupStatus {
+    /// Recorded, to be handed out (again).
+    Ready,
+    /// Handed out, not done yet.
+    Run,
+    /// Marked done.
+    Done,
+    /// Its messages are gone from Kafka.
+    Lost,
+    /// Marked failed: handed out again after its backoff (`retry_at_ms`).
+    Failed,
+    /// Replaced by its two halves (rows of their own).
+    Split,
+    /// One message that failed `max-attempts` times, copied to the dead-letter topic.
+    Dead,
+}
 
 impl GroupStatus {
-    /// The status as stored and printed: `ready`, `run`, `done` or `lost`.
+    /// Every status, in the order of the state machine.
+    pub const ALL: [GroupStatus; 7] = [
+        GroupStatus::Ready,
+        GroupStatus::Run,
+        GroupStatus::Done,
+        GroupStatus::Lost,
+        GroupStatus::Failed,
+        GroupStatus::Split,
+        GroupStatus::Dead,
+    ];
+
+    /// The status as stored and printed: `ready`, `run`, `done`, `lost`, `failed`,
+    /// `split` or `dead`.
     ///
     /// ```
     /// assert_eq!(pseidon_plugin_api::GroupStatus::Done.as_str(), "done");
     /// ```
     pub fn as_str(&self) -> &'static str {
         match self {
-            FfiGroupStatus::Ready => "ready",
-            FfiGroupStatus::Run => "run",
-            FfiGroupStatus::Done => "done",
-            FfiGroupStatus::Lost => "lost",
+            GroupStatus::Ready => "ready",
+            GroupStatus::Run => "run",
+            GroupStatus::Done => "done",
+            GroupStatus::Lost => "lost",
+            GroupStatus::Failed => "failed",
+            GroupStatus::Split => "split",
+            GroupStatus::Dead => "dead",
         }
     }
 
-    /// Parses `ready`, `run`, `done` or `lost`.
+    /// Parses what [`as_str`](Self::as_str) prints.
     ///
     /// ```
     /// use pseidon_plugin_api::GroupStatus;
     /// assert_eq!(GroupStatus::parse("run"), Some(GroupStatus::Run));
+    /// assert_eq!(GroupStatus::parse("dead"), Some(GroupStatus::Dead));
     /// assert_eq!(GroupStatus::parse("later"), None);
     /// ```
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ready" => Some(FfiGroupStatus::Ready),
-            "run" => Some(FfiGroupStatus::Run),
-            "done" => Some(FfiGroupStatus::Done),
-            "lost" => Some(FfiGroupStatus::Lost),
-            _ => None,
+        GroupStatus::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+
+    /// The status as the methods of pseidon-plugin-api 0.3.0 carry it: `failed` as
+    /// `ready` (unfinished), `split` and `dead` as `done` (finished: a split group's
+    /// messages are carried by its halves, a dead one's by the dead-letter topic).
+    ///
+    /// ```
+    /// use pseidon_plugin_api::{GroupStatus, ffi::FfiGroupStatus};
+    /// assert_eq!(GroupStatus::Dead.to_ffi(), FfiGroupStatus::Done);
+    /// assert_eq!(GroupStatus::Failed.to_ffi(), FfiGroupStatus::Ready);
+    /// ```
+    pub fn to_ffi(self) -> FfiGroupStatus {
+        match self {
+            GroupStatus::Ready | GroupStatus::Failed => FfiGroupStatus::Ready,
+            GroupStatus::Run => FfiGroupStatus::Run,
+            GroupStatus::Done | GroupStatus::Split | GroupStatus::Dead => FfiGroupStatus::Done,
+            GroupStatus::Lost => FfiGroupStatus::Lost,
         }
+    }
+
+    /// True for the statuses the done-watermark passes: `done`, `dead`, `lost`.
+    pub fn is_passable(self) -> bool {
+        matches!(
+            self,
+            GroupStatus::Done | GroupStatus::Dead | GroupStatus::Lost
+        )
+    }
+
+    /// True for the statuses of a group still to be (re)delivered: `ready`, `run`, `failed`.
+    pub fn is_unfinished(self) -> bool {
+        matches!(
+            self,
+            GroupStatus::Ready | GroupStatus::Run | GroupStatus::Failed
+        )
+    }
+}
+
+impl From<FfiGroupStatus> for GroupStatus {
+    fn from(s: FfiGroupStatus) -> Self {
+        match s {
+            FfiGroupStatus::Ready => GroupStatus::Ready,
+            FfiGroupStatus::Run => GroupStatus::Run,
+            FfiGroupStatus::Done => GroupStatus::Done,
+            FfiGroupStatus::Lost => GroupStatus::Lost,
+        }
+    }
+}
+
+impl std::fmt::Display for GroupStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -436,6 +520,13 @@ pub struct GroupInfo {
     /// offset range where offsets hold no message: compaction, transaction markers);
     /// `None` when unknown (rows from an older plugin).
     pub messages: Option<u64>,
+    /// The reason of the last failure (`Source::mark_failed`), secrets scrubbed; `None`
+    /// if the group never failed (or from a plugin before 0.3.1).
+    pub reason: Option<String>,
+    /// When a `failed` group is handed out again, ms since the epoch.
+    pub retry_at_ms: Option<i64>,
+    /// The id of the `split` group this one is a half of.
+    pub parent: Option<String>,
 }
 
 impl From<FfiGroupInfo> for GroupInfo {
@@ -446,13 +537,16 @@ impl From<FfiGroupInfo> for GroupInfo {
             partition: g.partition,
             min_offset: g.min_offset,
             max_offset: g.max_offset,
-            status: g.status,
+            status: g.status.into(),
             attempt: g.attempt,
             updated_ms: g.updated_ms,
             cluster_id: String::new(),
             consumer_group: String::new(),
             topic_id: String::new(),
             messages: None,
+            reason: None,
+            retry_at_ms: None,
+            parent: None,
         }
     }
 }
@@ -505,7 +599,7 @@ impl From<GroupInfo> for FfiGroupInfo {
             partition: g.partition,
             min_offset: g.min_offset,
             max_offset: g.max_offset,
-            status: g.status,
+            status: g.status.to_ffi(),
             attempt: g.attempt,
             updated_ms: g.updated_ms,
         }

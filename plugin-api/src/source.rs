@@ -75,7 +75,8 @@ impl GroupFilter {
     /// let g = GroupInfo { id: "t:0:0:9".into(), topic: "t".into(), partition: 0,
     ///     min_offset: 0, max_offset: 9, status: GroupStatus::Done, attempt: 1,
     ///     updated_ms: 99, cluster_id: String::new(), consumer_group: String::new(),
-    ///     topic_id: String::new(), messages: Some(10) };
+    ///     topic_id: String::new(), messages: Some(10), reason: None, retry_at_ms: None,
+    ///     parent: None };
     /// assert!(!f.matches(&g));
     /// assert!(f.matches(&GroupInfo { updated_ms: 100, ..g }));
     /// ```
@@ -105,7 +106,7 @@ pub struct Replayed {
 impl From<FfiReplayed> for Replayed {
     fn from(r: FfiReplayed) -> Self {
         Replayed {
-            previous: r.previous,
+            previous: r.previous.into(),
             group: r.row.into(),
         }
     }
@@ -114,7 +115,7 @@ impl From<FfiReplayed> for Replayed {
 impl From<Replayed> for FfiReplayed {
     fn from(r: Replayed) -> Self {
         FfiReplayed {
-            previous: r.previous,
+            previous: r.previous.to_ffi(),
             row: r.group.into(),
         }
     }
@@ -218,6 +219,21 @@ pub trait DataSource: Send + Sync + 'static {
             "this datasource does not report cluster metadata",
         ))
     }
+    /// Marks a handed-out group (of `consumer_group`, when given) failed with `reason`;
+    /// returns its status now (`failed`, or what a datasource does at its last attempt).
+    /// The default: an error, "not supported".
+    fn mark_failed(
+        &self,
+        group_id: &str,
+        reason: &str,
+        consumer_group: Option<&str>,
+    ) -> Result<GroupStatus, Error> {
+        let _ = (reason, consumer_group);
+        Err(Error::other(format!(
+            "this datasource cannot mark message groups failed (group `{group_id}`): \
+             not supported by this plugin"
+        )))
+    }
 }
 
 struct ReaderAdapter<R> {
@@ -258,6 +274,13 @@ struct SourceAdapter<T> {
 
 impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
     fn open(&self, topics: RVec<RString>, overrides: RVec<FfiKeyValue>) -> FfiResult<FfiReaderBox> {
+        if let Some(call) = crate::source_ext::Call::parse(&topics, &overrides) {
+            let outcome = catch_panic(&self.owner, call.what(), || call.run(&self.inner));
+            return RResult::ROk(FfiReader_TO::from_value(
+                crate::source_ext::Answer::new(outcome),
+                TD_Opaque,
+            ));
+        }
         let topics: Vec<String> = topics.into_iter().map(RString::into_string).collect();
         let mut options = ReaderOptions::default();
         for kv in overrides {
@@ -291,7 +314,7 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
         topic: ROption<RStr<'_>>,
     ) -> FfiResult<RVec<FfiGroupInfo>> {
         let filter = GroupFilter {
-            status: status.into_option(),
+            status: status.into_option().map(GroupStatus::from),
             topic: topic.into_option().map(|t| t.to_string()),
             consumer_group: None,
             updated_since_ms: None,
@@ -309,7 +332,7 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
         consumer_group: ROption<RStr<'_>>,
     ) -> FfiResult<RVec<FfiScopedGroupInfo>> {
         let filter = GroupFilter {
-            status: status.into_option(),
+            status: status.into_option().map(GroupStatus::from),
             topic: topic.into_option().map(|t| t.to_string()),
             consumer_group: consumer_group.into_option().map(|g| g.to_string()),
             updated_since_ms: None,
@@ -322,7 +345,7 @@ impl<T: DataSource> FfiDataSource for SourceAdapter<T> {
 
     fn groups_query(&self, query: FfiGroupQuery) -> FfiResult<RVec<FfiGroupRow>> {
         let filter = GroupFilter {
-            status: query.status.into_option(),
+            status: query.status.into_option().map(GroupStatus::from),
             topic: query.topic.into_option().map(RString::into_string),
             consumer_group: query.consumer_group.into_option().map(RString::into_string),
             updated_since_ms: query.updated_since_ms.into_option(),
@@ -468,14 +491,41 @@ impl Source {
     /// incarnation each belongs to, and their message counts (`None` from a plugin built
     /// before pseidon-plugin-api 0.3.0).
     pub fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
+        if let Some(rows) = crate::source_ext::groups(&self.inner, filter)? {
+            return Ok(rows);
+        }
+        // A plugin before 0.3.1: the four statuses of 0.3.0 only.
+        let status = match filter.status {
+            None => None,
+            Some(
+                s @ (GroupStatus::Ready | GroupStatus::Run | GroupStatus::Done | GroupStatus::Lost),
+            ) => Some(s.to_ffi()),
+            Some(_) => return Ok(Vec::new()),
+        };
         let query = FfiGroupQuery {
-            status: filter.status.into(),
+            status: status.into(),
             topic: filter.topic.as_deref().map(RString::from).into(),
             consumer_group: filter.consumer_group.as_deref().map(RString::from).into(),
             updated_since_ms: filter.updated_since_ms.into(),
         };
         let v = self.inner.groups_query(query).into_result()?;
         Ok(v.into_iter().map(GroupInfo::from).collect())
+    }
+
+    /// Marks a message group handed out by a reader failed, with `reason` (logged and
+    /// recorded, secrets scrubbed): the datasource hands it out again after a backoff;
+    /// at its last attempt (`pseidon-kafka.max-attempts`) it splits a group of more than
+    /// one message in two halves, and dead-letters a group of one. Returns the group's
+    /// status now. `consumer_group` says whose group, when more than one consumer group
+    /// tracks the id. A plugin built before pseidon-plugin-api 0.3.1: an error, "not
+    /// supported by this plugin".
+    pub fn mark_failed(
+        &self,
+        group_id: &str,
+        reason: &str,
+        consumer_group: Option<&str>,
+    ) -> Result<GroupStatus, Error> {
+        crate::source_ext::mark_failed(&self.inner, group_id, reason, consumer_group)
     }
 
     /// Delivers message group `group_id` again: a done group goes back to `ready`, and
@@ -488,6 +538,9 @@ impl Source {
     /// The store may be held by a running reader of another process: then this is an
     /// error naming the status database, as for [`Source::mark_done`].
     pub fn replay(&self, group_id: &str, consumer_group: Option<&str>) -> Result<Replayed, Error> {
+        if let Some(r) = crate::source_ext::replay(&self.inner, group_id, consumer_group)? {
+            return Ok(r);
+        }
         self.inner
             .replay(
                 RStr::from_str(group_id),

@@ -60,6 +60,11 @@ impl Plugin for KafkaPlugin {
         }
         // The status database is opened at the source's first use: sink-only users need none.
         let source = source::KafkaSource::new(config.clone());
+        // Dead letters go through the datasink as registered (its delivery ids and
+        // flush tickets are the registered adapter's).
+        if let Some(pseidon_plugin_api::Entry::Sink(s)) = ctx.registry.reg_get(SINK_NAME) {
+            source.set_dead_letter_sink(s);
+        }
         if let Err(e) = ctx.registry.register_source(SOURCE_NAME, source.clone()) {
             let _ = sink.shutdown(Duration::from_secs(1));
             return Err(e);

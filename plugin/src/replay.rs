@@ -9,6 +9,18 @@
 //! counted, and the group marked `lost`. Surviving messages of a partly deleted group
 //! are still handed out (it stays `lost`). Reading is sequential: a group that starts
 //! where the previous one ended needs no new assignment.
+//!
+//! A replayer also hands out the `failed` groups whose backoff ended (the live reader
+//! starts one for them before it polls new data). A failed group whose attempts are
+//! spent (`pseidon-kafka.max-attempts`) is not handed out as it is: with more than one
+//! message it is split by message count into two halves, whose ids carry their real
+//! first and last offsets (one SQLite transaction: halves `ready`, parent `split`), and
+//! the halves are handed out at once as attempt 1; with one message, the message is
+//! copied to `pseidon-kafka.dead-letter-topic` through the plugin's datasink (key,
+//! value and headers byte for byte, plus `pseidon.origin.topic`, `.partition`,
+//! `.offset`, `.timestamp`, `.attempts`, `.reason`), and the group is marked `dead`
+//! only once the copy's delivery is confirmed; a copy that fails leaves it `failed`
+//! (retried after the backoff, the error logged and recorded as its reason).
 
 use std::{
     collections::VecDeque,
@@ -17,7 +29,9 @@ use std::{
 };
 
 use pseidon_plugin_api::secret::Scrubber;
-use pseidon_plugin_api::{Error, GroupInfo, MessageGroup, message_group::MessageParts};
+use pseidon_plugin_api::{
+    Error, GroupInfo, GroupStatus, Header, MessageGroup, Record, message_group::MessageParts,
+};
 use rdkafka::{
     ClientConfig, ClientContext, Offset, TopicPartitionList,
     config::RDKafkaLogLevel,
@@ -29,9 +43,13 @@ use crate::{
     consume_error::ConsumeErrors,
     error::kafka_err,
     message::copy_message,
+    metrics::source::Poison,
     state::{GroupKey, SourceState},
-    store::{Scope, Store},
+    store::{Scope, Store, now_ms},
 };
+
+/// The longest a dead-letter copy's delivery is waited for.
+const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(120);
 
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read forward instead of re-assigning when the next group starts this close.
@@ -107,6 +125,14 @@ pub(crate) struct Replayer {
     /// librdkafka cannot decode fails the replay at once (it would skip it, and the
     /// group would be handed out without its messages).
     errors: ConsumeErrors,
+    /// The reader this replayer hands out for (the claims of split halves).
+    owner: u64,
+    /// Halves of a split, handed out before the next group is read.
+    out: VecDeque<MessageGroup>,
+    /// Splits done, for the live reader's trackers: (parent, halves).
+    pub(crate) splits: Vec<(GroupKey, [(i64, i64); 2])>,
+    /// Groups found dead, for the live reader's trackers.
+    pub(crate) deads: Vec<GroupKey>,
 }
 
 impl Replayer {
@@ -117,6 +143,7 @@ impl Replayer {
         secrets: Scrubber,
         groups: Vec<GroupInfo>,
         error_timeout_ms: u64,
+        owner: u64,
     ) -> Result<Replayer, Error> {
         let consumer: ReplayConsumer = cfg
             .create_with_context(ReplayCtx {
@@ -132,12 +159,16 @@ impl Replayer {
             peek: None,
             marks: None,
             errors: ConsumeErrors::new(error_timeout_ms),
+            owner,
+            out: VecDeque::new(),
+            splits: Vec::new(),
+            deads: Vec::new(),
         })
     }
 
     /// True when every group was handed out or found lost.
     pub(crate) fn is_finished(&self) -> bool {
-        self.cur.is_none() && self.groups.is_empty()
+        self.cur.is_none() && self.groups.is_empty() && self.out.is_empty()
     }
 
     fn lost(
@@ -275,6 +306,9 @@ impl Replayer {
         deadline: Instant,
     ) -> Result<Option<MessageGroup>, Error> {
         loop {
+            if let Some(g) = self.out.pop_front() {
+                return Ok(Some(g));
+            }
             if self.cur.is_none() {
                 let Some(info) = self.groups.pop_front() else {
                     return Ok(None);
@@ -396,7 +430,16 @@ impl Replayer {
             store.mark_done(&scope, &cur.info.topic_id, &id)?;
             state.release(&scope, [id.as_str()]);
             return Ok(None);
+        } else if cur.info.status == GroupStatus::Failed
+            && state.config.settings.attempts_spent(cur.info.attempt)
+        {
+            return self.poison(cur, store, state);
         } else {
+            if cur.info.status == GroupStatus::Failed {
+                state
+                    .metrics
+                    .poison(&cur.info.topic, &cur.info.consumer_group, Poison::Retried);
+            }
             store.set_run(
                 &Scope::of(&cur.info),
                 &cur.info.topic_id,
@@ -416,6 +459,198 @@ impl Replayer {
         Ok(Some(
             GroupKey::from(&cur.info).message_group(cur.attempt, cur.parts),
         ))
+    }
+}
+
+impl Replayer {
+    /// A failed group with no attempt left (module docs): split, or dead-lettered.
+    fn poison(
+        &mut self,
+        cur: Current,
+        store: &Store,
+        state: &SourceState,
+    ) -> Result<Option<MessageGroup>, Error> {
+        let info = cur.info;
+        let scope = Scope::of(&info);
+        let reason = info.reason.clone().unwrap_or_default();
+        if cur.parts.len() > 1 {
+            let mut first = cur.parts;
+            let second = first.split_off(first.len() / 2);
+            let key_of = |parts: &[MessageParts]| GroupKey {
+                topic: info.topic.clone(),
+                partition: info.partition,
+                min_offset: parts.first().map_or(0, |m| m.offset),
+                max_offset: parts.last().map_or(0, |m| m.offset),
+            };
+            let (k1, k2) = (key_of(&first), key_of(&second));
+            let n1 = k1.new_group(&info.topic_id, first.len() as u64);
+            let n2 = k2.new_group(&info.topic_id, second.len() as u64);
+            if !store.split(&scope, &info.topic_id, &info.id, [&n1, &n2])? {
+                // Marked done (or else) meanwhile: nothing to split.
+                state.release(&scope, [info.id.as_str()]);
+                return Ok(None);
+            }
+            state
+                .metrics
+                .poison(&info.topic, &scope.consumer_group, Poison::Split);
+            log::warn!(
+                "message group {} failed {} time(s) (last: {reason}): split into {} ({} messages) \
+                 and {} ({} messages)",
+                info.id,
+                info.attempt,
+                n1.id,
+                n1.messages,
+                n2.id,
+                n2.messages
+            );
+            state.release(&scope, [info.id.as_str()]);
+            for (k, parts) in [(&k1, first), (&k2, second)] {
+                let id = k.id();
+                state.claim(&scope, &id, &info.topic_id, self.owner);
+                store.set_run(&scope, &info.topic_id, &id, 1, parts.len() as u64)?;
+                self.out.push_back(k.message_group(1, parts));
+            }
+            self.splits.push((
+                GroupKey::from(&info),
+                [
+                    (k1.min_offset, k1.max_offset),
+                    (k2.min_offset, k2.max_offset),
+                ],
+            ));
+            return Ok(self.out.pop_front());
+        }
+        let Some(m) = cur.parts.first() else {
+            return Ok(None);
+        };
+        match dead_letter(state, &info, m, &reason) {
+            Ok(copied) => {
+                store.set_dead(&scope, &info.topic_id, &info.id)?;
+                state.release(&scope, [info.id.as_str()]);
+                state
+                    .metrics
+                    .poison(&info.topic, &scope.consumer_group, Poison::Dead);
+                match copied {
+                    Some(t) => log::error!(
+                        "message group {} (offset {} of {}/{}) failed {} time(s) (last: {reason}): \
+                         DEAD, copied to the dead-letter topic `{t}` (delivery confirmed); the \
+                         commit passes it",
+                        info.id,
+                        m.offset,
+                        info.topic,
+                        info.partition,
+                        info.attempt
+                    ),
+                    None => log::error!(
+                        "message group {} (offset {} of {}/{}) failed {} time(s) (last: {reason}): \
+                         DEAD and DROPPED: no pseidon-kafka.dead-letter-topic is set; the commit \
+                         passes it",
+                        info.id,
+                        m.offset,
+                        info.topic,
+                        info.partition,
+                        info.attempt
+                    ),
+                }
+                self.deads.push(GroupKey::from(&info));
+            }
+            Err(e) => {
+                let backoff = state.config.settings.retry_backoff_ms(info.attempt);
+                let retry_at = now_ms().saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX));
+                let why = format!("{reason}; the dead-letter copy failed: {e}");
+                log::error!(
+                    "message group {} (offset {} of {}/{}): {e}; it stays failed (never dead \
+                     without a confirmed copy) and is tried again in {backoff} ms",
+                    info.id,
+                    m.offset,
+                    info.topic,
+                    info.partition
+                );
+                if let Some(row) =
+                    store.mark_failed(&scope, &info.topic_id, &info.id, &why, retry_at)?
+                {
+                    state.push_retry(self.owner, row);
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Copies `m` of group `info` to the dead-letter topic and waits for its delivery.
+/// `Ok(Some(topic))` once delivered, `Ok(None)` if no dead-letter topic is set, an
+/// error naming the topic and the broker's reason otherwise.
+fn dead_letter(
+    state: &SourceState,
+    info: &GroupInfo,
+    m: &MessageParts,
+    reason: &str,
+) -> Result<Option<String>, Error> {
+    let Some(topic) = state.config.settings.dead_letter_topic.clone() else {
+        return Ok(None);
+    };
+    let what = |e: &dyn std::fmt::Display| {
+        Error::other(format!(
+            "writing the dead-letter copy to topic `{topic}`: {e}"
+        ))
+    };
+    let Some(sink) = state.dead_letter_sink() else {
+        return Err(what(&"the plugin's datasink is not available"));
+    };
+    let origin = [
+        ("pseidon.origin.topic", info.topic.clone()),
+        ("pseidon.origin.partition", info.partition.to_string()),
+        ("pseidon.origin.offset", m.offset.to_string()),
+        (
+            "pseidon.origin.timestamp",
+            m.timestamp_ms.map(|t| t.to_string()).unwrap_or_default(),
+        ),
+        ("pseidon.origin.attempts", info.attempt.to_string()),
+        ("pseidon.origin.reason", reason.to_string()),
+    ];
+    let mut headers: Vec<Header<'_>> = m
+        .headers
+        .iter()
+        .map(|h| match h.value() {
+            Some(v) => Header::new(h.key(), v),
+            None => Header::null(h.key()),
+        })
+        .collect();
+    headers.extend(origin.iter().map(|(k, v)| Header::new(k, v.as_bytes())));
+    let mut record = match &m.value {
+        Some(v) => Record::new(&topic, v),
+        None => Record::new(&topic, b"").with_null_value(),
+    };
+    if let Some(k) = &m.key {
+        record = record.with_key(k);
+    }
+    let record = record.with_headers(&headers);
+    let (batch, mut ticket) = sink
+        .write_batch_ticket(std::slice::from_ref(&record))
+        .map_err(|e| what(&e))?;
+    if batch.accepted < 1 {
+        return Err(what(&"the datasink did not accept it"));
+    }
+    let deadline = Instant::now() + DEAD_LETTER_TIMEOUT;
+    let mut delivered = 0;
+    loop {
+        let report = ticket.flush(Duration::from_secs(5)).map_err(|e| what(&e))?;
+        if let Some(f) = report.failed.first() {
+            return Err(what(&f.reason));
+        }
+        delivered += report.delivered;
+        if !ticket.is_open() || report.pending == 0 {
+            return if delivered > 0 {
+                Ok(Some(topic))
+            } else {
+                Err(what(&"the datasink reported no delivery"))
+            };
+        }
+        if Instant::now() >= deadline {
+            return Err(what(&format!(
+                "no delivery report within {} s",
+                DEAD_LETTER_TIMEOUT.as_secs()
+            )));
+        }
     }
 }
 

@@ -23,8 +23,18 @@
 //! group's committed offsets never move backwards (the replay reads the range with its
 //! own assign-only consumer, and a group consumer's watermark starts at the offset it
 //! resumes from). A reader already reading the topic in this process does not pick the
-//! replay up; the next one opened does. A `ready`/`run` group is left as it is (it is
-//! replayed anyway), a `lost` one is an error: its messages are gone.
+//! replay up; the next one opened does. A `ready`/`run`/`failed` group is left as it is
+//! (it is replayed anyway), a `lost` one is an error: its messages are gone; a `dead` one
+//! goes back to `ready` like a done one (failing again, it is dead-lettered again at
+//! once: its attempts stay spent); a `split` one is an error naming its halves' way.
+//!
+//! `mark_failed(id, reason)` finds the scope as `mark_done` does, records the group
+//! `failed` with the reason (secrets scrubbed) and `retry_at_ms` = now +
+//! `min(retry-backoff-ms × 2^(attempt-1), retry-backoff-max-ms)` (now, when the group
+//! has no attempt left: `max-attempts`), and queues it for the reader that holds it:
+//! that reader replays it once it is due, before it polls new data, and splits it or
+//! dead-letters it there when its attempts are spent (the crate's `replay` module). A
+//! failed group no reader of this process holds is replayed by the next reader opened.
 //!
 //! `metadata` asks the cluster (the crate's `metadata` module); it opens no status
 //! database.
@@ -43,7 +53,7 @@ use crate::{
     config::Config,
     config::plain_read,
     consumer::{AnyReader, KafkaReader, LiveReader, PlainReader},
-    metrics::{lag::PartitionInput, stats::ClientStats},
+    metrics::{lag::PartitionInput, source::Poison, stats::ClientStats},
     state::SourceState,
     store::Scope,
 };
@@ -70,6 +80,11 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
+    /// Gives the source the plugin's own datasink, for dead letters.
+    pub fn set_dead_letter_sink(&self, sink: pseidon_plugin_api::Sink) {
+        self.state.set_dead_letter_sink(sink);
+    }
+
     /// A source with `config`; nothing is opened yet.
     pub fn new(config: Config) -> Self {
         KafkaSource {
@@ -148,10 +163,7 @@ impl KafkaSource {
                     },
                 });
             }
-            let mut unfinished: Vec<_> = rows
-                .iter()
-                .filter(|r| matches!(r.status, GroupStatus::Ready | GroupStatus::Run))
-                .collect();
+            let mut unfinished: Vec<_> = rows.iter().filter(|r| r.status.is_unfinished()).collect();
             if unfinished.len() > 1 && group.is_none() {
                 // The conf's consumer group first.
                 if let Some(conf_group) = self.state.config.kafka_prop("group.id") {
@@ -211,6 +223,99 @@ impl KafkaSource {
 }
 
 impl KafkaSource {
+    /// Marks `group_id` failed (module docs); returns its status now.
+    fn mark_failed_scoped(
+        &self,
+        group_id: &str,
+        reason: &str,
+        group: Option<&str>,
+    ) -> Result<GroupStatus, Error> {
+        parse_group_id(group_id)?;
+        let store = self.state.store()?;
+        let mut target = self.state.claims_of(group_id, group);
+        let rows = store.find(group_id, group)?;
+        if target.is_empty() {
+            target = rows
+                .iter()
+                .filter(|r| r.status.is_unfinished())
+                .map(|r| (Scope::of(r), r.topic_id.clone()))
+                .collect();
+        }
+        if target.len() > 1 {
+            let mut groups: Vec<String> = target.iter().map(|(s, _)| s.to_string()).collect();
+            groups.sort();
+            groups.dedup();
+            return Err(Error::InvalidGroupId {
+                group_id: group_id.to_string(),
+                reason: format!(
+                    "more than one consumer group holds it unfinished ({}); say which \
+                     (Source::mark_failed with a consumer group)",
+                    groups.join("; ")
+                ),
+            });
+        }
+        let Some((scope, topic_id)) = target.pop() else {
+            return match rows.first() {
+                None => Err(Error::UnknownGroup {
+                    group_id: group_id.to_string(),
+                }),
+                Some(r) => Err(Error::InvalidGroupId {
+                    group_id: group_id.to_string(),
+                    reason: format!(
+                        "it is {} in {}, not handed out: only an unfinished group can fail",
+                        r.status,
+                        Scope::of(r)
+                    ),
+                }),
+            };
+        };
+        let attempt = rows
+            .iter()
+            .find(|r| Scope::of(r) == scope && r.topic_id == topic_id)
+            .map_or(1, |r| r.attempt.max(1));
+        let settings = &self.state.config.settings;
+        let reason = crate::kafka_log::secret_values(&self.state.config)
+            .scrub(reason)
+            .into_owned();
+        let spent = settings.attempts_spent(attempt);
+        let backoff_ms = if spent {
+            0
+        } else {
+            settings.retry_backoff_ms(attempt)
+        };
+        let retry_at_ms =
+            crate::store::now_ms().saturating_add(i64::try_from(backoff_ms).unwrap_or(i64::MAX));
+        let Some(row) = store.mark_failed(&scope, &topic_id, group_id, &reason, retry_at_ms)?
+        else {
+            return Err(Error::InvalidGroupId {
+                group_id: group_id.to_string(),
+                reason: format!("it is no longer unfinished in {scope}"),
+            });
+        };
+        self.state
+            .metrics
+            .poison(&row.topic, &scope.consumer_group, Poison::Failed);
+        let next = if !spent {
+            format!("handed out again in {backoff_ms} ms")
+        } else if row.messages.is_some_and(|n| n <= 1) || row.min_offset == row.max_offset {
+            "no attempt left: dead-lettered".to_string()
+        } else {
+            "no attempt left: split in two halves".to_string()
+        };
+        log::warn!(
+            "message group {group_id} failed at attempt {attempt} ({scope}): {reason}; {next}"
+        );
+        match self.state.claim_owner(&scope, group_id) {
+            Some(owner) => self.state.push_retry(owner, row),
+            None => log::info!(
+                "failed group {group_id} is held by no reader of this process: the next \
+                 reader of {} in {scope} replays it",
+                row.topic
+            ),
+        }
+        Ok(GroupStatus::Failed)
+    }
+
     /// The rows of `group_id` to replay: of consumer group `group` when given; else of
     /// the conf's `kafka.group.id` first when several consumer groups track it. The
     /// error for an unknown id, or for more than one consumer group.
@@ -306,6 +411,17 @@ impl DataSource for KafkaSource {
                 ),
             });
         }
+        if row.status == GroupStatus::Split {
+            return Err(Error::InvalidGroupId {
+                group_id: group_id.to_string(),
+                reason: format!(
+                    "it was split into two halves in {} (its failures isolated a poison \
+                     message): replay the halves (`pseidon groups --status done`, rows whose \
+                     parent is this id)",
+                    Scope::of(row)
+                ),
+            });
+        }
         let store = self.state.store()?;
         match store.replay(&Scope::of(row), &row.topic_id, group_id)? {
             Some((previous, group)) => Ok(Replayed { previous, group }),
@@ -317,6 +433,15 @@ impl DataSource for KafkaSource {
 
     fn metadata(&self, topic: Option<&str>, timeout: Duration) -> Result<ClusterMetadata, Error> {
         crate::metadata::fetch(&self.state.config, topic, timeout)
+    }
+
+    fn mark_failed(
+        &self,
+        group_id: &str,
+        reason: &str,
+        consumer_group: Option<&str>,
+    ) -> Result<GroupStatus, Error> {
+        self.mark_failed_scoped(group_id, reason, consumer_group)
     }
 
     fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {

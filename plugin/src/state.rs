@@ -173,6 +173,11 @@ pub(crate) struct SourceState {
     closed: AtomicBool,
     /// The datasource's counters (for the metrics).
     pub(crate) metrics: SourceMetrics,
+    /// Failed groups waiting for their backoff, with the reader that holds each
+    /// (`Source::mark_failed` pushes, the reader takes them when due).
+    retries: Mutex<Vec<(u64, GroupInfo)>>,
+    /// The plugin's own datasink, for dead letters (set at `init`).
+    dead_letter_sink: std::sync::OnceLock<pseidon_plugin_api::Sink>,
 }
 
 impl SourceState {
@@ -185,7 +190,64 @@ impl SourceState {
             lost: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             metrics: SourceMetrics::default(),
+            retries: Mutex::new(Vec::new()),
+            dead_letter_sink: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The datasink dead letters are written through (the plugin's own, as registered).
+    pub(crate) fn set_dead_letter_sink(&self, sink: pseidon_plugin_api::Sink) {
+        let _ = self.dead_letter_sink.set(sink);
+    }
+
+    /// The datasink for dead letters, if `init` set one.
+    pub(crate) fn dead_letter_sink(&self) -> Option<&pseidon_plugin_api::Sink> {
+        self.dead_letter_sink.get()
+    }
+
+    /// The reader holding the unfinished group `id` of `scope`, if one of this process does.
+    pub(crate) fn claim_owner(&self, scope: &Scope, id: &str) -> Option<u64> {
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(scope.clone(), id.to_string()))
+            .map(|c| c.owner)
+    }
+
+    /// Queues failed group `info` (its `retry_at_ms` set) for reader `owner`.
+    pub(crate) fn push_retry(&self, owner: u64, info: GroupInfo) {
+        let mut r = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        r.retain(|(o, g)| !(*o == owner && g.id == info.id && g.topic_id == info.topic_id));
+        r.push((owner, info));
+    }
+
+    /// Takes the failed groups of reader `owner` whose backoff ended by `now_ms`, by
+    /// topic, partition and offset.
+    pub(crate) fn due_retries(&self, owner: u64, now_ms: i64) -> Vec<GroupInfo> {
+        let mut r = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due = Vec::new();
+        r.retain(|(o, g)| {
+            let is_due = *o == owner && g.retry_at_ms.unwrap_or(0) <= now_ms;
+            if is_due {
+                due.push(g.clone());
+            }
+            !is_due
+        });
+        due.sort_by(|a, b| {
+            (&a.topic, a.partition, a.min_offset).cmp(&(&b.topic, b.partition, b.min_offset))
+        });
+        due
+    }
+
+    /// When the next failed group of reader `owner` is due (ms since the epoch).
+    pub(crate) fn next_retry_ms(&self, owner: u64) -> Option<i64> {
+        self.retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(o, _)| *o == owner)
+            .map(|(_, g)| g.retry_at_ms.unwrap_or(0))
+            .min()
     }
 
     /// The status database, opened at first use.
@@ -259,6 +321,10 @@ impl SourceState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, c| c.owner != owner);
+        self.retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(o, _)| *o != owner);
     }
 
     /// Releases the claims on `ids` of `scope`.

@@ -59,6 +59,18 @@ impl Tracker {
         self.seen = self.seen.max(offset + 1);
     }
 
+    /// Replaces the group `parent` by its `halves` (not done): a split group is passed
+    /// only through its halves. False if the tracker does not hold the parent.
+    pub(crate) fn split(&mut self, parent: (i64, i64), halves: [(i64, i64); 2]) -> bool {
+        if self.entries.remove(&parent).is_none() {
+            return false;
+        }
+        for h in halves {
+            self.entries.insert(h, false);
+        }
+        true
+    }
+
     /// Marks the group `min..=max` done; false if the tracker does not hold it.
     pub(crate) fn mark_done(&mut self, min: i64, max: i64) -> bool {
         match self.entries.get_mut(&(min, max)) {
@@ -142,6 +154,23 @@ mod tests {
         assert_eq!(t.oldest_unfinished(), Some((10, 19)));
         t.mark_done(10, 19);
         assert_eq!((t.oldest_unfinished(), t.watermark()), (None, 30));
+    }
+
+    #[test]
+    fn a_split_group_passes_only_through_both_halves() {
+        let mut t = Tracker::new(0);
+        t.add_group(0, 9);
+        t.add_group(10, 19);
+        t.mark_done(10, 19);
+        // Offsets 0 and 9 hold no message: the halves' real offsets are 1..=4, 5..=8.
+        assert!(t.split((0, 9), [(1, 4), (5, 8)]));
+        assert!(!t.split((0, 9), [(1, 4), (5, 8)]));
+        assert!(!t.mark_done(0, 9), "the parent is gone");
+        assert_eq!(t.watermark(), 1);
+        t.mark_done(5, 8);
+        assert_eq!(t.watermark(), 1, "one half done is not enough");
+        t.mark_done(1, 4);
+        assert_eq!(t.watermark(), 20);
     }
 
     #[test]

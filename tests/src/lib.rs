@@ -939,3 +939,25 @@ pub fn db_groups(db: &Path) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The `libpseidon_kafka.so` of an older landing (`PSEIDON_OLD_KAFKA_SO`; `.ci/run` builds
+/// the one of 43f9ec0, plugin-api 0.3.0), for the tests that an older plugin still loads.
+/// Without it: `None` and a note on stderr, or, under CI (`CI` set), a panic: CI must run them.
+pub fn old_kafka_so() -> Option<String> {
+    match std::env::var("PSEIDON_OLD_KAFKA_SO") {
+        Ok(p) => {
+            assert!(
+                Path::new(&p).is_file(),
+                "PSEIDON_OLD_KAFKA_SO={p} is not a file"
+            );
+            Some(p)
+        }
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("PSEIDON_OLD_KAFKA_SO is not set under CI (.ci/run builds it)")
+        }
+        Err(_) => {
+            eprintln!("not run: PSEIDON_OLD_KAFKA_SO is not set (.ci/run sets it)");
+            None
+        }
+    }
+}

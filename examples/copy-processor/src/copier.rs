@@ -8,6 +8,16 @@
 //! hold its messages twice, never miss one. Its writes carry flush tickets: the
 //! processor learns the outcome of exactly its own writes, whoever else writes to and
 //! flushes the same datasink.
+//!
+//! Poison messages: a group still not delivered after `max-attempts` (a record the sink
+//! refuses for good, e.g. larger than the target topic takes) is marked failed
+//! (`Source::mark_failed`, with the sink's reason) and the copy goes on: the datasource
+//! retries it after its backoff and, at its own `pseidon-kafka.max-attempts`, bisects it
+//! until the refused record is alone and dead-lettered. A retry writes each group alone
+//! (a broker refuses a whole record batch, so groups written together fail together). The healthy messages of a failed
+//! group may then reach the target twice (at-least-once). With a datasource that cannot
+//! mark groups failed (a plugin before pseidon-plugin-api 0.3.1), the copy stops with
+//! an error as before.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -185,13 +195,23 @@ impl Copier<'_> {
     /// Copies `batch`, writing again the groups whose delivery failed, up to
     /// `max-attempts`; marks the delivered groups done.
     fn copy_batch(&mut self, mut batch: Vec<MessageGroup>) -> Result<(), Error> {
+        let mut last_reason = String::new();
         for attempt in 1..=self.settings.max_attempts {
-            match self.attempt(&batch)? {
+            // A retry writes each group alone: a broker refuses a whole record batch
+            // (e.g. one record over the topic's max.message.bytes), so groups written
+            // together fail together, and a healthy one must not be failed for another.
+            let outcome = if attempt == 1 || batch.len() == 1 {
+                self.attempt(&batch)?
+            } else {
+                self.attempt_each(&batch)?
+            };
+            match outcome {
                 Attempt::Stopped => return Ok(()),
                 Attempt::Clean => {
                     return self.mark_done(&batch);
                 }
                 Attempt::Failed(failed, reason) => {
+                    last_reason.clone_from(&reason);
                     let (retry, done): (Vec<_>, Vec<_>) = batch
                         .into_iter()
                         .enumerate()
@@ -217,11 +237,33 @@ impl Copier<'_> {
                 }
             }
         }
-        let ids: Vec<&str> = batch.iter().map(MessageGroup::id).collect();
-        Err(Error::other(format!(
-            "copy to `{}` gave up after {} attempt(s); group(s) {ids:?} stay unfinished and are replayed at the next start",
+        self.mark_failed(&batch, &last_reason)
+    }
+
+    /// Marks the groups the sink kept refusing failed, for the datasource to retry and
+    /// bisect them (module docs); the error of before where it cannot.
+    fn mark_failed(&mut self, batch: &[MessageGroup], reason: &str) -> Result<(), Error> {
+        let reason = format!(
+            "not delivered to `{}` after {} attempt(s): {reason}",
             self.settings.to, self.settings.max_attempts
-        )))
+        );
+        for g in batch {
+            if let Err(e) = self
+                .source
+                .mark_failed(g.id(), &reason, Some(&self.settings.group))
+            {
+                let ids: Vec<&str> = batch.iter().map(MessageGroup::id).collect();
+                return Err(Error::other(format!(
+                    "copy to `{}` gave up after {} attempt(s); group(s) {ids:?} stay unfinished and are replayed at the next start (marking them failed: {e})",
+                    self.settings.to, self.settings.max_attempts
+                )));
+            }
+            log::warn!(
+                "group {} marked failed ({reason}); the copy goes on",
+                g.id()
+            );
+        }
+        Ok(())
     }
 
     fn mark_done(&mut self, groups: &[MessageGroup]) -> Result<(), Error> {
@@ -237,6 +279,26 @@ impl Copier<'_> {
             );
         }
         Ok(())
+    }
+
+    /// [`attempt`](Self::attempt) of each group of `batch` alone, one after the other.
+    fn attempt_each(&mut self, batch: &[MessageGroup]) -> Result<Attempt, Error> {
+        let mut failed = Vec::new();
+        let mut first_reason = None;
+        for (i, g) in batch.iter().enumerate() {
+            match self.attempt(std::slice::from_ref(g))? {
+                Attempt::Stopped => return Ok(Attempt::Stopped),
+                Attempt::Clean => {}
+                Attempt::Failed(_, reason) => {
+                    failed.push(i);
+                    first_reason.get_or_insert(reason);
+                }
+            }
+        }
+        Ok(match first_reason {
+            Some(reason) => Attempt::Failed(failed, reason),
+            None => Attempt::Clean,
+        })
     }
 
     /// Writes every message of `batch`, then flushes until each delivery is reported.

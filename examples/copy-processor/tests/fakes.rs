@@ -1,6 +1,7 @@
 //! The copy loop against an in-memory datasource and datasink registered in a real
 //! registry: delivered groups are marked done, a group with a failed delivery is not
-//! (it is written again, and after `max-attempts` the loop gives up), and `stop` ends
+//! (it is written again, and after `max-attempts` it is marked failed and the copy goes
+//! on, or, with a datasource that cannot mark it failed, the loop gives up), and `stop` ends
 //! the thread in time and closes the reader.
 
 use std::{
@@ -15,7 +16,8 @@ use std::{
 use pseidon_copy_processor::{CopyProcessor, copier, settings::Settings};
 use pseidon_plugin_api::{
     DataSink, DataSource, DeliveryFailure, DeliveryId, Error, FlushReport, GroupFilter, GroupInfo,
-    MessageGroup, Processor, Reader, ReaderOptions, Record, Registry, message_group::MessageParts,
+    GroupStatus, MessageGroup, Processor, Reader, ReaderOptions, Record, Registry,
+    message_group::MessageParts,
 };
 
 /// The topics and the option overrides of one `open`.
@@ -31,6 +33,10 @@ struct Seen {
     closed: AtomicBool,
     /// The sink fails the delivery of a record whose value is this, this many times.
     fail_value: Mutex<Option<(Vec<u8>, usize)>>,
+    /// Whether the source can mark groups failed (else: the default, "not supported").
+    can_fail: AtomicBool,
+    /// (group id, consumer group, reason) of every `mark_failed`.
+    failed: Mutex<Vec<(String, Option<String>, String)>>,
 }
 
 struct FakeReader {
@@ -82,6 +88,23 @@ impl DataSource for FakeSource {
 
     fn groups(&self, _filter: &GroupFilter) -> Result<Vec<GroupInfo>, Error> {
         Ok(Vec::new())
+    }
+
+    fn mark_failed(
+        &self,
+        group_id: &str,
+        reason: &str,
+        consumer_group: Option<&str>,
+    ) -> Result<GroupStatus, Error> {
+        if !self.seen.can_fail.load(Ordering::SeqCst) {
+            return Err(Error::other("not supported by this plugin"));
+        }
+        self.seen.failed.lock().unwrap().push((
+            group_id.to_string(),
+            consumer_group.map(str::to_string),
+            reason.to_string(),
+        ));
+        Ok(GroupStatus::Failed)
     }
 }
 
@@ -310,6 +333,35 @@ fn a_group_with_a_failed_delivery_is_not_marked_until_written_again_cleanly() {
         ["copy.from:0:0:0", "copy.from:0:3:3", "copy.from:0:1:2"]
     );
     assert_eq!(values(&seen), ["ok-1", "x", "bad", "ok-2", "x", "bad"]);
+}
+
+#[test]
+fn a_group_refused_max_attempts_times_is_marked_failed_and_the_copy_goes_on() {
+    let groups = vec![
+        group(0, 0, &["ok"]),
+        group(0, 1, &["bad"]),
+        group(0, 2, &["after"]),
+    ];
+    let (registry, settings, seen) = setup(groups, 2);
+    seen.can_fail.store(true, Ordering::SeqCst);
+    *seen.fail_value.lock().unwrap() = Some((b"bad".to_vec(), usize::MAX));
+    run_until(&registry, &settings, || {
+        seen.marked.lock().unwrap().len() == 2 && !seen.failed.lock().unwrap().is_empty()
+    })
+    .unwrap();
+    let failed = seen.failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "copy.from:0:1:1");
+    assert_eq!(failed[0].1.as_deref(), Some("copier"));
+    assert!(
+        failed[0].2.contains("copy.to") && failed[0].2.contains("test failure"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        *seen.marked.lock().unwrap(),
+        ["copy.from:0:0:0", "copy.from:0:2:2"],
+        "the copy went on past the refused group"
+    );
 }
 
 #[test]

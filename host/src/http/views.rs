@@ -44,17 +44,11 @@ pub fn parse_filter(query: &str) -> Result<GroupFilter, GroupsError> {
         match key {
             "status" if value.is_empty() => {}
             "status" => {
-                filter.status = Some(match value.as_str() {
-                    "ready" => GroupStatus::Ready,
-                    "run" => GroupStatus::Run,
-                    "done" => GroupStatus::Done,
-                    "lost" => GroupStatus::Lost,
-                    other => {
-                        return Err(GroupsError::BadQuery(format!(
-                            "status `{other}` is not one of ready, run, done, lost"
-                        )));
-                    }
-                })
+                filter.status = Some(GroupStatus::parse(&value).ok_or_else(|| {
+                    GroupsError::BadQuery(format!(
+                        "status `{value}` is not one of ready, run, done, lost, failed, split, dead"
+                    ))
+                })?);
             }
             "topic" => filter.topic = (!value.is_empty()).then_some(value),
             "group" => filter.consumer_group = (!value.is_empty()).then_some(value),

@@ -227,6 +227,26 @@ pub struct Settings {
     /// consumer's poll: keep it well below `kafka.max.poll.interval.ms` (checked) and
     /// the session timeout. 0: no wait. Default 5000.
     pub revoke_drain_ms: u64,
+    /// `pseidon-kafka.retry-backoff-ms`: how long a group marked failed
+    /// (`Source::mark_failed`) waits before it is handed out again, at its first failure;
+    /// doubled at each further one (`retry-backoff-ms × 2^(attempt-1)`), up to
+    /// `retry-backoff-max-ms`. Default 1000.
+    pub retry_backoff_ms: u64,
+    /// `pseidon-kafka.retry-backoff-max-ms`: the longest backoff of a failed group.
+    /// Default 60000.
+    pub retry_backoff_max_ms: u64,
+    /// `pseidon-kafka.max-attempts`: after this many failed attempts a group of more than
+    /// one message is split in two halves (handed out as new groups), and a group of one
+    /// message is dead: copied to `dead-letter-topic` and passed by the done-watermark.
+    /// `None` (the default, also written `0` or `unlimited`): a failed group is retried
+    /// forever.
+    pub max_attempts: Option<u32>,
+    /// `pseidon-kafka.dead-letter-topic`: where dead messages are copied (through the
+    /// plugin's producer, key, value and headers byte for byte, plus `pseidon.origin.*`
+    /// headers), before their group is marked dead. Unset (the default): a dead group is
+    /// marked dead without a copy, and that is logged as an error (the message is dropped
+    /// on purpose).
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Default of `pseidon-kafka.queue-full-timeout-ms`.
@@ -265,6 +285,37 @@ pub fn default_consume_error_timeout_ms() -> u64 {
 pub fn default_revoke_drain_ms() -> u64 {
     5_000
 }
+/// Default of `pseidon-kafka.retry-backoff-ms`.
+pub fn default_retry_backoff_ms() -> u64 {
+    1_000
+}
+/// Default of `pseidon-kafka.retry-backoff-max-ms`.
+pub fn default_retry_backoff_max_ms() -> u64 {
+    60_000
+}
+
+impl Settings {
+    /// The backoff of a group failed at attempt `attempt` (1 for its first hand-out):
+    /// `min(retry-backoff-ms × 2^(attempt-1), retry-backoff-max-ms)`.
+    ///
+    /// ```
+    /// let s = pseidon_kafka::config::Settings::default();
+    /// assert_eq!(s.retry_backoff_ms(1), 1000);
+    /// assert_eq!(s.retry_backoff_ms(3), 4000);
+    /// assert_eq!(s.retry_backoff_ms(60), 60000);
+    /// ```
+    pub fn retry_backoff_ms(&self, attempt: u32) -> u64 {
+        let shift = attempt.saturating_sub(1).min(63);
+        self.retry_backoff_ms
+            .saturating_mul(1u64 << shift)
+            .min(self.retry_backoff_max_ms)
+    }
+
+    /// True if a group failed at attempt `attempt` has no attempt left (`max-attempts`).
+    pub fn attempts_spent(&self, attempt: u32) -> bool {
+        self.max_attempts.is_some_and(|m| attempt >= m)
+    }
+}
 
 impl Default for Settings {
     fn default() -> Self {
@@ -278,6 +329,10 @@ impl Default for Settings {
             connect_failure_timeout_ms: default_connect_failure_timeout_ms(),
             consume_error_timeout_ms: default_consume_error_timeout_ms(),
             revoke_drain_ms: default_revoke_drain_ms(),
+            retry_backoff_ms: default_retry_backoff_ms(),
+            retry_backoff_max_ms: default_retry_backoff_max_ms(),
+            max_attempts: None,
+            dead_letter_topic: None,
         }
     }
 }
@@ -655,6 +710,18 @@ fn apply_setting(
         }
         "consume-error-timeout-ms" => settings.consume_error_timeout_ms = parse_number(key, value)?,
         "revoke-drain-ms" => settings.revoke_drain_ms = parse_number(key, value)?,
+        "retry-backoff-ms" => settings.retry_backoff_ms = parse_number(key, value)?,
+        "retry-backoff-max-ms" => settings.retry_backoff_max_ms = parse_number(key, value)?,
+        "max-attempts" => {
+            settings.max_attempts = match value.trim() {
+                "unlimited" | "0" => None,
+                _ => Some(parse_number(key, value)?),
+            }
+        }
+        "dead-letter-topic" => {
+            let t = value.trim();
+            settings.dead_letter_topic = (!t.is_empty()).then(|| t.to_string());
+        }
         "reader-max-messages" | "assign" | "start-offset" | "stop-timestamp-ms" => {
             return Err(Error::config(
                 key,
@@ -664,7 +731,7 @@ fn apply_setting(
         _ => {
             return Err(Error::config(
                 key,
-                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-bytes, group-max-wait-ms, done-retention-ms, connect-failure-timeout-ms, consume-error-timeout-ms, revoke-drain-ms)",
+                "unknown pseidon-kafka setting (known: queue-full-timeout-ms, status-db, group-max-messages, group-max-bytes, group-max-wait-ms, done-retention-ms, connect-failure-timeout-ms, consume-error-timeout-ms, revoke-drain-ms, retry-backoff-ms, retry-backoff-max-ms, max-attempts, dead-letter-topic)",
             ));
         }
     }

@@ -246,14 +246,10 @@ impl Batch {
             .ranges_from(&self.scope, topic, &topic_id, partition, start)?
         {
             let done = match g.status {
-                GroupStatus::Done | GroupStatus::Lost => true,
-                GroupStatus::Ready | GroupStatus::Run
-                    if env.state.is_claimed(&self.scope, &g.id) =>
-                {
-                    false
-                }
+                s if s.is_passable() => true,
+                _ if env.state.is_claimed(&self.scope, &g.id) => false,
                 // Unfinished and held by nobody: read and handed out again.
-                GroupStatus::Ready | GroupStatus::Run => continue,
+                _ => continue,
             };
             if done && !blocked {
                 let d = done_ahead.get_or_insert((g.min_offset, g.max_offset, 0));

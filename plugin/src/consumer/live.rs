@@ -434,6 +434,17 @@ impl LiveReader {
         }
     }
 
+    /// Group `parent` was split into `halves`: its tracker passes it only through them.
+    pub(crate) fn group_split(&self, parent: &GroupKey, halves: [(i64, i64); 2]) {
+        let mut trackers = self.shared.lock();
+        if let Some(t) = trackers
+            .get_mut(&parent.topic)
+            .and_then(|per| per.get_mut(&parent.partition))
+        {
+            t.split((parent.min_offset, parent.max_offset), halves);
+        }
+    }
+
     /// Stores the watermarks that moved.
     pub(super) fn store_dirty(&self) {
         let mut tpl = TopicPartitionList::new();

@@ -35,7 +35,7 @@ use crate::{
     progress::{Budget, assignment_of},
     replay::Replayer,
     state::SourceState,
-    store::{Scope, Store},
+    store::{Scope, Store, now_ms},
 };
 
 static NEXT_READER_ID: AtomicU64 = AtomicU64::new(1);
@@ -209,6 +209,7 @@ impl KafkaReader {
                 secret_values(&self.state.config),
                 unfinished.clone(),
                 self.state.config.settings.consume_error_timeout_ms,
+                owner,
             ) {
                 Ok(r) => self.replay = Some(r),
                 Err(e) => {
@@ -227,6 +228,46 @@ impl KafkaReader {
             self.subscribe()?;
         }
         Ok(true)
+    }
+
+    /// Starts a replayer for the failed groups of this reader whose backoff ended (they
+    /// go before new data, module docs of [`replay`](crate::replay)).
+    fn start_retries(&mut self) -> Result<(), Error> {
+        if !self.started {
+            return Ok(());
+        }
+        let due = self.state.due_retries(self.batch.reader_id, now_ms());
+        if due.is_empty() {
+            return Ok(());
+        }
+        log::debug!(
+            "handing out {} failed group(s) of {:?} again",
+            due.len(),
+            self.topics
+        );
+        let cfg = self
+            .state
+            .config
+            .client_config(Role::Replay, &self.overrides)?;
+        let owner = self.batch.reader_id;
+        match Replayer::new(
+            &cfg,
+            secret_values(&self.state.config),
+            due.clone(),
+            self.state.config.settings.consume_error_timeout_ms,
+            owner,
+        ) {
+            Ok(r) => {
+                self.replay = Some(r);
+                Ok(())
+            }
+            Err(e) => {
+                for g in due {
+                    self.state.push_retry(owner, g);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The part the source keeps a weak reference to.
@@ -393,12 +434,22 @@ impl Reader for KafkaReader {
         if !self.started && !self.begin(deadline)? {
             return Ok(None);
         }
+        if self.replay.is_none() {
+            self.start_retries()?;
+        }
         if let Some(replay) = self.replay.as_mut() {
             if self.batch.budget.is_spent() {
                 std::thread::sleep(timeout);
                 return Ok(None);
             }
-            match replay.next_group(&self.store, &self.state, deadline)? {
+            let next = replay.next_group(&self.store, &self.state, deadline);
+            for (parent, halves) in replay.splits.drain(..) {
+                self.live.group_split(&parent, halves);
+            }
+            for key in replay.deads.drain(..) {
+                self.live.group_done(&key);
+            }
+            match next? {
                 Some(g) => {
                     self.batch.budget.take(g.messages().len());
                     self.state.metrics.handed_out(
@@ -410,8 +461,13 @@ impl Reader for KafkaReader {
                     return Ok(Some(g));
                 }
                 None if replay.is_finished() => {
-                    log::info!("replay finished; reading new data of {:?}", self.topics);
+                    if self.subscribed {
+                        log::debug!("retries handed out; reading new data of {:?}", self.topics);
+                    } else {
+                        log::info!("replay finished; reading new data of {:?}", self.topics);
+                    }
                     self.replay = None;
+                    self.live.store_dirty();
                 }
                 None => return Ok(None),
             }
@@ -419,6 +475,14 @@ impl Reader for KafkaReader {
         if !self.subscribed {
             self.subscribe()?;
         }
+        // A failed group due before the deadline is handed out at the next call.
+        let deadline = match self.state.next_retry_ms(self.batch.reader_id) {
+            Some(at) => {
+                let in_ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                deadline.min(Instant::now() + Duration::from_millis(in_ms))
+            }
+            None => deadline,
+        };
         self.next_live(deadline)
     }
 

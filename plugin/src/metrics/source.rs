@@ -1,5 +1,6 @@
 //! The datasource's counters ([`SourceMetrics`], kept in the source's shared state):
-//! groups and messages handed out, groups replayed, messages lost, per (topic,
+//! groups and messages handed out, groups replayed, messages lost, groups failed,
+//! retried, split and dead (poison messages), per (topic,
 //! consumer group), updated once per group under a small mutex; and the gauge of
 //! groups by status, from the status database at most once per [`STATUS_CACHE`].
 //!
@@ -26,6 +27,23 @@ struct Counters {
     groups_handed_out: u64,
     groups_replayed: u64,
     messages_lost: u64,
+    groups_failed: u64,
+    groups_retried: u64,
+    groups_split: u64,
+    groups_dead: u64,
+}
+
+/// What happened to a failed group (the poison-message counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Poison {
+    /// Marked failed by its user.
+    Failed,
+    /// Handed out again after its backoff.
+    Retried,
+    /// Split in two halves.
+    Split,
+    /// Dead (dead-lettered, or dropped without a dead-letter topic).
+    Dead,
 }
 
 /// Rows per status, and when they were counted.
@@ -57,6 +75,16 @@ impl SourceMetrics {
     /// `messages` messages of `topic` found lost in consumer group `group`.
     pub(crate) fn lost(&self, topic: &str, group: &str, messages: u64) {
         self.add(topic, group, |c| c.messages_lost += messages);
+    }
+
+    /// A poison-message event of a group of `topic` in consumer group `group`.
+    pub(crate) fn poison(&self, topic: &str, group: &str, what: Poison) {
+        self.add(topic, group, |c| match what {
+            Poison::Failed => c.groups_failed += 1,
+            Poison::Retried => c.groups_retried += 1,
+            Poison::Split => c.groups_split += 1,
+            Poison::Dead => c.groups_dead += 1,
+        });
     }
 
     /// The rows by status, from `store` at most once per [`STATUS_CACHE`].
@@ -100,6 +128,22 @@ impl SourceMetrics {
             "pseidon_kafka_source_messages_lost",
             "Messages of groups found lost (gone from Kafka before they were done).",
         );
+        let mut failed = MetricFamily::counter(
+            "pseidon_kafka_source_groups_failed",
+            "Groups marked failed (Source::mark_failed).",
+        );
+        let mut retried = MetricFamily::counter(
+            "pseidon_kafka_source_groups_retried",
+            "Failed groups handed out again after their backoff.",
+        );
+        let mut split = MetricFamily::counter(
+            "pseidon_kafka_source_groups_split",
+            "Failed groups split in two halves at max-attempts.",
+        );
+        let mut dead = MetricFamily::counter(
+            "pseidon_kafka_source_groups_dead",
+            "One-message groups dead at max-attempts (dead-lettered, or dropped without a dead-letter topic).",
+        );
         for ((topic, group), c) in self
             .counters
             .lock()
@@ -111,15 +155,21 @@ impl SourceMetrics {
             groups.push(&l, c.groups_handed_out as f64);
             replayed.push(&l, c.groups_replayed as f64);
             lost.push(&l, c.messages_lost as f64);
+            failed.push(&l, c.groups_failed as f64);
+            retried.push(&l, c.groups_retried as f64);
+            split.push(&l, c.groups_split as f64);
+            dead.push(&l, c.groups_dead as f64);
         }
-        let mut out = vec![messages, groups, replayed, lost];
+        let mut out = vec![
+            messages, groups, replayed, lost, failed, retried, split, dead,
+        ];
         if let Some(store) = store {
             let rows = self.by_status(store);
             let mut f = MetricFamily::gauge(
                 "pseidon_kafka_source_groups",
                 "Groups in the status database, by status.",
             );
-            for status in ["ready", "run", "done", "lost"] {
+            for status in pseidon_plugin_api::GroupStatus::ALL.map(|s| s.as_str()) {
                 let n = rows.iter().find(|(s, _)| s == status).map_or(0, |r| r.1);
                 f.push(&[("source", source), ("status", status)], n as f64);
             }
@@ -139,6 +189,9 @@ mod tests {
         m.handed_out("t", "g", 10, false);
         m.handed_out("t", "g", 5, true);
         m.lost("t", "g", 3);
+        m.poison("t", "g", Poison::Failed);
+        m.poison("t", "g", Poison::Failed);
+        m.poison("t", "g", Poison::Dead);
         let f = m.families("s", None);
         let v = |name: &str| {
             f.iter()
@@ -149,6 +202,9 @@ mod tests {
         assert_eq!(v("pseidon_kafka_source_groups_handed_out"), Some(2.0));
         assert_eq!(v("pseidon_kafka_source_groups_replayed"), Some(1.0));
         assert_eq!(v("pseidon_kafka_source_messages_lost"), Some(3.0));
+        assert_eq!(v("pseidon_kafka_source_groups_failed"), Some(2.0));
+        assert_eq!(v("pseidon_kafka_source_groups_dead"), Some(1.0));
+        assert_eq!(v("pseidon_kafka_source_groups_split"), Some(0.0));
         assert!(f.iter().all(|x| x.name != "pseidon_kafka_source_groups"));
     }
 }

@@ -1,5 +1,29 @@
 //! The status database: one SQLite file (`pseidon-kafka.status-db`) with one row per
-//! message group handed out, and its status `ready` → `run` → `done` (or `lost`).
+//! message group handed out, and its status.
+//!
+//! The state machine (schema 4; docs/DESIGN-group-states.md, docs/RELIABILITY.md):
+//!
+//! ```text
+//!                                    mark_done
+//!   ready ──► run ───────────────────────────────────────────► done
+//!     ▲        │ mark_failed(reason)
+//!     │        ▼
+//!     │      failed ──(retry_at_ms passed)──► handed out again (attempt + 1)
+//!     │        │ attempt ≥ max-attempts, more than one message
+//!     │        ├──► split: two new `ready` halves (`parent` = this id), this row `split`
+//!     │        │ attempt ≥ max-attempts, one message
+//!     │        └──► copied to the dead-letter topic ──(delivery confirmed)──► dead
+//!     │                 │ the copy fails: stays `failed` (error logged), retried
+//!     └── replay by hand: done / dead → ready
+//!   a replay finds the range gone from Kafka ──► lost
+//! ```
+//!
+//! The done-watermark passes `done`, `dead` and `lost` groups; a `split` group only
+//! through its halves (the known-ranges query leaves split rows out, and the live
+//! trackers replace the parent's entry by the halves). Every transition is one SQLite
+//! transaction (a split inserts both halves and marks the parent in one), so a SIGKILL
+//! leaves the old state or the new one; a restart hands out what is unfinished
+//! (`ready`, `run`, `failed`), halves included.
 //!
 //! Durability: the file is in WAL mode with `synchronous=NORMAL`. A commit that is lost
 //! on power failure (not on a process crash: WAL commits survive those) can only make a
@@ -313,7 +337,10 @@ impl Store {
                 .query_row(key, |r| r.get(0))
                 .optional()?;
             let prev = prev.and_then(|s| GroupStatus::parse(&s));
-            if matches!(prev, Some(GroupStatus::Ready | GroupStatus::Run)) {
+            if matches!(
+                prev,
+                Some(GroupStatus::Ready | GroupStatus::Run | GroupStatus::Failed)
+            ) {
                 tx.prepare_cached(
                     "UPDATE groups SET status = 'done', updated_ms = ?5
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4",
@@ -331,7 +358,7 @@ impl Store {
         })
     }
 
-    /// Sets a done group of `scope` and incarnation `topic_id` back to `ready`, for the
+    /// Sets a done (or dead) group of `scope` and incarnation `topic_id` back to `ready`, for the
     /// next reader of its topic to replay it (its attempt, the times it was handed out,
     /// stays: the replay hands it out as one more). A `ready`, `run` or `lost` group is
     /// left as it is. Returns the previous status and the row as it is now; `None` if
@@ -357,11 +384,11 @@ impl Store {
             else {
                 return Ok(None);
             };
-            if before.status == GroupStatus::Done {
+            if matches!(before.status, GroupStatus::Done | GroupStatus::Dead) {
                 tx.prepare_cached(
-                    "UPDATE groups SET status = 'ready', updated_ms = ?5
+                    "UPDATE groups SET status = 'ready', updated_ms = ?5, retry_at_ms = NULL
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
-                       AND status = 'done'",
+                       AND status IN ('done', 'dead')",
                 )?
                 .execute(params![
                     scope.cluster_id,
@@ -374,6 +401,137 @@ impl Store {
             let after = tx.prepare_cached(&select)?.query_row(key, row_to_info)?;
             tx.commit()?;
             Ok(Some((before.status, after)))
+        })
+    }
+
+    /// Marks a handed-out (`run`, or `ready`/`failed`) group `failed` with `reason` and
+    /// the instant it is handed out again. Returns the row now; `None` if the row is
+    /// unknown or finished (done, lost, split, dead: left as it is).
+    pub fn mark_failed(
+        &self,
+        scope: &Scope,
+        topic_id: &str,
+        id: &str,
+        reason: &str,
+        retry_at_ms: i64,
+    ) -> Result<Option<GroupInfo>, Error> {
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE groups SET status = 'failed', reason = ?5, retry_at_ms = ?6,
+                            updated_ms = ?7
+                     WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
+                       AND status IN ('ready', 'run', 'failed')",
+                )?
+                .execute(params![
+                    scope.cluster_id,
+                    scope.consumer_group,
+                    topic_id,
+                    id,
+                    reason,
+                    retry_at_ms,
+                    now
+                ])?;
+            let row = if n == 0 {
+                None
+            } else {
+                Some(
+                    tx.prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM groups
+                         WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4"
+                    ))?
+                    .query_row(
+                        params![scope.cluster_id, scope.consumer_group, topic_id, id],
+                        row_to_info,
+                    )?,
+                )
+            };
+            tx.commit()?;
+            Ok(row)
+        })
+    }
+
+    /// Splits group `parent` (of `scope` and incarnation `topic_id`) into `halves`, in one
+    /// transaction: the halves are recorded `ready` with attempt 0 (their first hand-out
+    /// is attempt 1) and `parent` set; the parent becomes `split`. Only a parent still
+    /// unfinished is split; returns false (nothing changed) otherwise.
+    pub fn split(
+        &self,
+        scope: &Scope,
+        topic_id: &str,
+        parent: &str,
+        halves: [&NewGroup; 2],
+    ) -> Result<bool, Error> {
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE groups SET status = 'split', updated_ms = ?5, retry_at_ms = NULL
+                     WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
+                       AND status IN ('ready', 'run', 'failed')",
+                )?
+                .execute(params![
+                    scope.cluster_id,
+                    scope.consumer_group,
+                    topic_id,
+                    parent,
+                    now
+                ])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO groups (cluster_id, consumer_group, topic_id, id, topic, partition,
+                                         min_offset, max_offset, status, attempt, updated_ms,
+                                         messages, parent)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'ready', 0, ?9, ?10, ?11)
+                     ON CONFLICT (cluster_id, consumer_group, topic_id, id)
+                     DO UPDATE SET status = 'ready', updated_ms = ?9, messages = ?10, parent = ?11",
+                )?;
+                for g in halves {
+                    stmt.execute(params![
+                        scope.cluster_id,
+                        scope.consumer_group,
+                        topic_id,
+                        g.id,
+                        g.topic,
+                        g.partition,
+                        g.min_offset,
+                        g.max_offset,
+                        now,
+                        i64::try_from(g.messages).unwrap_or(i64::MAX),
+                        parent
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    /// Marks an unfinished group `dead` (its one message was copied to the dead-letter
+    /// topic, delivery confirmed — or there is no dead-letter topic); returns false if the
+    /// row is unknown or finished.
+    pub fn set_dead(&self, scope: &Scope, topic_id: &str, id: &str) -> Result<bool, Error> {
+        let now = now_ms();
+        self.with(|conn| {
+            conn.prepare_cached(
+                "UPDATE groups SET status = 'dead', updated_ms = ?5, retry_at_ms = NULL
+                 WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
+                   AND status IN ('ready', 'run', 'failed')",
+            )?
+            .execute(params![
+                scope.cluster_id,
+                scope.consumer_group,
+                topic_id,
+                id,
+                now
+            ])
+            .map(|n| n > 0)
         })
     }
 
@@ -401,7 +559,7 @@ impl Store {
         messages: Option<u64>,
     ) -> Result<(), Error> {
         let from = match status {
-            GroupStatus::Run => "AND status IN ('ready', 'run')",
+            GroupStatus::Run => "AND status IN ('ready', 'run', 'failed')",
             _ => "",
         };
         let now = now_ms();
@@ -437,7 +595,7 @@ impl Store {
                 let mut stmt = tx.prepare_cached(
                     "UPDATE OR IGNORE groups SET cluster_id = ?1, consumer_group = ?2
                      WHERE cluster_id = '' AND consumer_group = '' AND topic = ?3
-                       AND status IN ('ready', 'run')",
+                       AND status IN ('ready', 'run', 'failed')",
                 )?;
                 for t in topics {
                     n += stmt.execute(params![scope.cluster_id, scope.consumer_group, t])?;
@@ -482,7 +640,7 @@ impl Store {
                 if !retired.old_ids.contains(&g.topic_id) {
                     retired.old_ids.push(g.topic_id.clone());
                 }
-                if matches!(g.status, GroupStatus::Ready | GroupStatus::Run) {
+                if g.status.is_unfinished() {
                     tx.prepare_cached(
                         "UPDATE groups SET status = 'lost', updated_ms = ?5
                          WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4",
@@ -504,7 +662,7 @@ impl Store {
         })
     }
 
-    /// The unfinished (`ready`/`run`) groups of `scope` and the current incarnation of
+    /// The unfinished (`ready`/`run`/`failed`) groups of `scope` and the current incarnation of
     /// each of `topics` (`topic_ids`: topic → topic id, empty or missing if unknown), by
     /// topic, partition and offset. Rows of an unknown topic id are included.
     pub fn unfinished(
@@ -520,7 +678,7 @@ impl Store {
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM groups
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic = ?3
-                       AND status IN ('ready', 'run')
+                       AND status IN ('ready', 'run', 'failed')
                        AND (?4 = '' OR topic_id = '' OR topic_id = ?4)"
                 ))?;
                 let rows = stmt.query_map(
@@ -539,7 +697,8 @@ impl Store {
     }
 
     /// Groups of `scope` and of the topic's incarnation `topic_id` (or of an unknown
-    /// one) in one partition that end at or after `from_offset`, by offset.
+    /// one) in one partition that end at or after `from_offset`, by offset; a `split`
+    /// group is left out (its halves stand for it).
     pub fn ranges_from(
         &self,
         scope: &Scope,
@@ -553,6 +712,7 @@ impl Store {
                 "SELECT {COLUMNS} FROM groups
                  WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic = ?3 AND partition = ?4
                    AND max_offset >= ?5 AND (?6 = '' OR topic_id = '' OR topic_id = ?6)
+                   AND status <> 'split'
                  ORDER BY min_offset"
             ))?;
             let rows = stmt.query_map(
@@ -583,7 +743,7 @@ impl Store {
         })
     }
 
-    /// How many rows there are of each status (`ready`, `run`, `done`, `lost`).
+    /// How many rows there are of each status.
     pub fn count_by_status(&self) -> Result<Vec<(String, u64)>, Error> {
         self.with(|conn| {
             let mut stmt =

@@ -13,8 +13,8 @@ use pseidon_plugin_api::Error;
 use rusqlite::{Connection, OpenFlags};
 
 use super::schema::{
-    COLUMNS, INDEXES, MIGRATE_2_TO_3, SCHEMA, SCHEMA_VERSION, is_v1, lacks_messages, migrate_v1,
-    table_columns,
+    COLUMNS, INDEXES, MIGRATE_2_TO_3, SCHEMA, SCHEMA_VERSION, is_v1, lacks_messages, migrate_to_v4,
+    migrate_v1, needs_v4, table_columns,
 };
 
 pub(super) fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
@@ -134,6 +134,20 @@ pub(super) fn connect(path: &Path) -> Result<(Connection, File), Error> {
     if lacks_messages(&columns) {
         conn.execute_batch(MIGRATE_2_TO_3)
             .map_err(|e| db_err(path, "cannot add the `messages` column (schema 2 → 3)", e))?;
+    }
+    let columns = table_columns(&conn).map_err(|e| db_err(path, "cannot read the schema", e))?;
+    if needs_v4(&conn, &columns).map_err(|e| db_err(path, "cannot read the schema", e))? {
+        let n = migrate_to_v4(&conn).map_err(|e| {
+            db_err(
+                path,
+                "cannot migrate to schema 4 (statuses failed, split, dead)",
+                e,
+            )
+        })?;
+        log::info!(
+            "status database {}: migrated {n} row(s) to schema 4 (poison messages)",
+            path.display()
+        );
     }
     // Another program's table of the same name: refuse rather than misread it.
     conn.prepare(&format!("SELECT {COLUMNS} FROM groups LIMIT 0"))

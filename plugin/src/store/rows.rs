@@ -1,6 +1,6 @@
 //! Reading rows: the one SELECT of listings (by status, topic, consumer group, update
 //! time), the read-only listing another instance may run while the owner holds the
-//! lock (of a database of any schema it may have: 1, 2 or 3), and the row →
+//! lock (of a database of any schema it may have: 1 to 4), and the row →
 //! [`GroupInfo`] conversion.
 
 use std::{path::Path, time::Duration};
@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags, params};
 
 use super::{
     db_err,
-    schema::{COLUMNS, COLUMNS_V2, is_v1, lacks_messages, table_columns},
+    schema::{COLUMNS, is_v1, select_list, table_columns},
 };
 
 pub(super) fn query_list(
@@ -86,7 +86,7 @@ pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo
         let mut stmt = conn
             .prepare(
                 "SELECT id, topic, partition, min_offset, max_offset, status, attempt, updated_ms,
-                        '', '', '', NULL FROM groups
+                        '', '', '', NULL, NULL, NULL, NULL FROM groups
                  WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2)
                    AND (?3 IS NULL OR updated_ms >= ?3)
                  ORDER BY topic, partition, min_offset",
@@ -104,12 +104,8 @@ pub fn list_read_only(path: &Path, filter: &GroupFilter) -> Result<Vec<GroupInfo
             .and_then(|rows| rows.collect());
         return rows.map_err(|e| db_err(path, "query failed", e));
     }
-    let columns = if lacks_messages(&columns) {
-        COLUMNS_V2
-    } else {
-        COLUMNS
-    };
-    query_list_of(&conn, columns, filter)
+    let columns = select_list(&columns);
+    query_list_of(&conn, &columns, filter)
         .map_err(|e| db_err(path, "not a usable status database", e))
 }
 
@@ -136,5 +132,8 @@ pub(super) fn row_to_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupInfo> 
         messages: r
             .get::<_, Option<i64>>(11)?
             .and_then(|n| u64::try_from(n).ok()),
+        reason: r.get(12)?,
+        retry_at_ms: r.get(13)?,
+        parent: r.get(14)?,
     })
 }

@@ -444,7 +444,7 @@ fn schema_2_gains_the_message_count_and_lists_read_only_before() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(user_version, 3);
+    assert_eq!(user_version, SCHEMA_VERSION);
     assert_eq!(
         list_read_only(&path, &GroupFilter::default())
             .unwrap()
@@ -470,4 +470,145 @@ fn a_listing_of_a_database_being_created_is_empty_and_of_a_foreign_one_an_error(
     let text = err.to_string();
     assert!(text.contains("not a status database"), "{text}");
     assert!(text.contains(&path.display().to_string()), "{text}");
+}
+
+#[test]
+fn schema_3_is_rebuilt_to_4_keeping_every_row_and_an_extra_column() {
+    let path = tmp("migrate3");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE groups (
+                cluster_id TEXT NOT NULL, consumer_group TEXT NOT NULL, topic_id TEXT NOT NULL,
+                id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+                min_offset INTEGER NOT NULL, max_offset INTEGER NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('ready', 'run', 'done', 'lost')),
+                attempt INTEGER NOT NULL, updated_ms INTEGER NOT NULL, messages INTEGER,
+                PRIMARY KEY (cluster_id, consumer_group, topic_id, id));
+             ALTER TABLE groups ADD COLUMN txn TEXT;
+             PRAGMA user_version = 3;
+             INSERT INTO groups VALUES ('C1', 'gA', 'T1', 't:0:0:9', 't', 0, 0, 9, 'run', 2, 5, 10, 'tx/7');
+             INSERT INTO groups VALUES ('C1', 'gA', 'T1', 't:0:10:19', 't', 0, 10, 19, 'done', 1, 5, 10, NULL);",
+        )
+        .unwrap();
+    }
+    // Read-only before the migration: the schema 4 columns read as unknown.
+    let rows = list_read_only(&path, &GroupFilter::default()).unwrap();
+    assert_eq!((rows.len(), rows[0].reason.clone()), (2, None));
+    let s = Store::open(&path, u64::MAX).unwrap();
+    let rows = all(&s);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].status, rows[0].attempt, rows[0].messages),
+        (GroupStatus::Run, 2, Some(10))
+    );
+    let txn: Option<String> = s
+        .with(|c| {
+            c.query_row("SELECT txn FROM groups WHERE id = 't:0:0:9'", [], |r| {
+                r.get(0)
+            })
+        })
+        .unwrap();
+    assert_eq!(
+        txn.as_deref(),
+        Some("tx/7"),
+        "another version's column is kept"
+    );
+    // The new statuses pass the CHECK now.
+    let a = scope("gA");
+    let f = s
+        .mark_failed(&a, "T1", "t:0:0:9", "bad", 42)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (f.status, f.reason.as_deref(), f.retry_at_ms),
+        (GroupStatus::Failed, Some("bad"), Some(42))
+    );
+    drop(s);
+    let user_version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(user_version, 4);
+    // Opening again migrates nothing and keeps the rows.
+    let s = Store::open(&path, u64::MAX).unwrap();
+    assert_eq!(all(&s).len(), 2);
+}
+
+#[test]
+fn failed_split_and_dead_follow_the_state_machine() {
+    let path = tmp("poison");
+    let s = Store::open(&path, u64::MAX).unwrap();
+    let a = scope("gA");
+    s.insert(&a, [(&g("t", 0, 0, 9), GroupStatus::Run)])
+        .unwrap();
+    // Failed: still unfinished (replayed at the next start), not passable.
+    let f = s
+        .mark_failed(&a, "T1", "t:0:0:9", "no", 7)
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.status, GroupStatus::Failed);
+    assert!(!f.status.is_passable());
+    let un = s.unfinished(&a, &["t".into()], tid).unwrap();
+    assert_eq!(un.len(), 1);
+    // Handed out again: run, the reason stays on record.
+    s.set_run(&a, "T1", "t:0:0:9", 2, 10).unwrap();
+    assert_eq!(all(&s)[0].status, GroupStatus::Run);
+    assert_eq!(all(&s)[0].reason.as_deref(), Some("no"));
+    s.mark_failed(&a, "T1", "t:0:0:9", "no again", 8).unwrap();
+    // Split: parent split, halves ready with parent set, in one call.
+    let h1 = g("t", 0, 0, 4);
+    let h2 = g("t", 0, 5, 9);
+    assert!(s.split(&a, "T1", "t:0:0:9", [&h1, &h2]).unwrap());
+    assert!(
+        !s.split(&a, "T1", "t:0:0:9", [&h1, &h2]).unwrap(),
+        "split once"
+    );
+    let rows = all(&s);
+    let by = |id: &str| rows.iter().find(|r| r.id == id).unwrap().clone();
+    assert_eq!(by("t:0:0:9").status, GroupStatus::Split);
+    assert_eq!(
+        (
+            by("t:0:0:4").status,
+            by("t:0:0:4").attempt,
+            by("t:0:0:4").parent.as_deref()
+        ),
+        (GroupStatus::Ready, 0, Some("t:0:0:9"))
+    );
+    // Known ranges leave the split parent out; unfinished lists only the halves.
+    let known = s.ranges_from(&a, "t", "T1", 0, 0).unwrap();
+    assert_eq!(
+        known.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["t:0:0:4", "t:0:5:9"]
+    );
+    assert_eq!(s.unfinished(&a, &["t".into()], tid).unwrap().len(), 2);
+    // Dead: passable, finished; a finished row is not failed again.
+    assert!(s.set_dead(&a, "T1", "t:0:0:4").unwrap());
+    assert!(!s.set_dead(&a, "T1", "t:0:0:4").unwrap());
+    assert!(
+        s.mark_failed(&a, "T1", "t:0:0:4", "x", 1)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.list(&GroupFilter {
+            status: Some(GroupStatus::Dead),
+            ..Default::default()
+        })
+        .unwrap()
+        .len(),
+        1
+    );
+    // Replay by hand accepts a dead group.
+    let (prev, now) = s.replay(&a, "T1", "t:0:0:4").unwrap().unwrap();
+    assert_eq!((prev, now.status), (GroupStatus::Dead, GroupStatus::Ready));
+    // A failed group can still be marked done.
+    s.mark_failed(&a, "T1", "t:0:5:9", "y", 1).unwrap();
+    assert_eq!(
+        s.mark_done(&a, "T1", "t:0:5:9").unwrap(),
+        Some(GroupStatus::Failed)
+    );
+    assert_eq!(by("t:0:5:9").status, GroupStatus::Ready);
+    let counts = s.count_by_status().unwrap();
+    assert!(counts.contains(&("split".to_string(), 1)), "{counts:?}");
 }

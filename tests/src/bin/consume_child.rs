@@ -9,7 +9,10 @@
 //! T <offset> <timestamp-ms|-> <key|-> <h1=v1,h2=v2|->   with `--meta`, after each M line
 //! D <group-id>                              the group was marked done
 //! STATUS ready=<n> run=<n> done=<n> lost=<n> at the end, from `groups()`
+//! F <group-id> <status>                     with `--fail-on`, the group was marked failed
+//! POISON failed=<n> split=<n> dead=<n>     at the end, after STATUS
 //! LOST <group-id>                           at the end, each lost group
+//! DEAD <group-id>                           at the end, each dead group
 //! MARK <id> ok | MARK <id> err <error>     the outcome of each `--mark ID`, at the end
 //! TERM <signal>                             SIGINT/SIGTERM arrived: the group in hand was
 //!                                           finished, the reader is closed (commits, leaves)
@@ -18,7 +21,9 @@
 //! ```
 //!
 //! Usage: `consume_child --plugin SO --bootstrap B --topic T --group G --db PATH
-//!   [--expect N] [--idle-ms MS] [--no-done] [--sleep-ms MS] [--async-done N] [--mark ID]... [--meta] [--set key=value]...`
+//!   [--expect N] [--idle-ms MS] [--no-done] [--sleep-ms MS] [--async-done N] [--mark ID]... [--meta] [--fail-on TEXT] [--set key=value]...`
+//! `--fail-on TEXT` marks a group failed (`Source::mark_failed`) instead of done when one
+//! of its message values contains TEXT (a poison message).
 //! `--sleep-ms` waits after each group, before marking it done (a slow user).
 //! `--async-done N`: a worker thread does the wait and the `mark_done`, with up to N
 //! groups in flight, while the main thread takes the next groups (as a processor does);
@@ -55,6 +60,7 @@ struct Args {
     mark: Vec<String>,
     meta: bool,
     async_done: usize,
+    fail_on: Option<String>,
     conf: Vec<(String, String)>,
 }
 
@@ -66,6 +72,7 @@ fn parse_args() -> Args {
         idle: Duration::from_secs(10),
         mark_done: true,
         sleep: Duration::ZERO,
+        fail_on: None,
         mark: Vec::new(),
         meta: false,
         async_done: 0,
@@ -98,6 +105,7 @@ fn parse_args() -> Args {
                     .filter(|n| *n > 0)
                     .unwrap_or_else(|| fail("--async-done N (N >= 1)"))
             }
+            "--fail-on" => a.fail_on = Some(val()),
             "--no-group" => a.conf.retain(|(k, _)| k != "kafka.group.id"),
             "--sleep-ms" => {
                 a.sleep =
@@ -237,7 +245,20 @@ fn main() {
                 if !args.sleep.is_zero() {
                     std::thread::sleep(args.sleep);
                 }
-                if args.mark_done {
+                let poisoned = args.fail_on.as_deref().is_some_and(|needle| {
+                    g.messages().iter().any(|m| {
+                        String::from_utf8_lossy(m.value().unwrap_or_default()).contains(needle)
+                    })
+                });
+                if poisoned {
+                    match source.mark_failed(g.id(), "poison message (test)", None) {
+                        Ok(s) => {
+                            let _ = writeln!(out, "F {} {s}", g.id());
+                            let _ = out.flush();
+                        }
+                        Err(e) => fail(&format!("mark_failed {}: {e}", g.id())),
+                    }
+                } else if args.mark_done {
                     if let Err(e) = source.mark_done(g.id()) {
                         fail(&format!("mark_done {}: {e}", g.id()));
                     }
@@ -287,8 +308,18 @@ fn main() {
         counts.get("done").unwrap_or(&0),
         counts.get("lost").unwrap_or(&0)
     );
+    let _ = writeln!(
+        out,
+        "POISON failed={} split={} dead={}",
+        counts.get("failed").unwrap_or(&0),
+        counts.get("split").unwrap_or(&0),
+        counts.get("dead").unwrap_or(&0)
+    );
     for g in groups.iter().filter(|g| g.status == GroupStatus::Lost) {
         let _ = writeln!(out, "LOST {}", g.id);
+    }
+    for g in groups.iter().filter(|g| g.status == GroupStatus::Dead) {
+        let _ = writeln!(out, "DEAD {}", g.id);
     }
     let _ = module.shutdown()(10_000);
     let _ = writeln!(out, "END {delivered}");

@@ -141,7 +141,7 @@ impl Fixture {
                 self.store.mark_done(&scope(), TOPIC_ID, &g.id).unwrap();
             }
             GroupStatus::Lost => self.store.set_lost(&scope(), TOPIC_ID, &g.id, 1).unwrap(),
-            GroupStatus::Ready | GroupStatus::Run => {}
+            _ => {}
         }
     }
 

@@ -28,6 +28,12 @@ pub enum Status {
     Done,
     /// Could not be replayed (its messages are gone from Kafka).
     Lost,
+    /// Marked failed by its user: handed out again after a backoff.
+    Failed,
+    /// Split in two halves (rows of their own) after max-attempts failures.
+    Split,
+    /// One message that failed max-attempts times: copied to the dead-letter topic.
+    Dead,
 }
 
 impl From<Status> for GroupStatus {
@@ -37,6 +43,9 @@ impl From<Status> for GroupStatus {
             Status::Run => GroupStatus::Run,
             Status::Done => GroupStatus::Done,
             Status::Lost => GroupStatus::Lost,
+            Status::Failed => GroupStatus::Failed,
+            Status::Split => GroupStatus::Split,
+            Status::Dead => GroupStatus::Dead,
         }
     }
 }
@@ -141,9 +150,10 @@ fn replayed_line(r: &Replayed) -> String {
         format!(" in consumer group {}", g.consumer_group)
     };
     match r.previous {
-        GroupStatus::Done => format!(
-            "replay {}: done -> ready; the next reader of {}{whose} delivers it as attempt {}",
+        GroupStatus::Done | GroupStatus::Dead => format!(
+            "replay {}: {} -> ready; the next reader of {}{whose} delivers it as attempt {}",
             g.id,
+            r.previous.as_str(),
             g.topic,
             g.attempt + 1
         ),
@@ -327,6 +337,9 @@ mod tests {
             consumer_group: "gA".into(),
             topic_id: "T1".into(),
             messages: Some(10),
+            reason: None,
+            retry_at_ms: None,
+            parent: None,
         };
         let old = GroupInfo {
             consumer_group: String::new(),
@@ -375,6 +388,9 @@ mod replay_tests {
                 consumer_group: "gA".into(),
                 topic_id: "T1".into(),
                 messages: Some(10),
+                reason: None,
+                retry_at_ms: None,
+                parent: None,
             },
         }
     }

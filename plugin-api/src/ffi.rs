@@ -240,7 +240,40 @@ pub trait FfiDataSink: Send + Sync {
             message: NO_TIMESTAMPS.into(),
         })
     }
+    /// Begins a Kafka transaction: what is written until it is committed or aborted
+    /// becomes visible to `read_committed` readers only with its commit. The first
+    /// call makes the sink transactional (`init_transactions`, bounded by
+    /// `timeout_ms`). (Added in 0.3.2; a sink without transactions refuses with an
+    /// error saying so.)
+    fn begin_transaction(&self, timeout_ms: u64) -> FfiResult<()> {
+        let _ = timeout_ms;
+        RResult::RErr(FfiError::Other {
+            message: NO_TRANSACTIONS.into(),
+        })
+    }
+    /// Aborts the open transaction: its writes are never visible to `read_committed`
+    /// readers. (Added in 0.3.2.)
+    fn abort_transaction(&self, timeout_ms: u64) -> FfiResult<()> {
+        let _ = timeout_ms;
+        RResult::RErr(FfiError::Other {
+            message: NO_TRANSACTIONS.into(),
+        })
+    }
+    /// Commits the open transaction, with the message groups `group_ids` (handed out
+    /// by a reader of the same plugin) done: their consumer groups' done-watermarks
+    /// are sent within the transaction (KIP-447), and once it committed the groups
+    /// are marked done in the status database. No ids: a plain commit. (Added in 0.3.2.)
+    fn commit_transaction(&self, group_ids: RSlice<'_, RString>, timeout_ms: u64) -> FfiResult<()> {
+        let _ = (group_ids, timeout_ms);
+        RResult::RErr(FfiError::Other {
+            message: NO_TRANSACTIONS.into(),
+        })
+    }
 }
+
+const NO_TRANSACTIONS: &str = "this datasink has no transactions (they came with \
+                               pseidon-plugin-api 0.3.2): rebuild the plugin, or use a \
+                               transactional datasink";
 
 const NO_TIMESTAMPS: &str = "this datasink does not take record timestamps (they came with \
                              pseidon-plugin-api 0.3.1): rebuild the plugin";

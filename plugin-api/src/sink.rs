@@ -7,7 +7,7 @@ use std::{
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, ROption, RResult, RSlice},
+    std_types::{RArc, ROption, RResult, RSlice, RString},
 };
 
 use crate::{
@@ -122,6 +122,43 @@ pub trait DataSink: Send + Sync + 'static {
     ) -> Result<(), (u64, Error)> {
         let _ = (records, timestamps_ms, first_id, ticketed);
         Err((0, Error::other(NO_TIMESTAMPS)))
+    }
+
+    /// Begins a transaction (the first call may set the sink up for transactions,
+    /// within `timeout`). The default refuses: this sink has no transactions.
+    fn begin_transaction(&self, timeout: Duration) -> Result<(), Error> {
+        let _ = timeout;
+        Err(Error::other(NO_TRANSACTIONS))
+    }
+
+    /// Aborts the open transaction. The default refuses.
+    fn abort_transaction(&self, timeout: Duration) -> Result<(), Error> {
+        let _ = timeout;
+        Err(Error::other(NO_TRANSACTIONS))
+    }
+
+    /// Commits the open transaction with the message groups `group_ids` done (their
+    /// done-watermarks inside the transaction, then the status database); none: a
+    /// plain commit. The default refuses.
+    fn commit_transaction(&self, group_ids: &[String], timeout: Duration) -> Result<(), Error> {
+        let _ = (group_ids, timeout);
+        Err(Error::other(NO_TRANSACTIONS))
+    }
+}
+
+const NO_TRANSACTIONS: &str = "this datasink does not support transactions";
+
+/// The refusal of a sink without transactions, as "not supported by this plugin".
+fn not_supported(e: Error) -> Error {
+    match &e {
+        Error::Other { message }
+            if message.contains("has no transactions") || message.contains(NO_TRANSACTIONS) =>
+        {
+            Error::other(format!(
+                "transactions are not supported by this plugin's datasink ({message})"
+            ))
+        }
+        _ => e,
     }
 }
 
@@ -272,6 +309,34 @@ impl<T: DataSink> FfiDataSink for SinkAdapter<T> {
     ) -> FfiResult<FfiBatchAccepted> {
         self.write_with(records, Some(timestamps_ms), ticketed)
     }
+
+    fn begin_transaction(&self, timeout_ms: u64) -> FfiResult<()> {
+        catch_panic(&self.owner, "begin a transaction", || {
+            self.inner
+                .begin_transaction(Duration::from_millis(timeout_ms))
+        })
+        .map_err(Into::into)
+        .into()
+    }
+
+    fn abort_transaction(&self, timeout_ms: u64) -> FfiResult<()> {
+        catch_panic(&self.owner, "abort a transaction", || {
+            self.inner
+                .abort_transaction(Duration::from_millis(timeout_ms))
+        })
+        .map_err(Into::into)
+        .into()
+    }
+
+    fn commit_transaction(&self, group_ids: RSlice<'_, RString>, timeout_ms: u64) -> FfiResult<()> {
+        let ids: Vec<String> = group_ids.iter().map(|s| s.to_string()).collect();
+        catch_panic(&self.owner, "commit a transaction", || {
+            self.inner
+                .commit_transaction(&ids, Duration::from_millis(timeout_ms))
+        })
+        .map_err(Into::into)
+        .into()
+    }
 }
 
 /// A data sink, as users see it. Cheap to clone; safe to share between threads.
@@ -382,6 +447,61 @@ impl Sink {
     pub fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
         let r = self.inner.flush(ms(timeout)).into_result()?;
         Ok(report_from_ffi(r))
+    }
+
+    /// Begins a transaction: the records written until
+    /// [`commit_transaction`](Sink::commit_transaction) are visible to `read_committed`
+    /// readers only once it commits, all together, or never
+    /// ([`abort_transaction`](Sink::abort_transaction)). The first call sets the sink
+    /// up for transactions within `timeout` (a broker whose transaction coordinator
+    /// cannot work is an error then, not a hang). A sink without transactions (or of a
+    /// plugin built before 0.3.2) refuses: "not supported by this plugin".
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use pseidon_plugin_api::Error;
+    /// # fn run(sink: &pseidon_plugin_api::Sink, ids: &[String]) -> Result<(), Error> {
+    /// sink.begin_transaction(Duration::from_secs(30))?;
+    /// sink.write("copied", b"v")?;
+    /// // The groups `ids` (handed out by the same plugin's datasource) are done with
+    /// // the commit: their offsets are committed inside the transaction.
+    /// sink.commit_transaction(ids, Duration::from_secs(30))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn begin_transaction(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner
+            .begin_transaction(ms(timeout))
+            .into_result()
+            .map_err(|e| not_supported(e.into()))
+    }
+
+    /// Aborts the open transaction: its records are never visible to
+    /// `read_committed` readers (the groups it copied stay unfinished).
+    pub fn abort_transaction(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner
+            .abort_transaction(ms(timeout))
+            .into_result()
+            .map_err(|e| not_supported(e.into()))
+    }
+
+    /// Commits the open transaction, with the message groups `group_ids` done: the
+    /// done-watermarks of their consumer groups are committed in the same Kafka
+    /// transaction as the records, and once it committed the groups are marked done
+    /// in the status database (a crash in between is recognised at the next start:
+    /// the groups are not replayed). The ids must be of groups handed out by a
+    /// reader of the sink's own plugin. An empty `group_ids` is a plain commit.
+    /// A failed commit leaves the groups unfinished: a fenced producer (another
+    /// instance took over its transactional id) is [`Error::Kafka`] with librdkafka's
+    /// code of the fencing, and no transaction can follow on this sink.
+    pub fn commit_transaction(&self, group_ids: &[String], timeout: Duration) -> Result<(), Error> {
+        let ids: Vec<RString> = group_ids
+            .iter()
+            .map(|s| RString::from(s.as_str()))
+            .collect();
+        self.inner
+            .commit_transaction(RSlice::from_slice(&ids), ms(timeout))
+            .into_result()
+            .map_err(|e| not_supported(e.into()))
     }
 
     /// [`write_batch`](Sink::write_batch) with a [`FlushTicket`] for the accepted

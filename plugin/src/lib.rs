@@ -19,6 +19,7 @@ pub(crate) mod metrics;
 pub mod producer;
 pub(crate) mod progress;
 pub(crate) mod replay;
+pub(crate) mod sha256;
 pub mod source;
 pub(crate) mod state;
 pub mod store;
@@ -60,6 +61,7 @@ impl Plugin for KafkaPlugin {
         }
         // The status database is opened at the source's first use: sink-only users need none.
         let source = source::KafkaSource::new(config.clone());
+        sink.attach_source(source.clone());
         if let Err(e) = ctx.registry.register_source(SOURCE_NAME, source.clone()) {
             let _ = sink.shutdown(Duration::from_secs(1));
             return Err(e);

@@ -48,6 +48,10 @@ use crate::{
     store::Scope,
 };
 
+mod txn;
+
+pub(crate) use txn::TxnPlan;
+
 /// The group id and its parser, for the users of [`KafkaSource::mark_done`].
 pub use crate::state::{GroupKey, parse_group_id};
 

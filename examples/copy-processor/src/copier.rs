@@ -8,6 +8,9 @@
 //! hold its messages twice, never miss one. Its writes carry flush tickets: the
 //! processor learns the outcome of exactly its own writes, whoever else writes to and
 //! flushes the same datasink.
+//!
+//! With `copy-processor.exactly-once = true` each batch is copied in one transaction
+//! instead ([`exactly_once`]).
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -20,6 +23,8 @@ use pseidon_plugin_api::{
 };
 
 use crate::settings::Settings;
+
+pub mod exactly_once;
 
 /// How long one wait for a group (and one flush) may take: the longest a stop waits
 /// for the loop to notice it.
@@ -152,7 +157,11 @@ impl Copier<'_> {
             if self.stopping() {
                 break;
             }
-            self.copy_batch(batch)?;
+            if self.settings.exactly_once {
+                self.copy_batch_txn(batch)?;
+            } else {
+                self.copy_batch(batch)?;
+            }
         }
         Ok(())
     }

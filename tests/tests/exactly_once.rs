@@ -204,11 +204,15 @@ impl Copy {
             );
             std::thread::sleep(Duration::from_millis(300));
         }
+        // The copier logs `caught up` when it runs out of groups after copying some;
+        // a run that found everything copied already copies nothing and logs none:
+        // then a few seconds in which it must not write anything.
+        let quiet = Instant::now() + Duration::from_secs(5);
         while !run.lines[seen..]
             .iter()
             .any(|l| l.contains("caught up with"))
+            && Instant::now() < quiet
         {
-            assert!(Instant::now() < deadline, "no `caught up`: {:#?}", run.lines);
             std::thread::sleep(Duration::from_millis(100));
             run.drain();
         }
@@ -276,14 +280,14 @@ fn sigkilled_at_random_points_the_target_holds_each_message_once() {
         // Static membership: a restarted instance takes its partitions over at once
         // instead of waiting out the killed one's session.
         "group.instance.id = \"eos-kill\"",
-        "max-rate = 8000",
+        "max-rate = 2000",
     );
     let mut rng = Rng::new();
     let mut at_kills = Vec::new();
     for _ in 0..kills {
         let mut run = RunChild::spawn(&copy.conf, "info");
         run.wait_for("copying topic");
-        std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
+        std::thread::sleep(Duration::from_millis(200 + rng.below(2300)));
         run.signal("KILL");
         assert_eq!(
             run.finish(Duration::from_secs(30), Duration::from_millis(20)),

@@ -62,6 +62,16 @@ pub fn run_notify(
         &[settings.from.as_str()],
         ReaderOptions::default().group_id(&settings.group),
     )?;
+    if settings.exactly_once {
+        // Transactions are initialised before the first group is read: that fences a
+        // previous instance and aborts its open transaction, whose pending offsets
+        // would otherwise hold the reader's committed-offset fetch (KIP-447), and a
+        // transaction coordinator that cannot work is an error now.
+        if let Err(e) = exactly_once::init(&sink) {
+            let _ = reader.close();
+            return Err(e);
+        }
+    }
     opened();
     log::info!(
         "copying topic `{}` to `{}` (consumer group `{}`)",

@@ -118,8 +118,10 @@ impl KafkaReader {
             Duration::from_millis(settings.group_max_wait_ms),
             Budget::new(reader_max_messages(options.overrides())?),
         );
+        let live = Arc::new(LiveReader::new(shared, consumer));
+        let _ = live.group.set(group.clone());
         Ok(KafkaReader {
-            live: Arc::new(LiveReader::new(shared, consumer)),
+            live,
             state,
             store,
             topics: topics.to_vec(),

@@ -75,6 +75,24 @@ impl TxnOffsets {
 }
 
 impl LiveReader {
+    /// The reader's scope; before it is known, its consumer group and the cluster id
+    /// asked now (within `timeout`), or `None` if the cluster did not answer.
+    pub(crate) fn scope_now(&self, timeout: std::time::Duration) -> Option<crate::store::Scope> {
+        if let Some(s) = self.scope() {
+            return Some(s);
+        }
+        let group = self.group.get()?.clone();
+        let cluster_id = self
+            .consumer
+            .client()
+            .fetch_cluster_id(timeout)
+            .filter(|id| !id.is_empty())?;
+        Some(crate::store::Scope {
+            cluster_id,
+            consumer_group: group,
+        })
+    }
+
     /// True if the reader has a tracker of this partition.
     pub(crate) fn tracks(&self, topic: &str, partition: i32) -> bool {
         self.shared

@@ -32,7 +32,7 @@ impl KafkaSource {
         let mut scopes: Vec<Scope> = self
             .live_readers()
             .iter()
-            .filter_map(|r| r.scope())
+            .filter_map(|r| r.scope_now(std::time::Duration::from_secs(10)))
             .collect();
         scopes.sort_by(|a, b| {
             (&a.cluster_id, &a.consumer_group).cmp(&(&b.cluster_id, &b.consumer_group))
@@ -43,8 +43,8 @@ impl KafkaSource {
             0 => Err(Error::config(
                 "kafka.transactional.id",
                 "a transactional id is derived from the consumer group and cluster of the \
-                 datasource's reader, and no reader has handed out a group yet: begin the \
-                 first transaction after the first group, or set kafka.transactional.id",
+                 datasource's reader, and no reader is open (or the cluster did not tell its \
+                 id within 10 s): open the reader first, or set kafka.transactional.id",
             )),
             _ => Err(Error::config(
                 "kafka.transactional.id",

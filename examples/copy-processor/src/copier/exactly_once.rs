@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use pseidon_plugin_api::{Error, MessageGroup};
+use pseidon_plugin_api::{Error, MessageGroup, Sink};
 
 use super::{Attempt, Copier, SLICE};
 
@@ -40,6 +40,21 @@ fn fenced(e: Error) -> Error {
          (this one was paused or cut off); its open transaction is aborted and it stops \
          without writing anything more ({e})"
     ))
+}
+
+/// Initialises the sink's transactions (an empty transaction, begun and committed).
+pub fn init(sink: &Sink) -> Result<(), Error> {
+    sink.begin_transaction(TXN_TIMEOUT)
+        .and_then(|()| sink.commit_transaction(&[], TXN_TIMEOUT))
+        .map_err(|e| {
+            if is_fenced(&e) {
+                fenced(e)
+            } else {
+                Error::other(format!(
+                    "copy-processor.exactly-once: the datasink's transactions cannot start: {e}"
+                ))
+            }
+        })
 }
 
 impl Copier<'_> {

@@ -385,12 +385,11 @@ fn a_fenced_zombie_stops_with_an_error_and_writes_nothing_twice() {
         assert!(Instant::now() < deadline, "no copy: {:#?}", zombie.lines);
         std::thread::sleep(Duration::from_millis(100));
     }
+    zombie.wait_for("transactions initialised");
     zombie.signal("STOP");
-    // The other instance: the same transactional id (same status db path and
-    // cluster) but its own status db file lock is the zombie's, so it runs from a
-    // copy of the conf with the same status db path after the lock is... held by the
-    // stopped process: a file lock is not released by SIGSTOP. So the successor uses
-    // the same transactional id explicitly.
+    // The other instance takes over the zombie's transactional id. It cannot open the
+    // zombie's status db (a stopped process keeps its file lock), so it has a status
+    // db of its own and names the id explicitly (kafka.transactional.id).
     let id_line = zombie
         .lines
         .iter()
@@ -430,6 +429,9 @@ fn a_fenced_zombie_stops_with_an_error_and_writes_nothing_twice() {
         "{:#?}",
         zombie.lines
     );
+    if let Some(l) = zombie.lines.iter().find(|l| l.starts_with("pseidon: error")) {
+        eprintln!("the zombie exited {code:?}: {l}");
+    }
     // The successor copies the rest (its own status db: it re-reads from the
     // consumer group's committed offsets, which only transactions moved).
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -479,7 +481,13 @@ fn a_transaction_log_with_too_few_brokers_is_a_clear_error_at_start() {
         "{text}"
     );
     assert!(took < Duration::from_secs(75), "took {took:?}");
-    eprintln!("the coordinator error came after {took:?}");
+    eprintln!(
+        "the coordinator error came after {took:?}: {}",
+        run.lines
+            .iter()
+            .find(|l| l.starts_with("pseidon: error"))
+            .map_or("", String::as_str)
+    );
 }
 
 #[test]

@@ -300,10 +300,7 @@ fn sigkilled_at_random_points_the_target_holds_each_message_once() {
     }
     copy.conf("group.instance.id = \"eos-kill\"", "");
     let lines = copy.finish(Duration::from_secs(120));
-    assert!(
-        !lines.iter().any(|l| l.contains("ERROR")),
-        "{lines:#?}"
-    );
+    assert!(!lines.iter().any(|l| l.contains("ERROR")), "{lines:#?}");
     let n = copy.check_exactly_once();
     assert_eq!(n, N);
     eprintln!(
@@ -429,7 +426,11 @@ fn a_fenced_zombie_stops_with_an_error_and_writes_nothing_twice() {
         "{:#?}",
         zombie.lines
     );
-    if let Some(l) = zombie.lines.iter().find(|l| l.starts_with("pseidon: error")) {
+    if let Some(l) = zombie
+        .lines
+        .iter()
+        .find(|l| l.starts_with("pseidon: error"))
+    {
         eprintln!("the zombie exited {code:?}: {l}");
     }
     // The successor copies the rest (its own status db: it re-reads from the
@@ -553,7 +554,7 @@ fn consume_isolation_read_committed_hides_an_open_transaction() {
 /// A transactional producer (rdkafka in the test) with `value` written to `topic` in a
 /// transaction left open until the value is dropped (then aborted).
 fn open_transaction(bootstrap: &str, topic: &str, value: &str) -> impl Drop + use<> {
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     struct Open(ThreadedProducer<DefaultProducerContext>);
     impl Drop for Open {
         fn drop(&mut self) {

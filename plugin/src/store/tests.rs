@@ -452,3 +452,63 @@ fn schema_2_gains_the_message_count_and_lists_read_only_before() {
         3
     );
 }
+
+#[test]
+fn txn_marker_column_is_added_idempotently_and_the_restart_rule_resolves_rows() {
+    let path = tmp("txn");
+    let a = scope("gA");
+    {
+        let s = Store::open(&path, 1000).unwrap();
+        ready(
+            &s,
+            &a,
+            &[g("t", 0, 0, 9), g("t", 0, 10, 19), g("t", 0, 20, 29)],
+        );
+        for id in ["t:0:0:9", "t:0:10:19", "t:0:20:29"] {
+            s.set_run(&a, "T1", id, 1, 10).unwrap();
+        }
+        let row = |id: &str| TxnRow {
+            scope: a.clone(),
+            topic_id: "T1".into(),
+            id: id.into(),
+        };
+        s.set_txn(&[row("t:0:0:9"), row("t:0:10:19")], "pseidon-x")
+            .unwrap();
+        assert_eq!(
+            s.txn_of(&a, "T1", "t:0:0:9").unwrap().as_deref(),
+            Some("pseidon-x")
+        );
+        assert_eq!(s.txn_of(&a, "T1", "t:0:20:29").unwrap(), None);
+    }
+    // Opened again: the column is there, not added twice; the version is schema 3's.
+    let s = Store::open(&path, 1000).unwrap();
+    let version: i64 = s
+        .with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let row = |id: &str| TxnRow {
+        scope: a.clone(),
+        topic_id: "T1".into(),
+        id: id.into(),
+    };
+    // 0..9 committed by its transaction, 10..19 not.
+    assert_eq!(
+        s.resolve_txn_rows(&[(row("t:0:0:9"), true), (row("t:0:10:19"), false)])
+            .unwrap(),
+        1
+    );
+    let st: std::collections::HashMap<String, GroupStatus> =
+        all(&s).into_iter().map(|r| (r.id, r.status)).collect();
+    assert_eq!(st["t:0:0:9"], GroupStatus::Done);
+    assert_eq!(st["t:0:10:19"], GroupStatus::Run);
+    assert_eq!(s.txn_of(&a, "T1", "t:0:0:9").unwrap(), None);
+    assert_eq!(
+        s.txn_of(&a, "T1", "t:0:10:19").unwrap(),
+        None,
+        "replayed: marker cleared"
+    );
+    // mark_done clears the marker too.
+    s.set_txn(&[row("t:0:20:29")], "pseidon-x").unwrap();
+    s.mark_done(&a, "T1", "t:0:20:29").unwrap();
+    assert_eq!(s.txn_of(&a, "T1", "t:0:20:29").unwrap(), None);
+}

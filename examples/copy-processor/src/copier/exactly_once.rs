@@ -29,8 +29,7 @@ const FENCED_CODES: [i32; 3] = [-144, 90, 47];
 
 /// True if `e` says the producer was fenced.
 pub fn is_fenced(e: &Error) -> bool {
-    e.kafka_code().is_some_and(|c| FENCED_CODES.contains(&c))
-        || e.to_string().contains("fenced")
+    e.kafka_code().is_some_and(|c| FENCED_CODES.contains(&c)) || e.to_string().contains("fenced")
 }
 
 /// The error a fenced copy stops with.
@@ -62,9 +61,9 @@ impl Copier<'_> {
     pub(super) fn copy_batch_txn(&mut self, batch: Vec<MessageGroup>) -> Result<(), Error> {
         let ids: Vec<String> = batch.iter().map(|g| g.id().to_string()).collect();
         for attempt in 1..=self.settings.max_attempts {
-            self.sink.begin_transaction(TXN_TIMEOUT).map_err(|e| {
-                if is_fenced(&e) { fenced(e) } else { e }
-            })?;
+            self.sink
+                .begin_transaction(TXN_TIMEOUT)
+                .map_err(|e| if is_fenced(&e) { fenced(e) } else { e })?;
             let outcome = match self.attempt(&batch) {
                 Ok(o) => o,
                 Err(e) => {
@@ -98,7 +97,11 @@ impl Copier<'_> {
                             "a delivery of the transaction failed ({reason}) and aborting \
                              it failed too: {e}"
                         ));
-                        return Err(if reason.contains("fenced") { fenced(e) } else { e });
+                        return Err(if reason.contains("fenced") {
+                            fenced(e)
+                        } else {
+                            e
+                        });
                     }
                     if reason.to_lowercase().contains("fenced") {
                         return Err(fenced(Error::other(reason)));

@@ -92,6 +92,7 @@ fn committed(bootstrap: &str, topic: &str) -> Vec<(i32, i64, String)> {
 }
 
 /// The conf of a copy with both plugins.
+#[allow(clippy::too_many_arguments)] // one conf, every part named at the call
 fn write_conf(
     conf: &Path,
     plugins: &Path,

@@ -290,10 +290,8 @@ fn sigkilled_at_random_points_the_target_holds_each_message_once() {
         run.wait_for("copying topic");
         std::thread::sleep(Duration::from_millis(200 + rng.below(2300)));
         run.signal("KILL");
-        assert_eq!(
-            run.finish(Duration::from_secs(30), Duration::from_millis(20)),
-            None
-        );
+        let code = run.finish(Duration::from_secs(30), Duration::from_millis(20));
+        assert_eq!(code, None, "{:#?}", run.lines);
         at_kills.push(committed(&copy.bootstrap, &copy.to).len());
         if at_kills.last().is_some_and(|n| *n >= N) {
             break;

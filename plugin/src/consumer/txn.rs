@@ -93,6 +93,11 @@ impl LiveReader {
         })
     }
 
+    /// True once the reader subscribed (it replayed what it had to).
+    pub(crate) fn is_subscribed(&self) -> bool {
+        self.consumer.subscription().is_ok_and(|t| t.count() > 0)
+    }
+
     /// True if the reader has a tracker of this partition.
     pub(crate) fn tracks(&self, topic: &str, partition: i32) -> bool {
         self.shared

@@ -20,7 +20,10 @@ use rdkafka::{
 };
 
 use super::sink::KafkaSink;
-use crate::{config::Config, source::TxnPlan};
+use crate::{
+    config::Config,
+    source::{TxnGroup, TxnPlan},
+};
 
 /// True for librdkafka's codes of a fenced producer.
 pub fn is_fenced_code(code: i32) -> bool {
@@ -171,13 +174,47 @@ impl KafkaSink {
             err
         };
         if let Some(plan) = plan {
-            for (cgm, offsets) in &plan.offsets {
+            for (group, offsets) in &plan.offsets {
                 if offsets.count() == 0 {
                     continue;
                 }
-                producer
-                    .send_offsets_to_transaction(offsets, cgm, timeout)
-                    .map_err(|e| abort_on(e, "send the groups' offsets to the transaction"))?;
+                const WHAT: &str = "send the groups' offsets to the transaction";
+                match group {
+                    TxnGroup::Joined(cgm) => producer
+                        .send_offsets_to_transaction(offsets, cgm, timeout)
+                        .map_err(|e| abort_on(e, WHAT))?,
+                    TxnGroup::GroupOnly(g) => {
+                        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+                        if let Err(f) =
+                            super::raw::send_offsets_group_only(&producer, offsets, g, ms)
+                        {
+                            if f.abortable
+                                && let Err(a) = producer.abort_transaction(timeout)
+                            {
+                                log::warn!("aborting the failed transaction of `{id}`: {a}");
+                            }
+                            let fenced = is_fenced_code(f.code as i32);
+                            return Err(Error::Kafka {
+                                operation: format!("{WHAT} (transactional id `{id}`)"),
+                                reason: format!(
+                                    "{}{}",
+                                    f.text,
+                                    if fenced {
+                                        ": this producer was fenced (another instance with the same transactional id took over)"
+                                    } else if f.abortable {
+                                        ": the transaction was aborted"
+                                    } else {
+                                        ""
+                                    }
+                                ),
+                                code: Some(f.code as i32),
+                                retriable: !f.fatal
+                                    && !fenced
+                                    && crate::error::is_retriable_code(f.code),
+                            });
+                        }
+                    }
+                }
             }
         }
         producer

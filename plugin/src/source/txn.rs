@@ -16,11 +16,21 @@ use crate::{
     store::{Scope, TxnRow},
 };
 
-/// What one transaction commits: per reader, its consumer group's metadata and the
-/// offsets; and the rows marked with the transaction.
+/// Whose offsets a transaction commits: a joined reader's consumer group metadata
+/// (KIP-447: the broker checks its generation), or, for a reader that has not joined
+/// yet (replaying), the consumer group's id alone.
+pub(crate) enum TxnGroup {
+    /// The joined consumer's metadata.
+    Joined(ConsumerGroupMetadata),
+    /// The group id only (generation -1, no member or instance id).
+    GroupOnly(String),
+}
+
+/// What one transaction commits: per reader, its consumer group and the offsets; and
+/// the rows marked with the transaction.
 pub(crate) struct TxnPlan {
     /// `send_offsets_to_transaction` arguments, one per reader (consumer group).
-    pub(crate) offsets: Vec<(ConsumerGroupMetadata, TopicPartitionList)>,
+    pub(crate) offsets: Vec<(TxnGroup, TopicPartitionList)>,
     /// The rows of the groups.
     pub(crate) rows: Vec<TxnRow>,
 }
@@ -106,11 +116,18 @@ impl KafkaSource {
         let mut offsets = Vec::new();
         for (index, keys) in by_reader {
             let reader = &readers[index];
-            let Some(cgm) = reader.group_metadata() else {
-                return Err(Error::kafka(
-                    "commit a transaction",
-                    "the reader's consumer has no consumer group metadata yet",
-                ));
+            let group = if reader.is_subscribed() {
+                match reader.group_metadata() {
+                    Some(cgm) => TxnGroup::Joined(cgm),
+                    None => {
+                        return Err(Error::kafka(
+                            "commit a transaction",
+                            "the reader's consumer has no consumer group metadata yet",
+                        ));
+                    }
+                }
+            } else {
+                TxnGroup::GroupOnly(reader.scope().map(|s| s.consumer_group).unwrap_or_default())
             };
             let mut plan = reader.txn_offsets(&keys);
             // Untracked partitions (replayed groups): only when no unfinished group below
@@ -147,7 +164,7 @@ impl KafkaSource {
                     }
                 }
             }
-            offsets.push((cgm, plan.to_tpl()));
+            offsets.push((group, plan.to_tpl()));
         }
         store.set_txn(&rows, txn)?;
         Ok(TxnPlan { offsets, rows })

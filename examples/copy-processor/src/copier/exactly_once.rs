@@ -27,9 +27,14 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// `INVALID_PRODUCER_EPOCH`.
 const FENCED_CODES: [i32; 3] = [-144, 90, 47];
 
+/// librdkafka's text of a fenced producer (in a delivery failure's reason, which
+/// carries no code). Not "fenced" alone: a static consumer member can be fenced
+/// (`FENCED_INSTANCE_ID`) without the producer being so.
+const FENCED_TEXT: &str = "fenced by a newer instance";
+
 /// True if `e` says the producer was fenced.
 pub fn is_fenced(e: &Error) -> bool {
-    e.kafka_code().is_some_and(|c| FENCED_CODES.contains(&c)) || e.to_string().contains("fenced")
+    e.kafka_code().is_some_and(|c| FENCED_CODES.contains(&c)) || e.to_string().contains(FENCED_TEXT)
 }
 
 /// The error a fenced copy stops with.
@@ -97,13 +102,13 @@ impl Copier<'_> {
                             "a delivery of the transaction failed ({reason}) and aborting \
                              it failed too: {e}"
                         ));
-                        return Err(if reason.contains("fenced") {
+                        return Err(if reason.contains(FENCED_TEXT) || is_fenced(&e) {
                             fenced(e)
                         } else {
                             e
                         });
                     }
-                    if reason.to_lowercase().contains("fenced") {
+                    if reason.contains(FENCED_TEXT) {
                         return Err(fenced(Error::other(reason)));
                     }
                     reason

@@ -595,3 +595,39 @@ impl std::fmt::Debug for FlushTicket {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod txn_tests {
+    use super::*;
+    use crate::Registry;
+
+    struct Plain;
+    impl DataSink for Plain {
+        fn write_batch(&self, _r: &[Record<'_>], _f: DeliveryId) -> Result<(), (u64, Error)> {
+            Ok(())
+        }
+        fn flush(&self, _t: Duration) -> Result<FlushReport, Error> {
+            Ok(FlushReport::default())
+        }
+    }
+
+    #[test]
+    fn a_sink_without_transactions_says_not_supported() {
+        let registry = Registry::new("txn-test");
+        registry.register_sink("plain", Plain).unwrap();
+        let sink = registry
+            .reg_get_wait_sink("plain", Duration::from_secs(1))
+            .unwrap();
+        for e in [
+            sink.begin_transaction(Duration::from_secs(1)).unwrap_err(),
+            sink.abort_transaction(Duration::from_secs(1)).unwrap_err(),
+            sink.commit_transaction(&["t:0:0:9".into()], Duration::from_secs(1))
+                .unwrap_err(),
+        ] {
+            assert!(
+                e.to_string().contains("not supported by this plugin"),
+                "{e}"
+            );
+        }
+    }
+}

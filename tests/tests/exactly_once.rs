@@ -346,7 +346,13 @@ fn broker_sigkilled_and_restarted_during_the_copy() {
     }
     run.signal("TERM");
     let code = run.finish(Duration::from_secs(40), Duration::from_millis(50));
-    eprintln!("the run during the broker kill exited with {code:?}");
+    eprintln!(
+        "the run during the broker kill exited with {code:?}{}",
+        run.lines
+            .iter()
+            .find(|l| l.starts_with("pseidon: error"))
+            .map_or(String::new(), |l| format!(": {l}"))
+    );
     copy.conf("", "");
     copy.finish(Duration::from_secs(120));
     assert_eq!(copy.check_exactly_once(), N);

@@ -120,3 +120,109 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewGroup, schema::SCHEMA_VERSION};
+    use pseidon_plugin_api::{GroupFilter, GroupInfo, GroupStatus};
+    use std::path::PathBuf;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "pseidon-kafka-store-txn-{}-{}-{name}",
+            std::process::id(),
+            now_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("status.db")
+    }
+
+    fn scope(group: &str) -> Scope {
+        Scope {
+            cluster_id: "C1".into(),
+            consumer_group: group.into(),
+        }
+    }
+
+    fn g(topic: &str, p: i32, min: i64, max: i64) -> NewGroup {
+        NewGroup {
+            id: format!("{topic}:{p}:{min}:{max}"),
+            topic: topic.into(),
+            topic_id: "T1".into(),
+            partition: p,
+            min_offset: min,
+            max_offset: max,
+            messages: u64::try_from(max - min + 1).unwrap(),
+        }
+    }
+
+    fn ready(s: &Store, sc: &Scope, groups: &[NewGroup]) -> Vec<u32> {
+        s.insert(sc, groups.iter().map(|g| (g, GroupStatus::Ready)))
+            .unwrap()
+    }
+
+    fn all(s: &Store) -> Vec<GroupInfo> {
+        s.list(&GroupFilter::default()).unwrap()
+    }
+
+    #[test]
+    fn marker_column_is_added_idempotently_and_the_restart_rule_resolves_rows() {
+        let path = tmp("txn");
+        let a = scope("gA");
+        {
+            let s = Store::open(&path, 1000).unwrap();
+            ready(
+                &s,
+                &a,
+                &[g("t", 0, 0, 9), g("t", 0, 10, 19), g("t", 0, 20, 29)],
+            );
+            for id in ["t:0:0:9", "t:0:10:19", "t:0:20:29"] {
+                s.set_run(&a, "T1", id, 1, 10).unwrap();
+            }
+            let row = |id: &str| TxnRow {
+                scope: a.clone(),
+                topic_id: "T1".into(),
+                id: id.into(),
+            };
+            s.set_txn(&[row("t:0:0:9"), row("t:0:10:19")], "pseidon-x")
+                .unwrap();
+            assert_eq!(
+                s.txn_of(&a, "T1", "t:0:0:9").unwrap().as_deref(),
+                Some("pseidon-x")
+            );
+            assert_eq!(s.txn_of(&a, "T1", "t:0:20:29").unwrap(), None);
+        }
+        // Opened again: the column is there, not added twice; the version is schema 3's.
+        let s = Store::open(&path, 1000).unwrap();
+        let version: i64 = s
+            .with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let row = |id: &str| TxnRow {
+            scope: a.clone(),
+            topic_id: "T1".into(),
+            id: id.into(),
+        };
+        // 0..9 committed by its transaction, 10..19 not.
+        assert_eq!(
+            s.resolve_txn_rows(&[(row("t:0:0:9"), true), (row("t:0:10:19"), false)])
+                .unwrap(),
+            1
+        );
+        let st: std::collections::HashMap<String, GroupStatus> =
+            all(&s).into_iter().map(|r| (r.id, r.status)).collect();
+        assert_eq!(st["t:0:0:9"], GroupStatus::Done);
+        assert_eq!(st["t:0:10:19"], GroupStatus::Run);
+        assert_eq!(s.txn_of(&a, "T1", "t:0:0:9").unwrap(), None);
+        assert_eq!(
+            s.txn_of(&a, "T1", "t:0:10:19").unwrap(),
+            None,
+            "replayed: marker cleared"
+        );
+        // mark_done clears the marker too.
+        s.set_txn(&[row("t:0:20:29")], "pseidon-x").unwrap();
+        s.mark_done(&a, "T1", "t:0:20:29").unwrap();
+        assert_eq!(s.txn_of(&a, "T1", "t:0:20:29").unwrap(), None);
+    }
+}

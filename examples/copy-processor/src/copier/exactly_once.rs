@@ -8,8 +8,8 @@
 //! committed is recognised at restart and not replayed.
 //!
 //! A failed delivery aborts the transaction and writes the whole batch again (up to
-//! `max-attempts`); a commit that fails with a retriable error likewise (the sink has
-//! aborted it). A fenced producer (a zombie: another instance took its transactional
+//! `max-attempts`, pausing 1, 2, 4 … s between attempts, so a broker restart is ridden
+//! out); a commit that fails with a retriable error likewise (the sink has aborted it). A fenced producer (a zombie: another instance took its transactional
 //! id over, e.g. after a SIGSTOP) stops the copy with an error saying so: nothing of
 //! it becomes visible, `pseidon run` exits non-zero.
 
@@ -22,6 +22,11 @@ use super::{Attempt, Copier, SLICE};
 /// How long a transaction step (initialisation at the first begin, commit, abort)
 /// may take before it is an error.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first pause before a batch is written again; doubled per attempt.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+/// The longest pause between attempts.
+const RETRY_MAX: Duration = Duration::from_secs(16);
 
 /// librdkafka's codes of a fenced producer: `_FENCED`, `PRODUCER_FENCED`,
 /// `INVALID_PRODUCER_EPOCH`.
@@ -126,9 +131,17 @@ impl Copier<'_> {
                     ""
                 }
             );
-            std::thread::sleep(SLICE);
-            if self.stopping() {
-                return Ok(());
+            // A broker that is down or restarting fails attempts quickly: back off
+            // 1, 2, 4, 8 … s (at most 16 s), so a short outage is ridden out.
+            let pause = RETRY_BASE
+                .saturating_mul(1 << (attempt - 1).min(4))
+                .min(RETRY_MAX);
+            let until = std::time::Instant::now() + pause;
+            while std::time::Instant::now() < until {
+                if self.stopping() {
+                    return Ok(());
+                }
+                std::thread::sleep(SLICE);
             }
         }
         Err(Error::other(format!(

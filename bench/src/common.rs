@@ -199,6 +199,33 @@ pub fn watermarks(bootstrap: &str, topic: &str) -> Result<Vec<(i32, i64, i64)>> 
     Ok(out)
 }
 
+/// How many messages of `topic` consumer group `group` has committed: the sum over
+/// partitions of (committed offset - low watermark), 0 for a partition without one.
+pub fn committed_count(bootstrap: &str, topic: &str, group: &str) -> Result<u64> {
+    use rdkafka::{Offset, TopicPartitionList, consumer::Consumer};
+    let marks = watermarks(bootstrap, topic)?;
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("create the offsets consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, _, _) in &marks {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, META_TIMEOUT)
+        .with_context(|| format!("committed offsets of {group} on {topic}"))?;
+    let mut n = 0u64;
+    for (p, lo, _) in &marks {
+        if let Some(Offset::Offset(o)) = committed.find_partition(topic, *p).map(|e| e.offset()) {
+            n += (o - lo).max(0) as u64;
+        }
+    }
+    Ok(n)
+}
+
 /// How many messages `topic` holds (sum of high - low watermarks).
 pub fn topic_count(bootstrap: &str, topic: &str) -> Result<u64> {
     Ok(watermarks(bootstrap, topic)?

@@ -237,8 +237,19 @@ const NO_TICKETS: &str = "this datasink has no flush tickets (they came with \
 pub const PROBE_TICKET: u64 = u64::MAX;
 /// Feature bit: records may carry a timestamp ([`TIMESTAMP_HEADER`]).
 pub const SINK_FEATURE_TIMESTAMPS: u64 = 1;
+/// Feature bit: the adapter takes transaction control records ([`CONTROL_TOPIC`]).
+pub const SINK_FEATURE_TRANSACTIONS: u64 = 2;
 /// The features the datasink adapter of this crate version has.
-pub const SINK_FEATURES: u64 = SINK_FEATURE_TIMESTAMPS;
+pub const SINK_FEATURES: u64 = SINK_FEATURE_TIMESTAMPS | SINK_FEATURE_TRANSACTIONS;
+/// A `write_batch` of exactly one record to this topic (no Kafka topic name can hold a
+/// NUL) is a control call the plugin's adapter answers itself: the key names the
+/// operation (`txn.begin`, `txn.abort`, `txn.commit`), the value holds the message
+/// group ids (one per line), the [`CONTROL_TIMEOUT_HEADER`] the timeout in ms (decimal);
+/// the answer is `accepted` 1, or 0 with the operation's error. Sent only to sinks whose
+/// probe has [`SINK_FEATURE_TRANSACTIONS`] (an older plugin would try to write it).
+pub const CONTROL_TOPIC: &str = "\u{0}pseidon.control";
+/// The header of a control record that holds its timeout in ms.
+pub const CONTROL_TIMEOUT_HEADER: &str = "timeout-ms";
 /// A record's timestamp crosses the boundary as this header, last of its headers, with
 /// the ms since the epoch as 8 bytes big-endian; the plugin's adapter takes it off before
 /// its sink sees the record. Sent only to sinks whose probe has [`SINK_FEATURE_TIMESTAMPS`].

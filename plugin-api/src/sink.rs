@@ -16,9 +16,9 @@ use abi_stable::{
 use crate::{
     error::Error,
     ffi::{
-        FfiBatchAccepted, FfiDataSink, FfiDataSink_TO, FfiDeliveryFailure, FfiFlushReport,
-        FfiRecord, FfiResult, FfiSinkArc, PROBE_TICKET, SINK_FEATURE_TIMESTAMPS, SINK_FEATURES,
-        TIMESTAMP_HEADER,
+        CONTROL_TIMEOUT_HEADER, CONTROL_TOPIC, FfiBatchAccepted, FfiDataSink, FfiDataSink_TO,
+        FfiDeliveryFailure, FfiFlushReport, FfiRecord, FfiResult, FfiSinkArc, PROBE_TICKET,
+        SINK_FEATURE_TIMESTAMPS, SINK_FEATURE_TRANSACTIONS, SINK_FEATURES, TIMESTAMP_HEADER,
     },
     module::catch_panic,
     record::{Header, Record},
@@ -127,6 +127,43 @@ pub trait DataSink: Send + Sync + 'static {
         let _ = (records, timestamps_ms, first_id, ticketed);
         Err((0, Error::other(NO_TIMESTAMPS)))
     }
+
+    /// Begins a transaction (the first call may set the sink up for transactions,
+    /// within `timeout`). The default refuses: this sink has no transactions.
+    fn begin_transaction(&self, timeout: Duration) -> Result<(), Error> {
+        let _ = timeout;
+        Err(Error::other(NO_TRANSACTIONS))
+    }
+
+    /// Aborts the open transaction. The default refuses.
+    fn abort_transaction(&self, timeout: Duration) -> Result<(), Error> {
+        let _ = timeout;
+        Err(Error::other(NO_TRANSACTIONS))
+    }
+
+    /// Commits the open transaction with the message groups `group_ids` done (their
+    /// done-watermarks inside the transaction, then the status database); none: a
+    /// plain commit. The default refuses.
+    fn commit_transaction(&self, group_ids: &[String], timeout: Duration) -> Result<(), Error> {
+        let _ = (group_ids, timeout);
+        Err(Error::other(NO_TRANSACTIONS))
+    }
+}
+
+const NO_TRANSACTIONS: &str = "this datasink does not support transactions";
+
+/// The refusal of a sink without transactions, as "not supported by this plugin".
+fn not_supported(e: Error) -> Error {
+    match &e {
+        Error::Other { message }
+            if message.contains("has no transactions") || message.contains(NO_TRANSACTIONS) =>
+        {
+            Error::other(format!(
+                "transactions are not supported by this plugin's datasink ({message})"
+            ))
+        }
+        _ => e,
+    }
 }
 
 const NO_TIMESTAMPS: &str = "this datasink does not take record timestamps";
@@ -184,11 +221,53 @@ struct SinkAdapter<T> {
 }
 
 impl<T: DataSink> SinkAdapter<T> {
+    /// Answers a control record ([`CONTROL_TOPIC`]): runs the transaction operation it
+    /// names; `accepted` 1 if it succeeded, else 0 with its error. No delivery id is used.
+    fn control(&self, r: Record<'_>) -> FfiResult<FfiBatchAccepted> {
+        let op = String::from_utf8_lossy(r.key().unwrap_or_default()).into_owned();
+        let timeout = r
+            .headers()
+            .iter()
+            .find(|h| h.key() == CONTROL_TIMEOUT_HEADER)
+            .and_then(|h| std::str::from_utf8(h.value().unwrap_or_default()).ok())
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or(Duration::from_secs(60), Duration::from_millis);
+        let ids: Vec<String> = String::from_utf8_lossy(r.value().unwrap_or_default())
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        let result = catch_panic(&self.owner, "a transaction operation", || {
+            match op.as_str() {
+                "txn.begin" => self.inner.begin_transaction(timeout),
+                "txn.abort" => self.inner.abort_transaction(timeout),
+                "txn.commit" => self.inner.commit_transaction(&ids, timeout),
+                other => Err(Error::other(format!(
+                    "unknown datasink control operation `{other}`"
+                ))),
+            }
+        });
+        let error = match result {
+            Ok(()) => ROption::RNone,
+            Err(e) => ROption::RSome(e.into()),
+        };
+        RResult::ROk(FfiBatchAccepted {
+            first_id: 0,
+            accepted: u64::from(error.is_none()),
+            error,
+        })
+    }
+
     fn write_with(
         &self,
         records: RSlice<'_, FfiRecord<'_>>,
         ticketed: bool,
     ) -> FfiResult<FfiBatchAccepted> {
+        if let [r] = records.as_slice()
+            && r.topic.as_str() == CONTROL_TOPIC
+        {
+            return self.control(Record::from_ffi_slice(records)[0]);
+        }
         let n = records.len() as u64;
         let first_id = self.next_id.fetch_add(n, Ordering::Relaxed);
         let result = catch_panic(&self.owner, "write", || {
@@ -446,6 +525,73 @@ impl Sink {
         Ok(report_from_ffi(r))
     }
 
+    /// Begins a transaction: the records written until
+    /// [`commit_transaction`](Sink::commit_transaction) are visible to `read_committed`
+    /// readers only once it commits, all together, or never
+    /// ([`abort_transaction`](Sink::abort_transaction)). The first call sets the sink
+    /// up for transactions within `timeout` (a broker whose transaction coordinator
+    /// cannot work is an error then, not a hang). A sink without transactions (or of a
+    /// plugin built before 0.3.1) refuses: "not supported by this plugin".
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use pseidon_plugin_api::Error;
+    /// # fn run(sink: &pseidon_plugin_api::Sink, ids: &[String]) -> Result<(), Error> {
+    /// sink.begin_transaction(Duration::from_secs(30))?;
+    /// sink.write("copied", b"v")?;
+    /// // The groups `ids` (handed out by the same plugin's datasource) are done with
+    /// // the commit: their offsets are committed inside the transaction.
+    /// sink.commit_transaction(ids, Duration::from_secs(30))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn begin_transaction(&self, timeout: Duration) -> Result<(), Error> {
+        self.control("txn.begin", &[], timeout)
+    }
+
+    /// Sends a control record ([`CONTROL_TOPIC`]) if the plugin's adapter takes them.
+    fn control(&self, op: &str, group_ids: &[String], timeout: Duration) -> Result<(), Error> {
+        if self.features() & SINK_FEATURE_TRANSACTIONS == 0 {
+            return Err(Error::other(
+                "transactions are not supported by this plugin's datasink (built before \
+                 pseidon-plugin-api 0.3.1): rebuild it",
+            ));
+        }
+        let ids = group_ids.join("\n");
+        let timeout_ms = ms(timeout).to_string();
+        let headers = [Header::new(CONTROL_TIMEOUT_HEADER, timeout_ms.as_bytes())];
+        let record = Record::new(CONTROL_TOPIC, ids.as_bytes())
+            .with_key(op.as_bytes())
+            .with_headers(&headers);
+        let b = self
+            .inner
+            .write_batch(Record::as_ffi_slice(std::slice::from_ref(&record)))
+            .into_result()
+            .map_err(Error::from)?;
+        match b.error.into_option() {
+            Some(e) => Err(not_supported(e.into())),
+            None => Ok(()),
+        }
+    }
+
+    /// Aborts the open transaction: its records are never visible to
+    /// `read_committed` readers (the groups it copied stay unfinished).
+    pub fn abort_transaction(&self, timeout: Duration) -> Result<(), Error> {
+        self.control("txn.abort", &[], timeout)
+    }
+
+    /// Commits the open transaction, with the message groups `group_ids` done: the
+    /// done-watermarks of their consumer groups are committed in the same Kafka
+    /// transaction as the records, and once it committed the groups are marked done
+    /// in the status database (a crash in between is recognised at the next start:
+    /// the groups are not replayed). The ids must be of groups handed out by a
+    /// reader of the sink's own plugin. An empty `group_ids` is a plain commit.
+    /// A failed commit leaves the groups unfinished: a fenced producer (another
+    /// instance took over its transactional id) is [`Error::Kafka`] with librdkafka's
+    /// code of the fencing, and no transaction can follow on this sink.
+    pub fn commit_transaction(&self, group_ids: &[String], timeout: Duration) -> Result<(), Error> {
+        self.control("txn.commit", group_ids, timeout)
+    }
+
     /// [`write_batch`](Sink::write_batch) with a [`FlushTicket`] for the accepted
     /// records: flushing the ticket reports exactly their deliveries, whoever else
     /// writes to and flushes this sink meanwhile.
@@ -601,5 +747,41 @@ mod tests {
             ]
         );
         assert!(sink.write_batch_timestamped(&records, &[1]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod txn_tests {
+    use super::*;
+    use crate::Registry;
+
+    struct Plain;
+    impl DataSink for Plain {
+        fn write_batch(&self, _r: &[Record<'_>], _f: DeliveryId) -> Result<(), (u64, Error)> {
+            Ok(())
+        }
+        fn flush(&self, _t: Duration) -> Result<FlushReport, Error> {
+            Ok(FlushReport::default())
+        }
+    }
+
+    #[test]
+    fn a_sink_without_transactions_says_not_supported() {
+        let registry = Registry::new("txn-test");
+        registry.register_sink("plain", Plain).unwrap();
+        let sink = registry
+            .reg_get_wait_sink("plain", Duration::from_secs(1))
+            .unwrap();
+        for e in [
+            sink.begin_transaction(Duration::from_secs(1)).unwrap_err(),
+            sink.abort_transaction(Duration::from_secs(1)).unwrap_err(),
+            sink.commit_transaction(&["t:0:0:9".into()], Duration::from_secs(1))
+                .unwrap_err(),
+        ] {
+            assert!(
+                e.to_string().contains("not supported by this plugin"),
+                "{e}"
+            );
+        }
     }
 }

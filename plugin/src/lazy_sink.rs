@@ -9,6 +9,12 @@
 //! error of the first write, and of every later one. A flush before any write reports
 //! nothing; `shutdown` before any write creates nothing, and later writes are refused
 //! as after any shutdown.
+//!
+//! Transactions (issue 17): with `kafka.transactional.id` in the conf the producer is
+//! created transactional (at the first write or `begin_transaction`); without it, a
+//! `begin_transaction` before any write creates it transactional with the derived id
+//! [`derived_transactional_id`] (the datasource's one consumer group and cluster). A
+//! sink already written to without transactions refuses `begin_transaction`.
 
 use std::{
     sync::{Mutex, PoisonError},
@@ -17,7 +23,7 @@ use std::{
 
 use pseidon_plugin_api::{DataSink, DeliveryId, Error, FlushReport, Record};
 
-use crate::{config::Config, producer::KafkaSink};
+use crate::{config::Config, producer::KafkaSink, source::KafkaSource};
 
 enum State {
     /// Not written to yet.
@@ -34,6 +40,26 @@ enum State {
 #[derive(Clone)]
 pub(crate) struct LazySink {
     state: std::sync::Arc<Mutex<State>>,
+    /// The plugin's datasource: the readers a transactional commit finds its groups in.
+    source: std::sync::Arc<std::sync::OnceLock<KafkaSource>>,
+}
+
+/// How long the producer's transactions may take to initialise when the first write
+/// (not `begin_transaction`, which brings its own timeout) creates it.
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The derived transactional id: `pseidon-<consumer group>-<first 12 hex digits of
+/// sha256(status-db path + cluster id)>`, stable per instance (one instance per status
+/// database: a file lock), so a restart fences its predecessor (docs/DESIGN-group-states.md).
+pub(crate) fn derived_transactional_id(
+    status_db: &std::path::Path,
+    scope: &crate::store::Scope,
+) -> String {
+    let path = std::fs::canonicalize(status_db).unwrap_or_else(|_| status_db.to_path_buf());
+    let mut input = path.to_string_lossy().into_owned().into_bytes();
+    input.extend_from_slice(scope.cluster_id.as_bytes());
+    let digest = crate::sha256::hex(&input);
+    format!("pseidon-{}-{}", scope.consumer_group, &digest[..12])
 }
 
 impl LazySink {
@@ -41,6 +67,53 @@ impl LazySink {
     pub(crate) fn new(config: &Config) -> Self {
         LazySink {
             state: std::sync::Arc::new(Mutex::new(State::Idle(Box::new(config.clone())))),
+            source: std::sync::Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    /// The plugin's datasource, for transactional commits (set once at init).
+    pub(crate) fn attach_source(&self, source: KafkaSource) {
+        let _ = self.source.set(source);
+    }
+
+    /// The transactional sink, created now (with `timeout` for `init_transactions`) if
+    /// this is the first use.
+    fn txn_sink(&self, timeout: Duration) -> Result<KafkaSink, Error> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = match &*state {
+            State::Open(s) => return Ok(s.clone()),
+            State::Failed(e) => return Err(e.clone()),
+            State::Closed => {
+                return Err(Error::Closed {
+                    what: format!("the datasink {}", crate::SINK_NAME),
+                });
+            }
+            State::Idle(config) => match config.kafka_prop("transactional.id") {
+                Some(id) if !id.trim().is_empty() => id.to_string(),
+                _ => {
+                    let source = self.source.get().ok_or_else(|| {
+                        Error::config(
+                            "kafka.transactional.id",
+                            "no datasource to derive a transactional id from: set it",
+                        )
+                    })?;
+                    let scope = source.txn_scope()?;
+                    derived_transactional_id(&config.settings.status_db, &scope)
+                }
+            },
+        };
+        let State::Idle(config) = std::mem::replace(&mut *state, State::Closed) else {
+            unreachable!("matched above");
+        };
+        match KafkaSink::new_transactional(&config, &id, timeout) {
+            Ok(s) => {
+                *state = State::Open(s.clone());
+                Ok(s)
+            }
+            Err(e) => {
+                *state = State::Failed(e.clone());
+                Err(e)
+            }
         }
     }
 
@@ -55,7 +128,15 @@ impl LazySink {
                     what: format!("the datasink {}", crate::SINK_NAME),
                 });
             }
-            State::Idle(_) => {}
+            State::Idle(config) => {
+                if config
+                    .kafka_prop("transactional.id")
+                    .is_some_and(|id| !id.trim().is_empty())
+                {
+                    drop(state);
+                    return self.txn_sink(INIT_TIMEOUT);
+                }
+            }
         }
         let State::Idle(config) = std::mem::replace(&mut *state, State::Closed) else {
             unreachable!("matched above");
@@ -158,6 +239,51 @@ impl DataSink for LazySink {
             first_id,
             ticketed,
         )
+    }
+
+    fn begin_transaction(&self, timeout: Duration) -> Result<(), Error> {
+        self.txn_sink(timeout)?.txn_begin()
+    }
+
+    fn abort_transaction(&self, timeout: Duration) -> Result<(), Error> {
+        match self.opened() {
+            Some(s) => s.txn_abort(timeout),
+            None => Err(Error::other(
+                "no transaction is open: the datasink was not used yet",
+            )),
+        }
+    }
+
+    fn commit_transaction(&self, group_ids: &[String], timeout: Duration) -> Result<(), Error> {
+        let Some(sink) = self.opened() else {
+            return Err(Error::other(
+                "no transaction is open: the datasink was not used yet",
+            ));
+        };
+        let Some(txn) = sink.transactional_id().map(str::to_string) else {
+            return Err(Error::other(
+                "the datasink is not transactional (written to before begin_transaction, \
+                 and kafka.transactional.id is not set)",
+            ));
+        };
+        if group_ids.is_empty() {
+            return sink.txn_commit(None, timeout);
+        }
+        let source = self
+            .source
+            .get()
+            .ok_or_else(|| Error::other("the datasink has no datasource to commit groups in"))?;
+        let plan = match source.txn_prepare(group_ids, &txn) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = sink.txn_abort(timeout);
+                return Err(e);
+            }
+        };
+        sink.txn_commit(Some(&plan), timeout)?;
+        // Committed in Kafka: a crash from here on is recognised at restart (the rows
+        // carry `txn`, the committed offsets are past them).
+        source.txn_done(&plan.rows)
     }
 }
 

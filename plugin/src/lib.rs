@@ -19,6 +19,7 @@ pub(crate) mod metrics;
 pub mod producer;
 pub(crate) mod progress;
 pub(crate) mod replay;
+pub(crate) mod sha256;
 pub mod source;
 pub(crate) mod state;
 pub mod store;
@@ -65,6 +66,7 @@ impl Plugin for KafkaPlugin {
         if let Some(pseidon_plugin_api::Entry::Sink(s)) = ctx.registry.reg_get(SINK_NAME) {
             source.set_dead_letter_sink(s);
         }
+        sink.attach_source(source.clone());
         if let Err(e) = ctx.registry.register_source(SOURCE_NAME, source.clone()) {
             let _ = sink.shutdown(Duration::from_secs(1));
             return Err(e);

@@ -58,6 +58,10 @@ use crate::{
     store::Scope,
 };
 
+mod txn;
+
+pub(crate) use txn::{TxnGroup, TxnPlan};
+
 /// The group id and its parser, for the users of [`KafkaSource::mark_done`].
 pub use crate::state::{GroupKey, parse_group_id};
 

@@ -430,8 +430,8 @@ fn a_dead_letter_topic_that_refuses_the_copy_leaves_the_group_failed_never_dead(
     assert_eq!(committed(&group, &topic), Some(4));
 }
 
-/// A datasource plugin built before 0.3.2 (set `PSEIDON_OLD_KAFKA_SO` to a
-/// `libpseidon_kafka.so` built at an older commit, e.g. 43f9ec0; skipped without it)
+/// A datasource plugin built before 0.3.1 (set `PSEIDON_OLD_KAFKA_SO` to a
+/// `libpseidon_kafka.so` built at an older commit, e.g. 43f9ec0; under CI it must be set)
 /// loads with this plugin-api, lists its groups, and answers `mark_failed` with "not
 /// supported by this plugin".
 #[test]

@@ -55,6 +55,20 @@ enum Command {
         #[arg(long)]
         topic: String,
     },
+    /// Prints how many messages of a topic consumer group `group` has committed (the
+    /// sum over partitions of its committed offset minus the low watermark; the copy
+    /// rows' end: a transactional copy commits its offsets in its transactions).
+    Committed {
+        /// Broker bootstrap address.
+        #[arg(long)]
+        bootstrap: String,
+        /// Topic name.
+        #[arg(long)]
+        topic: String,
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+    },
     /// Writes `count` newline-terminated payloads of `size` bytes (kcat -P's input),
     /// the same payloads the Rust producers send.
     PayloadFile {
@@ -91,6 +105,14 @@ fn run(args: Args) -> Result<()> {
         Command::DeleteTopics { bootstrap, topics } => common::delete_topics(&bootstrap, &topics),
         Command::Count { bootstrap, topic } => {
             println!("{}", common::topic_count(&bootstrap, &topic)?);
+            Ok(())
+        }
+        Command::Committed {
+            bootstrap,
+            topic,
+            group,
+        } => {
+            println!("{}", common::committed_count(&bootstrap, &topic, &group)?);
             Ok(())
         }
         Command::PayloadFile { size, count, out } => {

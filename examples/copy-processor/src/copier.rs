@@ -18,6 +18,8 @@
 //! group may then reach the target twice (at-least-once). With a datasource that cannot
 //! mark groups failed (a plugin before pseidon-plugin-api 0.3.1), the copy stops with
 //! an error as before.
+//! With `copy-processor.exactly-once = true` each batch is copied in one transaction
+//! instead ([`exactly_once`]).
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -30,6 +32,8 @@ use pseidon_plugin_api::{
 };
 
 use crate::settings::Settings;
+
+pub mod exactly_once;
 
 /// How long one wait for a group (and one flush) may take: the longest a stop waits
 /// for the loop to notice it.
@@ -67,6 +71,16 @@ pub fn run_notify(
         &[settings.from.as_str()],
         ReaderOptions::default().group_id(&settings.group),
     )?;
+    if settings.exactly_once {
+        // Transactions are initialised before the first group is read: that fences a
+        // previous instance and aborts its open transaction, whose pending offsets
+        // would otherwise hold the reader's committed-offset fetch (KIP-447), and a
+        // transaction coordinator that cannot work is an error now.
+        if let Err(e) = exactly_once::init(&sink) {
+            let _ = reader.close();
+            return Err(e);
+        }
+    }
     opened();
     log::info!(
         "copying topic `{}` to `{}` (consumer group `{}`)",
@@ -162,7 +176,11 @@ impl Copier<'_> {
             if self.stopping() {
                 break;
             }
-            self.copy_batch(batch)?;
+            if self.settings.exactly_once {
+                self.copy_batch_txn(batch)?;
+            } else {
+                self.copy_batch(batch)?;
+            }
         }
         Ok(())
     }

@@ -34,6 +34,12 @@ pub struct Settings {
     /// `copy-processor.max-rate`: the most messages copied per second; 0 (the
     /// default) is no limit.
     pub max_rate: u64,
+    /// `copy-processor.exactly-once`: copy each batch of groups in one Kafka
+    /// transaction that also commits their offsets ([`exactly_once`](crate::copier::exactly_once));
+    /// the target read `read_committed` then holds each message once, also after a
+    /// crash. The datasink's transactional id is derived (stable per instance) unless
+    /// `kafka.transactional.id` is set. Default false (at-least-once).
+    pub exactly_once: bool,
 }
 
 impl Settings {
@@ -51,6 +57,7 @@ impl Settings {
             wait: Duration::from_secs(30),
             max_attempts: 5,
             max_rate: 0,
+            exactly_once: false,
         };
         for e in conf.with_prefix(PREFIX) {
             let name = &e.key[PREFIX.len()..];
@@ -70,10 +77,11 @@ impl Settings {
                         })?;
                 }
                 "max-rate" => s.max_rate = number(&e.key, e.kind, &e.value)?,
+                "exactly-once" => s.exactly_once = boolean(&e.key, e.kind, &e.value)?,
                 _ => {
                     return Err(Error::config(
                         e.key.as_str(),
-                        "unknown key (known: from, to, group, source, sink, wait-ms, max-attempts, max-rate)",
+                        "unknown key (known: from, to, group, source, sink, wait-ms, max-attempts, max-rate, exactly-once)",
                     ));
                 }
             }
@@ -101,6 +109,14 @@ fn string(key: &str, kind: ConfKind, value: &str) -> Result<String, Error> {
         return Err(Error::config(key, "must be a non-empty string"));
     }
     Ok(value.to_string())
+}
+
+fn boolean(key: &str, kind: ConfKind, value: &str) -> Result<bool, Error> {
+    match (kind, value) {
+        (ConfKind::Boolean, "true") => Ok(true),
+        (ConfKind::Boolean, "false") => Ok(false),
+        _ => Err(Error::config(key, "must be true or false")),
+    }
 }
 
 fn number(key: &str, kind: ConfKind, value: &str) -> Result<u64, Error> {

@@ -255,6 +255,7 @@ fn setup(groups: Vec<MessageGroup>, max_attempts: u32) -> (Registry, Settings, A
         wait: Duration::from_secs(1),
         max_attempts,
         max_rate: 0,
+        exactly_once: false,
     };
     (registry, settings, seen)
 }

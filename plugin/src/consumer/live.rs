@@ -281,6 +281,9 @@ pub(crate) struct LiveReader {
     pub(super) closed: AtomicBool,
     /// The reader's scope, once the cluster answered.
     pub(super) scope: OnceLock<Scope>,
+    /// The reader's consumer group (set at open), for a transactional id derived
+    /// before the scope is known.
+    pub(super) group: OnceLock<String>,
 }
 
 impl LiveReader {
@@ -291,6 +294,7 @@ impl LiveReader {
             consumer,
             closed: AtomicBool::new(false),
             scope: OnceLock::new(),
+            group: OnceLock::new(),
         }
     }
 

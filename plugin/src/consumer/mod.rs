@@ -68,6 +68,7 @@ mod patterns;
 mod plain;
 mod reader;
 mod topic_ids;
+mod txn;
 
 use std::time::Duration;
 

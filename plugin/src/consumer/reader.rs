@@ -122,8 +122,10 @@ impl KafkaReader {
             Duration::from_millis(settings.group_max_wait_ms),
             Budget::new(reader_max_messages(options.overrides())?),
         );
+        let live = Arc::new(LiveReader::new(shared, consumer));
+        let _ = live.group.set(group.clone());
         Ok(KafkaReader {
-            live: Arc::new(LiveReader::new(shared, consumer)),
+            live,
             state,
             store,
             topics: topics.to_vec(),
@@ -192,6 +194,16 @@ impl KafkaReader {
         let mut unfinished = self.store.unfinished(&scope, &self.topics, |t| {
             topic_ids.get(t).cloned().unwrap_or_default()
         })?;
+        // The exactly-once restart rule (issue 17): a `run` row of a transaction whose
+        // offsets were committed past it is done, not replayed.
+        let committed = super::txn::resolve_txn_rows(
+            &self.live.consumer,
+            &self.store,
+            &scope,
+            &unfinished,
+            deadline,
+        )?;
+        unfinished.retain(|g| !committed.contains(&g.id));
         let owner = self.batch.reader_id;
         unfinished.retain(|g| self.state.claim(&scope, &g.id, &g.topic_id, owner));
         if !unfinished.is_empty() {

@@ -55,5 +55,7 @@ mod sink;
 #[cfg(test)]
 mod tests;
 mod tickets;
+mod txn;
 
 pub use sink::KafkaSink;
+pub use txn::is_fenced_code;

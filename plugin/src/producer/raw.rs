@@ -268,3 +268,66 @@ pub(super) fn latency_micros(msg: &rdkafka::message::BorrowedMessage<'_>) -> Opt
 pub(super) fn purge(producer: &KafkaProducer) {
     producer.purge(PurgeConfig::default().queue().inflight());
 }
+
+/// A failed librdkafka transaction call, as its error object said.
+pub(super) struct TxnFailure {
+    pub(super) code: rdkafka::error::RDKafkaErrorCode,
+    pub(super) text: String,
+    pub(super) fatal: bool,
+    pub(super) abortable: bool,
+}
+
+/// `rd_kafka_send_offsets_to_transaction` with consumer group metadata of the group id
+/// only (`rd_kafka_consumer_group_metadata_new`: generation -1, no member, no instance
+/// id), for a reader that has not joined its group yet (its groups are replayed): the
+/// broker takes such a transactional offset commit whatever the group's members, while
+/// the not-joined consumer's own metadata carries its `group.instance.id` and is fenced
+/// as an unknown static member.
+pub(super) fn send_offsets_group_only(
+    producer: &KafkaProducer,
+    offsets: &rdkafka::TopicPartitionList,
+    group: &str,
+    timeout_ms: i32,
+) -> Result<(), TxnFailure> {
+    let Ok(group) = std::ffi::CString::new(group) else {
+        return Err(TxnFailure {
+            code: rdkafka::error::RDKafkaErrorCode::InvalidArgument,
+            text: "the consumer group holds a NUL byte".into(),
+            fatal: false,
+            abortable: false,
+        });
+    };
+    // SAFETY: the metadata is created, used once and destroyed here; the producer's
+    // handle and the list outlive the call.
+    unsafe {
+        let cgm = rdsys::rd_kafka_consumer_group_metadata_new(group.as_ptr());
+        if cgm.is_null() {
+            return Err(TxnFailure {
+                code: rdkafka::error::RDKafkaErrorCode::Fail,
+                text: "cannot create the consumer group metadata".into(),
+                fatal: false,
+                abortable: false,
+            });
+        }
+        let err = rdsys::rd_kafka_send_offsets_to_transaction(
+            producer.client().native_ptr(),
+            offsets.ptr(),
+            cgm,
+            timeout_ms,
+        );
+        rdsys::rd_kafka_consumer_group_metadata_destroy(cgm);
+        if err.is_null() {
+            return Ok(());
+        }
+        let failure = TxnFailure {
+            code: rdsys::rd_kafka_error_code(err).into(),
+            text: std::ffi::CStr::from_ptr(rdsys::rd_kafka_error_string(err))
+                .to_string_lossy()
+                .into_owned(),
+            fatal: rdsys::rd_kafka_error_is_fatal(err) != 0,
+            abortable: rdsys::rd_kafka_error_txn_requires_abort(err) != 0,
+        };
+        rdsys::rd_kafka_error_destroy(err);
+        Err(failure)
+    }
+}

@@ -56,7 +56,7 @@ pub(crate) const DEFAULT_QUEUE_MAX_MESSAGES: u64 = 100_000;
 
 pub(super) struct Shared {
     /// `None` once shut down. Writers take the read lock once per batch.
-    active: RwLock<Option<Active>>,
+    pub(super) active: RwLock<Option<Active>>,
     pub(super) context: Arc<SinkContext>,
     closed: AtomicBool,
     /// Records accepted by `write`, in total.
@@ -68,6 +68,8 @@ pub(super) struct Shared {
     poller: Mutex<Option<Poller>>,
     /// Serialises flushes; holds the delivered count already reported.
     reported_delivered: Mutex<u64>,
+    /// The transactional id, for a transactional sink ([`super::txn`]).
+    pub(super) txn_id: std::sync::OnceLock<String>,
 }
 
 /// The Kafka datasink. Cloning gives another handle on the same producer.
@@ -100,6 +102,15 @@ impl KafkaSink {
     /// Creates the producer (librdkafka checks the whole configuration here) and
     /// starts its poll thread.
     pub fn new(config: &Config) -> Result<KafkaSink, Error> {
+        KafkaSink::with_overrides(config, &[])
+    }
+
+    /// [`new`](KafkaSink::new) with librdkafka properties `overrides` (`kafka.`-prefixed
+    /// keys) over the conf's.
+    pub(super) fn with_overrides(
+        config: &Config,
+        overrides: &[(String, String)],
+    ) -> Result<KafkaSink, Error> {
         let max_message_bytes =
             parse_prop(config, &["message.max.bytes"], DEFAULT_MESSAGE_MAX_BYTES)?;
         let message_timeout_ms = parse_prop(
@@ -112,7 +123,7 @@ impl KafkaSink {
             &["queue.buffering.max.messages"],
             DEFAULT_QUEUE_MAX_MESSAGES,
         )?;
-        let client_config = config.client_config(Role::Producer, &[])?;
+        let client_config = config.client_config(Role::Producer, overrides)?;
         let context = SinkContext::new(config, message_timeout_ms);
         let producer: KafkaProducer =
             client_config
@@ -137,6 +148,7 @@ impl KafkaSink {
                 max_message_bytes,
                 poller: Mutex::new(Some(poller)),
                 reported_delivered: Mutex::new(0),
+                txn_id: std::sync::OnceLock::new(),
             }),
         })
     }

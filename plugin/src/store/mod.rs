@@ -94,11 +94,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 mod open;
 mod rows;
 mod schema;
+mod txn;
 
 use open::db_err;
 pub use rows::list_read_only;
 use rows::{query_list, row_to_info};
 use schema::COLUMNS;
+pub use txn::TxnRow;
 
 /// How often done rows are pruned while the store is in use.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -342,7 +344,7 @@ impl Store {
                 Some(GroupStatus::Ready | GroupStatus::Run | GroupStatus::Failed)
             ) {
                 tx.prepare_cached(
-                    "UPDATE groups SET status = 'done', updated_ms = ?5
+                    "UPDATE groups SET status = 'done', txn = NULL, updated_ms = ?5
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4",
                 )?
                 .execute(params![

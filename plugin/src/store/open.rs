@@ -149,6 +149,8 @@ pub(super) fn connect(path: &Path) -> Result<(Connection, File), Error> {
             path.display()
         );
     }
+    // The exactly-once marker (issue 17): a nullable column, no schema version of its own.
+    super::txn::ensure_column(&conn).map_err(|e| db_err(path, "cannot add the `txn` column", e))?;
     // Another program's table of the same name: refuse rather than misread it.
     conn.prepare(&format!("SELECT {COLUMNS} FROM groups LIMIT 0"))
         .map_err(|e| db_err(path, "has a `groups` table of another schema", e))?;

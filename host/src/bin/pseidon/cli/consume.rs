@@ -78,6 +78,28 @@ pub enum Format {
     Json,
 }
 
+/// `--isolation`: which messages of transactional producers are read (librdkafka
+/// `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[clap(rename_all = "snake_case")]
+pub enum Isolation {
+    /// Only messages of committed transactions (and non-transactional ones), up to the
+    /// last stable offset.
+    ReadCommitted,
+    /// Every message, also those of open and aborted transactions.
+    ReadUncommitted,
+}
+
+impl Isolation {
+    /// The librdkafka value of `isolation.level`.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
+    }
+}
+
 /// A `-o` value: where to start, or (`e@TS`) where to stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffsetArg {
@@ -148,6 +170,7 @@ fn parse_offset(s: &str) -> Result<OffsetArg, String> {
     pseidon consume -t test -o s@1700000000000 -o e@1700003600000\n  \
     pseidon consume -t test -o beginning -e -Z -f '%p %o %k %S\\n'\n  \
     pseidon consume -t test -o beginning -e --format json > copy.jsonl\n  \
+    pseidon consume -t copied -o beginning -e --isolation read_committed\n  \
     pseidon consume -t '^logs-.*' --mark-done -e")]
 pub struct Args {
     /// The topic to read (repeat for more); `^…` is a regular expression of topics.  Example: -t '^logs-.*'
@@ -185,6 +208,11 @@ pub struct Args {
     /// What a null key or value prints as in --format value and -f [default: empty].  Example: --null-value '(null)'
     #[arg(long, value_name = "STR")]
     pub null_value: Option<String>,
+    /// Which transactional messages are read: read_committed (only committed
+    /// transactions) or read_uncommitted (also open and aborted ones) [default: as
+    /// librdkafka, read_committed; or the conf's kafka.isolation.level].  Example: --isolation read_uncommitted
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub isolation: Option<Isolation>,
     /// Mark each message group done once all its messages are printed (not with -o/-p).
     #[arg(long)]
     pub mark_done: bool,
@@ -332,6 +360,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.exit_at_end {
         options = options.set("kafka.enable.partition.eof", "true");
+    }
+    if let Some(level) = args.isolation {
+        options = options.set("kafka.isolation.level", level.as_librdkafka());
     }
     if plain {
         let list: Vec<String> = args.partition.iter().map(i32::to_string).collect();

@@ -23,7 +23,11 @@ use std::{
 
 use pseidon_plugin_api::{DataSink, DeliveryId, Error, FlushReport, Record};
 
-use crate::{config::Config, producer::KafkaSink, source::KafkaSource};
+use crate::{
+    config::Config,
+    producer::KafkaSink,
+    source::{KafkaSource, WeakSource},
+};
 
 enum State {
     /// Not written to yet.
@@ -41,7 +45,8 @@ enum State {
 pub(crate) struct LazySink {
     state: std::sync::Arc<Mutex<State>>,
     /// The plugin's datasource: the readers a transactional commit finds its groups in.
-    source: std::sync::Arc<std::sync::OnceLock<KafkaSource>>,
+    /// Weak: the source holds this sink (dead letters); see [`WeakSource`].
+    source: std::sync::Arc<std::sync::OnceLock<WeakSource>>,
 }
 
 /// How long the producer's transactions may take to initialise when the first write
@@ -73,7 +78,7 @@ impl LazySink {
 
     /// The plugin's datasource, for transactional commits (set once at init).
     pub(crate) fn attach_source(&self, source: KafkaSource) {
-        let _ = self.source.set(source);
+        let _ = self.source.set(source.downgrade());
     }
 
     /// The transactional sink, created now (with `timeout` for `init_transactions`) if
@@ -91,12 +96,16 @@ impl LazySink {
             State::Idle(config) => match config.kafka_prop("transactional.id") {
                 Some(id) if !id.trim().is_empty() => id.to_string(),
                 _ => {
-                    let source = self.source.get().ok_or_else(|| {
-                        Error::config(
-                            "kafka.transactional.id",
-                            "no datasource to derive a transactional id from: set it",
-                        )
-                    })?;
+                    let source =
+                        self.source
+                            .get()
+                            .and_then(WeakSource::upgrade)
+                            .ok_or_else(|| {
+                                Error::config(
+                                    "kafka.transactional.id",
+                                    "no datasource to derive a transactional id from: set it",
+                                )
+                            })?;
                     let scope = source.txn_scope()?;
                     derived_transactional_id(&config.settings.status_db, &scope)
                 }
@@ -272,6 +281,7 @@ impl DataSink for LazySink {
         let source = self
             .source
             .get()
+            .and_then(WeakSource::upgrade)
             .ok_or_else(|| Error::other("the datasink has no datasource to commit groups in"))?;
         let plan = match source.txn_prepare(group_ids, &txn) {
             Ok(p) => p,

@@ -83,7 +83,34 @@ pub struct KafkaSource {
     readers: Arc<Mutex<Vec<Weak<LiveReader>>>>,
 }
 
+/// A [`KafkaSource`] that does not keep it alive: the datasink holds the plugin's source
+/// this way, since the source holds the datasink (for dead letters), and a cycle would
+/// keep the status database open, and locked, after the plugin's shutdown.
+#[derive(Clone)]
+pub(crate) struct WeakSource {
+    state: std::sync::Weak<SourceState>,
+    readers: std::sync::Weak<Mutex<Vec<Weak<LiveReader>>>>,
+}
+
+impl WeakSource {
+    /// The source, if it is still alive.
+    pub(crate) fn upgrade(&self) -> Option<KafkaSource> {
+        Some(KafkaSource {
+            state: self.state.upgrade()?,
+            readers: self.readers.upgrade()?,
+        })
+    }
+}
+
 impl KafkaSource {
+    /// This source, not kept alive by the handle.
+    pub(crate) fn downgrade(&self) -> WeakSource {
+        WeakSource {
+            state: Arc::downgrade(&self.state),
+            readers: Arc::downgrade(&self.readers),
+        }
+    }
+
     /// Gives the source the plugin's own datasink, for dead letters.
     pub fn set_dead_letter_sink(&self, sink: pseidon_plugin_api::Sink) {
         self.state.set_dead_letter_sink(sink);

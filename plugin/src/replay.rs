@@ -7,8 +7,17 @@
 //! are below the log start offset (deleted by retention or delete-records) or beyond
 //! the end of the partition, the missing range is logged as an error naming the group,
 //! counted, and the group marked `lost`. Surviving messages of a partly deleted group
-//! are still handed out (it stays `lost`). Reading is sequential: a group that starts
-//! where the previous one ended needs no new assignment.
+//! are still handed out (it stays `lost`).
+//!
+//! All partitions are read at once (one lane per partition: its groups in offset
+//! order): the watermarks of every partition are fetched before the consumer fetches
+//! anything (a watermark request waits behind a long-polling fetch), every partition is
+//! assigned at its first group's start in one `assign`, and a group is handed out as
+//! soon as its range was read, whichever partition it is of. Within a partition a group
+//! that starts where the previous one ended (or at most `MAX_SKIP_FORWARD` further) is
+//! read on; a later one is sought to; a partition with nothing left is paused. A
+//! group's messages are buffered until it is complete, so the replay holds at most one
+//! group per partition (`group-max-bytes` each, as recorded).
 //!
 //! A replayer also hands out the `failed` groups whose backoff ended (the live reader
 //! starts one for them before it polls new data). A failed group whose attempts are
@@ -23,7 +32,7 @@
 //! (retried after the backoff, the error logged and recorded as its reason).
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -33,7 +42,7 @@ use pseidon_plugin_api::{
     Error, GroupInfo, GroupStatus, Header, MessageGroup, Record, message_group::MessageParts,
 };
 use rdkafka::{
-    ClientConfig, ClientContext, Offset, TopicPartitionList,
+    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     config::RDKafkaLogLevel,
     consumer::{BaseConsumer, Consumer},
     error::{KafkaError, RDKafkaErrorCode},
@@ -110,24 +119,106 @@ struct Current {
     parts: Vec<MessageParts>,
 }
 
-/// Replays unfinished groups, in topic, partition and offset order.
-pub(crate) struct Replayer {
-    consumer: ReplayConsumer,
+/// Where a lane's partition stands in the replay consumer's assignment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fetching {
+    /// Not in the assignment (yet).
+    No,
+    /// Assigned and fetching.
+    Yes,
+    /// Assigned and paused: its last group was read.
+    Paused,
+}
+
+/// One partition's replay: its unfinished groups in offset order, the group being read,
+/// and where reading stands.
+struct Lane {
+    topic: String,
+    partition: i32,
     groups: VecDeque<GroupInfo>,
     cur: Option<Current>,
-    /// Partition read and the offset after the last message polled from it.
-    position: Option<(String, i32, i64)>,
+    /// The offset after the last message polled from it (its start once positioned).
+    next: Option<i64>,
+    /// The offset the partition must be (re)positioned at before it is read.
+    seek_to: Option<i64>,
     /// A polled message past the current group, kept for the next one.
     peek: Option<MessageParts>,
-    /// The last partition's (low, high) watermarks.
-    marks: Option<(String, i32, (i64, i64))>,
+    /// The partition's (low, high) watermarks, fetched once.
+    marks: Option<(i64, i64)>,
+    fetching: Fetching,
+}
+
+impl Lane {
+    fn new(topic: &str, partition: i32) -> Lane {
+        Lane {
+            topic: topic.to_string(),
+            partition,
+            groups: VecDeque::new(),
+            cur: None,
+            next: None,
+            seek_to: None,
+            peek: None,
+            marks: None,
+            fetching: Fetching::No,
+        }
+    }
+
+    /// True once the current group holds everything it will get.
+    fn complete(&self) -> bool {
+        match (&self.cur, self.next, self.seek_to) {
+            (Some(cur), Some(next), None) => next > cur.end || next >= cur.high,
+            _ => false,
+        }
+    }
+
+    /// Takes `m` (polled from this lane's partition) into the current group, or keeps
+    /// it for the next one; a message before the group, or with no group left, is dropped.
+    fn take(&mut self, m: MessageParts) {
+        let Some(cur) = self.cur.as_mut() else {
+            if !self.groups.is_empty() {
+                self.peek = Some(m);
+            }
+            return;
+        };
+        if m.offset < cur.start {
+            return;
+        }
+        if m.offset > cur.end {
+            self.peek = Some(m);
+            return;
+        }
+        cur.parts.push(m);
+    }
+
+    fn tpl(&self, offset: Option<i64>) -> Result<TopicPartitionList, Error> {
+        let mut tpl = TopicPartitionList::new();
+        match offset {
+            Some(o) => tpl
+                .add_partition_offset(&self.topic, self.partition, Offset::Offset(o))
+                .map_err(|e| kafka_err("replay: building the assignment", &e))?,
+            None => {
+                tpl.add_partition(&self.topic, self.partition);
+            }
+        }
+        Ok(tpl)
+    }
+}
+
+/// Replays unfinished groups: every partition's groups in offset order, all partitions
+/// read at once by one assign-only consumer (a group is handed out as soon as its range
+/// was read, whichever partition it is of).
+pub(crate) struct Replayer {
+    consumer: ReplayConsumer,
+    lanes: Vec<Lane>,
+    /// The lane of each (topic, partition).
+    index: HashMap<(String, i32), usize>,
     /// Permanent consume errors ([`consume_error`](crate::consume_error)): a batch
     /// librdkafka cannot decode fails the replay at once (it would skip it, and the
     /// group would be handed out without its messages).
     errors: ConsumeErrors,
     /// The reader this replayer hands out for (the claims of split halves).
     owner: u64,
-    /// Halves of a split, handed out before the next group is read.
+    /// Groups read (and halves of a split), handed out before more is read.
     out: VecDeque<MessageGroup>,
     /// Splits done, for the live reader's trackers: (parent, halves).
     pub(crate) splits: Vec<(GroupKey, [(i64, i64); 2])>,
@@ -141,7 +232,7 @@ impl Replayer {
     pub(crate) fn new(
         cfg: &ClientConfig,
         secrets: Scrubber,
-        groups: Vec<GroupInfo>,
+        mut groups: Vec<GroupInfo>,
         error_timeout_ms: u64,
         owner: u64,
     ) -> Result<Replayer, Error> {
@@ -151,13 +242,24 @@ impl Replayer {
                 log_limit: crate::log_limit::LogLimit::default(),
             })
             .map_err(|e| kafka_err("creating the replay consumer", &e))?;
+        groups.sort_by(|a, b| {
+            (&a.topic, a.partition, a.min_offset).cmp(&(&b.topic, b.partition, b.min_offset))
+        });
+        let mut lanes: Vec<Lane> = Vec::new();
+        let mut index = HashMap::new();
+        for g in groups {
+            let i = *index
+                .entry((g.topic.clone(), g.partition))
+                .or_insert_with(|| {
+                    lanes.push(Lane::new(&g.topic, g.partition));
+                    lanes.len() - 1
+                });
+            lanes[i].groups.push_back(g);
+        }
         Ok(Replayer {
             consumer,
-            groups: groups.into(),
-            cur: None,
-            position: None,
-            peek: None,
-            marks: None,
+            lanes,
+            index,
             errors: ConsumeErrors::new(error_timeout_ms),
             owner,
             out: VecDeque::new(),
@@ -168,7 +270,11 @@ impl Replayer {
 
     /// True when every group was handed out or found lost.
     pub(crate) fn is_finished(&self) -> bool {
-        self.cur.is_none() && self.groups.is_empty() && self.out.is_empty()
+        self.out.is_empty()
+            && self
+                .lanes
+                .iter()
+                .all(|l| l.cur.is_none() && l.groups.is_empty())
     }
 
     fn lost(
@@ -198,23 +304,20 @@ impl Replayer {
         Ok(())
     }
 
-    /// Starts the replay of `info`; `None` if it was found lost.
+    /// Starts the replay of `info` in lane `i`; `None` if it was found lost.
     fn begin(
         &mut self,
+        i: usize,
         info: GroupInfo,
         store: &Store,
         state: &SourceState,
     ) -> Result<Option<Current>, Error> {
         let (min, max) = (info.min_offset, info.max_offset);
-        // Fetched once per partition: a watermark request waits behind the consumer's
-        // long-polling fetch on the broker connection (up to fetch.wait.max.ms). A range
-        // deleted later is still noticed, by the offsets that do not come (`finish`).
-        let cached = self
-            .marks
-            .as_ref()
-            .filter(|(t, p, _)| *t == info.topic && *p == info.partition)
-            .map(|(_, _, w)| *w);
-        let fetched = match cached {
+        // Fetched once per partition, before the consumer fetches anything if it can: a
+        // watermark request waits behind the consumer's long-polling fetch on the broker
+        // connection (up to fetch.wait.max.ms). A range deleted later is still noticed,
+        // by the offsets that do not come (`finish`).
+        let fetched = match self.lanes[i].marks {
             Some(w) => Ok(w),
             None => self
                 .consumer
@@ -222,7 +325,7 @@ impl Replayer {
         };
         let (low, high) = match fetched {
             Ok(w) => {
-                self.marks = Some((info.topic.clone(), info.partition, w));
+                self.lanes[i].marks = Some(w);
                 w
             }
             Err(e)
@@ -244,7 +347,7 @@ impl Replayer {
                     format!("replay of group {}: fetching watermarks", info.id),
                     &e,
                 );
-                self.groups.push_front(info);
+                self.lanes[i].groups.push_front(info);
                 return Err(err);
             }
         };
@@ -269,22 +372,18 @@ impl Replayer {
                 format!("deleted: the log now starts at offset {low}"),
             )
         });
-        let reuse = match (&self.position, &self.peek) {
-            (Some((t, p, next)), peek) if *t == info.topic && *p == info.partition => {
-                let first_unread = peek.as_ref().map_or(*next, |m| m.offset.min(*next));
+        let lane = &mut self.lanes[i];
+        // Read forward (a group that starts where the previous one ended needs no new
+        // position), unless the next group starts too far ahead.
+        let reuse = lane.seek_to.is_none()
+            && lane.next.is_some_and(|next| {
+                let first_unread = lane.peek.as_ref().map_or(next, |m| m.offset.min(next));
                 first_unread <= start && start - first_unread <= MAX_SKIP_FORWARD
-            }
-            _ => false,
-        };
+            });
         if !reuse {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&info.topic, info.partition, Offset::Offset(start))
-                .map_err(|e| kafka_err("replay: building the assignment", &e))?;
-            self.consumer
-                .assign(&tpl)
-                .map_err(|e| kafka_err(format!("replay of group {}: assign", info.id), &e))?;
-            self.position = Some((info.topic.clone(), info.partition, start));
-            self.peek = None;
+            lane.seek_to = Some(start);
+            lane.next = Some(start);
+            lane.peek = None;
         }
         Ok(Some(Current {
             attempt: info.attempt + 1,
@@ -297,6 +396,100 @@ impl Replayer {
         }))
     }
 
+    /// Moves lane `i` on as far as it goes without polling: starts its next group,
+    /// takes its kept message, and hands out (to `out`) every group fully read.
+    /// True if the lane started or ended a group (the assignment may have to change).
+    fn advance(&mut self, i: usize, store: &Store, state: &SourceState) -> Result<bool, Error> {
+        let mut changed = false;
+        loop {
+            if self.lanes[i].cur.is_none() {
+                let Some(info) = self.lanes[i].groups.pop_front() else {
+                    return Ok(changed);
+                };
+                changed = true;
+                let Some(cur) = self.begin(i, info, store, state)? else {
+                    continue;
+                };
+                let lane = &mut self.lanes[i];
+                lane.cur = Some(cur);
+                if let Some(m) = lane.peek.take() {
+                    lane.take(m);
+                }
+            }
+            if !self.lanes[i].complete() {
+                return Ok(changed);
+            }
+            changed = true;
+            if let Some(cur) = self.lanes[i].cur.take()
+                && let Some(g) = self.finish(cur, store, state)?
+            {
+                self.out.push_back(g);
+            }
+        }
+    }
+
+    /// Brings the consumer's assignment in line with the lanes: the first time, every
+    /// lane with a group at its start; then a lane that must move is sought (and
+    /// resumed), one with nothing left paused.
+    fn position_lanes(&mut self) -> Result<(), Error> {
+        let fresh = self
+            .lanes
+            .iter()
+            .any(|l| l.cur.is_some() && l.fetching == Fetching::No);
+        if fresh {
+            // (Re)assign every lane with a group, each where it must read next.
+            let mut tpl = TopicPartitionList::new();
+            for lane in self.lanes.iter_mut().filter(|l| l.cur.is_some()) {
+                let at = match (lane.seek_to, lane.next) {
+                    (Some(o), _) => o,
+                    (None, Some(next)) => lane.peek.as_ref().map_or(next, |m| m.offset.min(next)),
+                    (None, None) => continue,
+                };
+                tpl.add_partition_offset(&lane.topic, lane.partition, Offset::Offset(at))
+                    .map_err(|e| kafka_err("replay: building the assignment", &e))?;
+                lane.next = Some(at);
+                lane.peek = None;
+                lane.seek_to = None;
+                lane.fetching = Fetching::Yes;
+            }
+            for lane in self.lanes.iter_mut().filter(|l| l.cur.is_none()) {
+                lane.fetching = Fetching::No;
+            }
+            return self
+                .consumer
+                .assign(&tpl)
+                .map_err(|e| kafka_err("replay: assign", &e));
+        }
+        for lane in &mut self.lanes {
+            if lane.cur.is_none() {
+                if lane.fetching == Fetching::Yes {
+                    self.consumer
+                        .pause(&lane.tpl(None)?)
+                        .map_err(|e| kafka_err("replay: pause", &e))?;
+                    lane.fetching = Fetching::Paused;
+                }
+                continue;
+            }
+            if let Some(at) = lane.seek_to.take() {
+                self.consumer
+                    .seek(
+                        &lane.topic,
+                        lane.partition,
+                        Offset::Offset(at),
+                        META_TIMEOUT,
+                    )
+                    .map_err(|e| kafka_err("replay: seek", &e))?;
+            }
+            if lane.fetching == Fetching::Paused {
+                self.consumer
+                    .resume(&lane.tpl(None)?)
+                    .map_err(|e| kafka_err("replay: resume", &e))?;
+                lane.fetching = Fetching::Yes;
+            }
+        }
+        Ok(())
+    }
+
     /// The next replayed group; `None` when the deadline passed (call again) or
     /// [`is_finished`](Self::is_finished).
     pub(crate) fn next_group(
@@ -305,88 +498,98 @@ impl Replayer {
         state: &Arc<SourceState>,
         deadline: Instant,
     ) -> Result<Option<MessageGroup>, Error> {
+        // Lanes to move on: all of them at first and after a position update, else the
+        // one a message came from; the assignment and the group named in errors are
+        // looked at again only when a lane started or ended a group.
+        let mut all = true;
+        let mut one: Option<usize> = None;
+        let mut changed = true;
+        let mut reading = String::new();
+        let mut last_lane: Option<usize> = None;
         loop {
             if let Some(g) = self.out.pop_front() {
                 return Ok(Some(g));
             }
-            if self.cur.is_none() {
-                let Some(info) = self.groups.pop_front() else {
-                    return Ok(None);
-                };
-                match self.begin(info, store, state)? {
-                    Some(c) => self.cur = Some(c),
-                    None => continue,
+            if all {
+                for i in 0..self.lanes.len() {
+                    changed |= self.advance(i, store, state)?;
                 }
+                all = false;
+            } else if let Some(i) = one.take() {
+                changed |= self.advance(i, store, state)?;
             }
-            if !self.read_current(deadline)? {
-                return Ok(None);
-            }
-            let Some(cur) = self.cur.take() else { continue };
-            if let Some(g) = self.finish(cur, store, state)? {
-                return Ok(Some(g));
-            }
-        }
-    }
-
-    /// Reads the current group; false if the deadline passed first.
-    fn read_current(&mut self, deadline: Instant) -> Result<bool, Error> {
-        let Some(cur) = self.cur.as_mut() else {
-            return Ok(true);
-        };
-        let what = || format!("replay of group {}", cur.info.id);
-        loop {
-            self.errors.check_due(what)?;
-            let next = self.position.as_ref().map_or(cur.start, |p| p.2);
-            let msg = match self.peek.take() {
-                Some(m) => Some(m),
-                None => {
-                    if next > cur.end || next >= cur.high {
-                        return Ok(true);
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Ok(false);
-                    }
-                    match self
-                        .consumer
-                        .poll((deadline - now).min(Duration::from_millis(200)))
-                    {
-                        None => {
-                            // Control records (transaction markers) advance the position
-                            // without a message: learn it from librdkafka.
-                            let pos =
-                                fetch_position(&self.consumer, &cur.info.topic, cur.info.partition);
-                            if let (Some(o), Some(p)) = (pos, self.position.as_mut()) {
-                                p.2 = p.2.max(o);
-                            }
-                            None
-                        }
-                        Some(Ok(m)) => {
-                            let parts = copy_message(&m);
-                            if let Some(p) = self.position.as_mut() {
-                                p.2 = parts.offset + 1;
-                            }
-                            Some(parts)
-                        }
-                        Some(Err(e)) => {
-                            self.errors.poll_error(&e, None, what)?;
-                            None
-                        }
-                    }
-                }
-            };
-            let Some(m) = msg else { continue };
-            if m.offset < cur.start {
+            if !self.out.is_empty() {
                 continue;
             }
-            if m.offset > cur.end {
-                self.peek = Some(m);
-                return Ok(true);
+            if changed {
+                let Some(cur) = self.lanes.iter().find_map(|l| l.cur.as_ref()) else {
+                    return Ok(None);
+                };
+                reading.clone_from(&cur.info.id);
+                self.position_lanes()?;
+                changed = false;
             }
-            let last = m.offset >= cur.end;
-            cur.parts.push(m);
-            if last {
-                return Ok(true);
+            let what = || format!("replay of group {reading}");
+            self.errors.check_due(what)?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            match self
+                .consumer
+                .poll((deadline - now).min(Duration::from_millis(200)))
+            {
+                None => {
+                    // Control records (transaction markers) advance a position without
+                    // a message: learn it from librdkafka.
+                    if let Ok(tpl) = self.consumer.position() {
+                        for e in tpl.elements() {
+                            let (Offset::Offset(o), Some(&i)) = (
+                                e.offset(),
+                                self.index.get(&(e.topic().to_string(), e.partition())),
+                            ) else {
+                                continue;
+                            };
+                            let lane = &mut self.lanes[i];
+                            if lane.cur.is_some()
+                                && lane.seek_to.is_none()
+                                && let Some(next) = lane.next.as_mut()
+                            {
+                                *next = (*next).max(o);
+                            }
+                        }
+                    }
+                    all = true;
+                }
+                Some(Ok(m)) => {
+                    // Messages come in runs of one partition: try the last lane first.
+                    let i = match last_lane {
+                        Some(l)
+                            if self.lanes[l].partition == m.partition()
+                                && self.lanes[l].topic == m.topic() =>
+                        {
+                            Some(l)
+                        }
+                        _ => self
+                            .index
+                            .get(&(m.topic().to_string(), m.partition()))
+                            .copied(),
+                    };
+                    last_lane = i;
+                    if let Some(i) = i {
+                        let parts = copy_message(&m);
+                        drop(m);
+                        let lane = &mut self.lanes[i];
+                        if lane.seek_to.is_none() {
+                            lane.next = Some(parts.offset + 1);
+                            lane.take(parts);
+                            one = Some(i);
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    self.errors.poll_error(&e, None, what)?;
+                }
             }
         }
     }
@@ -651,13 +854,5 @@ fn dead_letter(
                 DEAD_LETTER_TIMEOUT.as_secs()
             )));
         }
-    }
-}
-
-fn fetch_position(consumer: &ReplayConsumer, topic: &str, partition: i32) -> Option<i64> {
-    let tpl = consumer.position().ok()?;
-    match tpl.find_partition(topic, partition)?.offset() {
-        Offset::Offset(o) => Some(o),
-        _ => None,
     }
 }

@@ -880,3 +880,113 @@ fn missing_group_id_is_a_config_error_naming_the_key() {
     let err = r.err.expect("must fail");
     assert!(err.contains("kafka.group.id"), "{err}");
 }
+
+/// The replay reads every partition's unfinished groups at once (plugin/src/replay.rs):
+/// over 4 partitions with different gaps between the unfinished groups (none; one done
+/// group, read over; five done groups, more than the replay reads over, so it seeks;
+/// only the last group, so that partition is paused early), every unfinished group
+/// comes back once, with its id, attempt 2 and exactly the messages of its range, each
+/// partition's groups in offset order, and nothing else is handed out.
+#[test]
+fn replay_reads_all_partitions_at_once_with_gaps() {
+    const N: usize = 100_000;
+    let topic = unique("ds-replay-lanes");
+    create_topic(&topic, 4);
+    let sent = values("lanes", N);
+    produce(&topic, &sent);
+    let dir = tmp_dir("ds-replay-lanes");
+    let db = dir.join("status.db");
+    let group = unique("ds-replay-lanes-g");
+    let set = ["--set", "pseidon-kafka.group-max-messages=2500"];
+    let mut first = set.to_vec();
+    let n = N.to_string();
+    first.extend(["--no-done", "--expect", &n, "--idle-ms", "1000"]);
+    let r1 = run_child(&child_args(&topic, &group, &db, &first));
+    r1.assert_clean_end();
+    assert_eq!(r1.messages.len(), N);
+    // Per partition, the groups of the first run in offset order.
+    let mut by_partition: BTreeMap<i32, Vec<(i64, i64, String)>> = BTreeMap::new();
+    for (id, _) in &r1.groups {
+        let (p, min, max) = parse_id(id);
+        by_partition
+            .entry(p)
+            .or_default()
+            .push((min, max, id.clone()));
+    }
+    assert_eq!(by_partition.len(), 4, "keys spread over 4 partitions");
+    let mut unfinished: BTreeSet<String> = BTreeSet::new();
+    let mut done: Vec<String> = Vec::new();
+    for (p, groups) in &mut by_partition {
+        groups.sort();
+        assert!(groups.len() >= 8, "partition {p}: {} groups", groups.len());
+        let last = groups.len() - 1;
+        for (k, (_, _, id)) in groups.iter().enumerate() {
+            let keep = match p {
+                0 => true,
+                1 => k % 2 == 0,
+                2 => k % 6 == 0,
+                _ => k == last,
+            };
+            if keep {
+                unfinished.insert(id.clone());
+            } else {
+                done.push(format!("'{id}'"));
+            }
+        }
+    }
+    let sql = format!(
+        "UPDATE groups SET status = 'done' WHERE id IN ({})",
+        done.join(",")
+    );
+    let out = Command::new("sqlite3")
+        .args([db.to_str().unwrap(), &sql])
+        .output()
+        .expect("sqlite3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut second = set.to_vec();
+    second.extend(["--idle-ms", "3000"]);
+    let r2 = run_child(&child_args(&topic, &group, &db, &second));
+    r2.assert_clean_end();
+    let got: BTreeSet<String> = r2.groups.iter().map(|g| g.0.clone()).collect();
+    assert_eq!(got.len(), r2.groups.len(), "a group handed out twice");
+    assert_eq!(got, unfinished, "exactly the unfinished groups again");
+    assert!(
+        r2.groups.iter().all(|g| g.1 == 2),
+        "attempt 2: {:?}",
+        r2.groups
+    );
+    // Each partition's groups in offset order.
+    let mut last_max: BTreeMap<i32, i64> = BTreeMap::new();
+    for (id, _) in &r2.groups {
+        let (p, min, max) = parse_id(id);
+        if let Some(prev) = last_max.insert(p, max) {
+            assert!(
+                prev < min,
+                "partition {p}: {id} after a group ending at {prev}"
+            );
+        }
+    }
+    // Exactly the messages of each range, in order; the values are the first run's.
+    let mut of_group: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    let first_value: BTreeMap<(i32, i64), &str> = r1
+        .messages
+        .iter()
+        .map(|m| ((m.1, m.2), m.3.as_str()))
+        .collect();
+    for (id, p, off, value) in &r2.messages {
+        of_group.entry(id.as_str()).or_default().push(*off);
+        assert_eq!(first_value.get(&(*p, *off)).copied(), Some(value.as_str()));
+    }
+    for id in &unfinished {
+        let (_, min, max) = parse_id(id);
+        let want: Vec<i64> = (min..=max).collect();
+        assert_eq!(of_group.get(id.as_str()), Some(&want), "messages of {id}");
+    }
+    let rows = db_rows(&db);
+    assert!(rows.values().all(|(s, _)| s == "done"), "{rows:?}");
+}

@@ -143,10 +143,18 @@ fn run_and_kill(args: &[String], kill_after: usize, seen: &mut Seen) -> bool {
     let stdout = child.stdout.take().expect("stdout");
     let mut fails = 0;
     let mut killed = false;
-    // After the kill, what the child printed before it died is still read (to EOF).
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        seen.feed(&line);
+    // After the kill, what the child printed before it died is still read (to EOF); a
+    // last line the kill cut short (no newline) was never printed whole: not fed.
+    let mut reader = BufReader::new(stdout);
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        match reader.read_line(&mut buf) {
+            Ok(n) if n > 0 && buf.ends_with('\n') => {}
+            _ => break,
+        }
+        let line = buf.trim_end_matches('\n');
+        seen.feed(line);
         if !killed && line.starts_with("F ") {
             fails += 1;
             if fails >= kill_after {

@@ -140,7 +140,9 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()>
                 })
             })
             .unwrap_or(false);
-        if ready {
+        // ...and every partition answers for its offsets (the fill's and the runs' own
+        // checks read them).
+        if ready && watermarks(bootstrap, topic).is_ok() {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
@@ -189,10 +191,28 @@ pub fn watermarks(bootstrap: &str, topic: &str) -> Result<Vec<(i32, i64, i64)>> 
         bail!("topic {topic}: {e:?}");
     }
     let mut out = Vec::new();
+    // A fresh partition's leader may be known to the metadata before it answers a
+    // ListOffsets (NotLeaderForPartition, LeaderNotAvailable): asked again until it does.
+    let deadline = std::time::Instant::now() + META_TIMEOUT;
     for p in t.partitions() {
-        let (lo, hi) = consumer
-            .fetch_watermarks(topic, p.id(), META_TIMEOUT)
-            .with_context(|| format!("watermarks of {topic}/{}", p.id()))?;
+        let (lo, hi) = loop {
+            match consumer.fetch_watermarks(topic, p.id(), META_TIMEOUT) {
+                Err(e)
+                    if std::time::Instant::now() < deadline
+                        && matches!(
+                            e.rdkafka_error_code(),
+                            Some(
+                                rdkafka::types::RDKafkaErrorCode::NotLeaderForPartition
+                                    | rdkafka::types::RDKafkaErrorCode::LeaderNotAvailable
+                                    | rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                            )
+                        ) =>
+                {
+                    thread::sleep(Duration::from_millis(100));
+                }
+                r => break r.with_context(|| format!("watermarks of {topic}/{}", p.id()))?,
+            }
+        };
         out.push((p.id(), lo, hi));
     }
     out.sort_unstable();

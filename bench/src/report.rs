@@ -281,7 +281,7 @@ fn lookup(lines: &[String], name: &str, peer: Option<&str>) -> Option<f64> {
     })
 }
 
-/// One target of issue 7 and whether this run met it.
+/// One target of issues 7 and 19 and whether this run met it.
 struct Verdict {
     target: String,
     figure: String,
@@ -317,8 +317,11 @@ fn verdicts(benches: &[Bench], lines: &[String]) -> Vec<Verdict> {
         .map(|b| b.name.clone())
         .collect();
     for r in &replays {
-        ratio_target(r, "plain-rdkafka", 0.8);
+        // Issue 19: replay at least as fast as plain rdkafka reading the same range.
+        ratio_target(r, "plain-rdkafka", 1.0);
     }
+    // Issue 19: `pseidon send` of one message within 3× kcat's wall time.
+    ratio_target("send_one", "kcat", 1.0 / 3.0);
     let rss_1m = lookup(lines, "consumer_rss_1m", None)
         .or_else(|| lookup(lines, "peak_rss_consume_100b_ours", None));
     v.push(Verdict {
@@ -413,7 +416,7 @@ fn markdown(
     let _ = writeln!(md, "# Benchmark results\n");
     let _ = writeln!(
         md,
-        "Command: `{}` (issue 7). Rates are messages per second, medians over the rounds; \
+        "Command: `{}` (issue 7). Rates are messages per second (send_one: whole one-message commands per second), medians over the rounds; \
          ratios are ours / peer, measured in the same run against the same broker. Peak RSS \
          is the largest over the rounds.\n",
         args.command
@@ -459,7 +462,7 @@ fn markdown(
             );
         }
     }
-    let _ = writeln!(md, "\n## Targets (issue 7)\n");
+    let _ = writeln!(md, "\n## Targets (issues 7 and 19)\n");
     let _ = writeln!(md, "| target | this run | met |\n|---|---:|---|");
     for v in verdicts {
         let met = match v.met {

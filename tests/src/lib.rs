@@ -3,6 +3,9 @@
 //! Kafka's own CLI tools).
 #![deny(missing_docs)]
 
+pub mod netns;
+pub mod proxy;
+
 use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
@@ -100,11 +103,18 @@ pub fn bootstrap() -> String {
 /// Runs `scripts/kafka tools <args…>` (Kafka's own CLI) and returns its stdout;
 /// panics with its stderr if it fails.
 pub fn kafka_tool(args: &[&str]) -> String {
-    let out = Command::new(repo_root().join("scripts/kafka"))
-        .arg("tools")
-        .args(args)
-        .output()
-        .expect("run scripts/kafka tools");
+    kafka_tool_in(None, args)
+}
+
+/// [`kafka_tool`] run inside the network namespace `netns` (`ip netns exec`), if given.
+fn kafka_tool_in(netns: Option<&str>, args: &[&str]) -> String {
+    let mut tool = script_command("kafka", &["tools"]);
+    tool.args(args);
+    let mut cmd = match netns {
+        Some(ns) => netns::wrap_in(ns, &tool),
+        None => tool,
+    };
+    let out = cmd.output().expect("run scripts/kafka tools");
     assert!(
         out.status.success(),
         "scripts/kafka tools {args:?} failed:\n{}",
@@ -115,24 +125,33 @@ pub fn kafka_tool(args: &[&str]) -> String {
 
 /// Creates `topic` with `partitions` partitions (replication factor 1) with Kafka's own tool.
 pub fn create_topic(topic: &str, partitions: u32) {
-    create_topic_at(&bootstrap(), topic, partitions, 1);
+    create_topic_at(None, &bootstrap(), topic, partitions, 1);
 }
 
 /// Creates `topic` with `partitions` partitions and `replication` replicas on the broker
-/// (or cluster) at `bootstrap`, with Kafka's own tool.
-fn create_topic_at(bootstrap: &str, topic: &str, partitions: u32, replication: u32) {
-    kafka_tool(&[
-        "topics",
-        "--bootstrap-server",
-        bootstrap,
-        "--create",
-        "--topic",
-        topic,
-        "--partitions",
-        &partitions.to_string(),
-        "--replication-factor",
-        &replication.to_string(),
-    ]);
+/// (or cluster) at `bootstrap`, with Kafka's own tool (inside `netns`, if given).
+fn create_topic_at(
+    netns: Option<&str>,
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    replication: u32,
+) {
+    kafka_tool_in(
+        netns,
+        &[
+            "topics",
+            "--bootstrap-server",
+            bootstrap,
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--replication-factor",
+            &replication.to_string(),
+        ],
+    );
 }
 
 /// `scripts/<script> <args…>`, to be given its environment by the caller.
@@ -216,7 +235,7 @@ pub fn kcat_values(topic: &str) -> Vec<Vec<u8>> {
 }
 
 /// Splits kcat output formatted as `%S %s\n` (size, space, value, newline).
-fn parse_sized(mut buf: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn parse_sized(mut buf: &[u8]) -> Vec<Vec<u8>> {
     let mut values = Vec::new();
     while !buf.is_empty() {
         let Some(sp) = buf.iter().position(|b| *b == b' ') else {
@@ -525,6 +544,8 @@ pub struct OwnBroker {
     extra_props: String,
     /// `KAFKA_VERSION` for scripts/kafka, if not the environment's.
     version: Option<String>,
+    /// The network namespace it runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
     /// Its bootstrap address.
     pub bootstrap: String,
 }
@@ -539,12 +560,31 @@ impl OwnBroker {
     /// [`OwnBroker::start`] with Apache Kafka `version` (e.g. "4.4.0") whatever
     /// `KAFKA_VERSION` says, for a test of a feature only that release has.
     pub fn start_version(port: u16, extra_props: &str, version: Option<&str>) -> OwnBroker {
+        Self::start_with(None, port, extra_props, version)
+    }
+
+    /// [`OwnBroker::start`] inside the network namespace `ns`: the broker listens on the
+    /// namespace's own loopback, so only commands run there ([`netns::Netns::wrap`])
+    /// reach it, and nft rules of that namespace act on its traffic alone. `kill`,
+    /// `start_keep_data`, `create_topic` and the drop run there too (the pid paths work
+    /// from anywhere).
+    pub fn start_in(ns: &netns::Netns, port: u16, extra_props: &str) -> OwnBroker {
+        Self::start_with(Some(ns.name()), port, extra_props, None)
+    }
+
+    fn start_with(
+        netns: Option<&str>,
+        port: u16,
+        extra_props: &str,
+        version: Option<&str>,
+    ) -> OwnBroker {
         let data = std::env::temp_dir().join(unique(&format!("pseidon-kafka-{port}")));
         let mut b = OwnBroker {
             port,
             data,
             extra_props: extra_props.to_string(),
             version: version.map(str::to_string),
+            netns: netns.map(str::to_string),
             bootstrap: String::new(),
         };
         b.bootstrap = b.script(&["start"]);
@@ -559,6 +599,9 @@ impl OwnBroker {
             .env("KAFKA_EXTRA_PROPS", &self.extra_props);
         if let Some(v) = &self.version {
             cmd.env("KAFKA_VERSION", v);
+        }
+        if let Some(ns) = &self.netns {
+            cmd = netns::wrap_in(ns, &cmd);
         }
         let what = format!("scripts/kafka {args:?} (port {})", self.port);
         last_stdout_line(cmd, "kafka", &what)
@@ -576,7 +619,7 @@ impl OwnBroker {
 
     /// Creates `topic` with `partitions` partitions on this broker.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
-        create_topic_at(&self.bootstrap, topic, partitions, 1);
+        create_topic_at(self.netns.as_deref(), &self.bootstrap, topic, partitions, 1);
     }
 }
 
@@ -834,7 +877,7 @@ impl SecureBroker {
 
     /// Creates `topic` through the PLAINTEXT inter-broker listener.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
-        create_topic_at(&self.internal_bootstrap, topic, partitions, 1);
+        create_topic_at(None, &self.internal_bootstrap, topic, partitions, 1);
     }
 }
 
@@ -877,7 +920,7 @@ impl Cluster {
 
     /// Creates `topic` with `partitions` partitions, replication factor 3.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
-        create_topic_at(&self.bootstrap, topic, partitions, 3);
+        create_topic_at(None, &self.bootstrap, topic, partitions, 3);
     }
 }
 

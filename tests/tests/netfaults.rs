@@ -596,3 +596,18 @@ fn cluster_node_partitioned_away_while_leaders_move_loses_nothing() {
         t0.elapsed()
     );
 }
+
+/// [`blackhole_30s_during_send_and_consume_resumes_by_itself`] with librdkafka's
+/// `socket.timeout.ms` at 10 s (its default 60 s): a request in flight when the blackhole
+/// began times out and its connection is closed, so the client reconnects instead of
+/// waiting for TCP's backed-off retransmission (FIGURE: resumed sooner).
+#[test]
+fn blackhole_30s_with_10s_socket_timeout_resumes_sooner() {
+    let fault = Fault {
+        name: "blackhole-st10",
+        matcher: "",
+        lasts: Some(Duration::from_millis(BLACKHOLE_MS)),
+        kafka: "socket.timeout.ms = 10000\n",
+    };
+    send_and_consume_under("blackhole_30s_socket_timeout_10s", 19878, &fault);
+}

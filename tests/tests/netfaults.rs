@@ -418,6 +418,16 @@ fn send_and_consume_under(test: &str, port: u16, fault: &Fault) {
     consume_under(&ns, &broker, port, fault, 50_000);
 }
 
+/// The 30 s blackhole (every packet on the client port dropped), with `kafka` conf lines.
+fn blackhole(name: &'static str, kafka: &'static str) -> Fault {
+    Fault {
+        name,
+        matcher: "",
+        lasts: Some(Duration::from_millis(BLACKHOLE_MS)),
+        kafka,
+    }
+}
+
 /// 10 % of the packets on the client port dropped (both directions) during a send of
 /// 50 000 numbers, then during a consume of 50 000: 0 lost, 0 duplicates, both exit 0.
 #[test]
@@ -436,13 +446,7 @@ fn loss_10_percent_during_send_and_consume_loses_nothing() {
 /// rules are gone (FIGURE: after how long), 0 lost, 0 duplicates.
 #[test]
 fn blackhole_30s_during_send_and_consume_resumes_by_itself() {
-    let fault = Fault {
-        name: "blackhole",
-        matcher: "",
-        lasts: Some(Duration::from_millis(BLACKHOLE_MS)),
-        kafka: "",
-    };
-    send_and_consume_under("blackhole_30s", 19872, &fault);
+    send_and_consume_under("blackhole_30s", 19872, &blackhole("blackhole", ""));
 }
 
 // ------------------------------------------------------------------ latency (proxy)
@@ -603,11 +607,6 @@ fn cluster_node_partitioned_away_while_leaders_move_loses_nothing() {
 /// waiting for TCP's backed-off retransmission (FIGURE: resumed sooner).
 #[test]
 fn blackhole_30s_with_10s_socket_timeout_resumes_sooner() {
-    let fault = Fault {
-        name: "blackhole-st10",
-        matcher: "",
-        lasts: Some(Duration::from_millis(BLACKHOLE_MS)),
-        kafka: "socket.timeout.ms = 10000\n",
-    };
+    let fault = blackhole("blackhole-st10", "socket.timeout.ms = 10000\n");
     send_and_consume_under("blackhole_30s_socket_timeout_10s", 19878, &fault);
 }

@@ -166,7 +166,7 @@ impl KafkaSource {
             families: self
                 .state
                 .metrics
-                .families(crate::SOURCE_NAME, store.as_deref()),
+                .families(&self.state.config.source_name(), store.as_deref()),
             lag,
             stats: readers.iter().filter_map(|r| r.stats()).collect(),
         }

@@ -1,0 +1,358 @@
+//! Named instances (issue 18, `[pseidon-kafka.instances.NAME]`): two clusters in one
+//! host. Cluster A is the shared test broker, cluster B an [`OwnBroker`] of this file
+//! (ports 19861-19869). Checked with kcat against each broker, never through the plugin:
+//! - the registry lists both pairs of names, `pseidon send --sink …datasink.b` writes to
+//!   B only and `pseidon consume --source …datasource.b` reads B (its own status db);
+//! - the copy processor copies A's topic (default datasource) to B (named datasink) with
+//!   three SIGKILLs at random points: every message arrives (0 lost), duplicates counted.
+//!
+//! Needs `cargo build --workspace` first (scripts/test does it).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use pseidon_tests::{
+    OwnBroker, RunChild, Workdir, bootstrap, copy_plugins, create_topic, kcat_produce_keyed,
+    kcat_values, kcat_values_from, pseidon_bin, unique,
+};
+
+const SINK_B: &str = "pseidon.kafka.util.datasink.b";
+const SOURCE_B: &str = "pseidon.kafka.util.datasource.b";
+
+/// `[pseidon-kafka.instances.b]` lines for cluster B at `bootstrap_b`.
+fn instance_b(bootstrap_b: &str, settings: &str) -> String {
+    format!(
+        "\n[pseidon-kafka.instances.b]\n{settings}\n\n[pseidon-kafka.instances.b.kafka]\n\
+         bootstrap.servers = {bootstrap_b:?}\n"
+    )
+}
+
+#[test]
+fn a_named_instance_registers_its_names_and_talks_to_its_own_cluster() {
+    let b = OwnBroker::start(19861, "");
+    let w = Workdir::kafka("pseidon-instances-cli", "", "");
+    let topic = unique("inst-cli");
+    b.create_topic(&topic, 2);
+    // Append instance b to the conf Workdir wrote (its [pseidon-kafka] table ends it).
+    let mut text = fs::read_to_string(&w.conf).unwrap();
+    text.push_str(&instance_b(&b.bootstrap, ""));
+    fs::write(&w.conf, text).unwrap();
+
+    let out = w.run(&["plugins"], b"");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{listing}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "pseidon.kafka.util.datasink",
+        "pseidon.kafka.util.datasource",
+        SINK_B,
+        SOURCE_B,
+    ] {
+        assert!(listing.contains(name), "{name} not in:\n{listing}");
+    }
+
+    let lines: String = (0..100).map(|i| format!("b-{i}\n")).collect();
+    let out = w.run(
+        &["send", "--topic", &topic, "--sink", SINK_B],
+        lines.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "send: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut on_b: Vec<String> = kcat_values_from(&b.bootstrap, &topic)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    on_b.sort();
+    let mut want: Vec<String> = (0..100).map(|i| format!("b-{i}")).collect();
+    want.sort();
+    assert_eq!(on_b, want, "cluster B holds exactly what was sent");
+    // Nothing went to cluster A: the topic does not even exist there.
+    assert!(
+        !topics_of_a().contains(&topic),
+        "topic {topic} exists on cluster A"
+    );
+
+    let out = w.run(
+        &[
+            "consume",
+            "--source",
+            SOURCE_B,
+            "--topic",
+            &topic,
+            "--group",
+            &unique("inst-g"),
+            "-e",
+            "--mark-done",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "consume: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut read: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    read.sort();
+    assert_eq!(read, want, "read back from cluster B");
+    // Instance b tracked its groups in its own status database, beside the default's.
+    let db_b = w.root.join("status.b.db");
+    assert!(db_b.exists(), "no {}", db_b.display());
+    assert!(!w.db().exists(), "the default status db was used");
+}
+
+/// The topics of cluster A (kcat -L of every topic: naming one could create it).
+fn topics_of_a() -> Vec<String> {
+    let out = Command::new("kcat")
+        .args(["-b", &bootstrap(), "-L"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kcat -L: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("topic \""))
+        .filter_map(|l| l.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A number from the clock, for the kill points.
+fn random_below(n: usize) -> usize {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    nanos.wrapping_mul(2_654_435_761) % n.max(1)
+}
+
+/// `pseidon groups --topic topic` through `conf`: id -> status.
+fn groups(conf: &Path, topic: &str) -> BTreeMap<String, String> {
+    let out = Command::new(pseidon_bin())
+        .args(["--conf", conf.to_str().unwrap(), "groups", "--topic", topic])
+        .env_remove("PSEIDON_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pseidon groups: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter(|l| !l.ends_with("group(s)"))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// The messages of group ids `topic:partition:min:max` that are done.
+fn done_messages(g: &BTreeMap<String, String>) -> i64 {
+    g.iter()
+        .filter(|(_, s)| *s == "done")
+        .map(|(id, _)| {
+            let parts: Vec<&str> = id.rsplitn(4, ':').collect();
+            parts[0].parse::<i64>().unwrap() - parts[1].parse::<i64>().unwrap() + 1
+        })
+        .sum()
+}
+
+#[test]
+fn copy_between_two_clusters_survives_three_sigkills_with_nothing_lost() {
+    const N: usize = 20_000;
+    let started = Instant::now();
+    let b = OwnBroker::start(19862, "");
+    let w = Workdir::new(
+        "pseidon-instances-copy",
+        &["pseidon_kafka", "pseidon_copy_processor"],
+        "shutdown-timeout-ms = 20000",
+        "session.timeout.ms = 6000\nheartbeat.interval.ms = 1000",
+        "group-max-messages = 250",
+    );
+    let from = unique("inst-from");
+    let to = unique("inst-to");
+    create_topic(&from, 3);
+    b.create_topic(&to, 3);
+    let values: Vec<String> = (0..N).map(|i| format!("m-{i}")).collect();
+    kcat_produce_keyed(&bootstrap(), &from, &values, &["linger.ms=20"]);
+    assert_eq!(kcat_values(&from).len(), N);
+
+    let copier = |extra: &str| {
+        format!(
+            "\n[copy-processor]\nfrom = {from:?}\nto = {to:?}\ngroup = {:?}\nsink = {SINK_B:?}\n{extra}\n",
+            format!("{from}-copier"),
+        )
+    };
+    let write = |name: &str, extra: &str| {
+        let conf = w.write_conf(
+            name,
+            "shutdown-timeout-ms = 20000",
+            "session.timeout.ms = 6000\nheartbeat.interval.ms = 1000",
+            "group-max-messages = 250",
+        );
+        let mut text = fs::read_to_string(&conf).unwrap();
+        // [copy-processor] before the instance's tables: both are tables, order is free.
+        text.push_str(&copier(extra));
+        text.push_str(&instance_b(&b.bootstrap, ""));
+        fs::write(&conf, text).unwrap();
+        conf
+    };
+    // Slowed down so that the kills land in the middle of the copy.
+    let slow = write("slow.toml", "max-rate = 4000");
+    // `pseidon groups` through a conf with the Kafka plugin only (same status dbs).
+    let kafka_only = w.root.join("kafka-only");
+    fs::create_dir(&kafka_only).unwrap();
+    copy_plugins(&kafka_only, &["pseidon_kafka"]);
+    let groups_conf = w.root.join("groups.toml");
+    let text = fs::read_to_string(&w.conf).unwrap().replace(
+        &format!("{:?}", w.root.join("plugins")),
+        &format!("{kafka_only:?}"),
+    );
+    fs::write(&groups_conf, text).unwrap();
+    let fast = write("fast.toml", "");
+    let on_b = || kcat_values_from(&b.bootstrap, &to).len();
+
+    let mut kills = Vec::new();
+    for round in 0..3 {
+        // The k-th kill between k*5000+500 and k*5000+4500 messages in B.
+        let at = round * 5_000 + 500 + random_below(4_000);
+        let mut run = RunChild::spawn(&slow, "info");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            run.drain();
+            if on_b() >= at {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: B has {} of {at}: {:#?}",
+                on_b(),
+                run.lines
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        run.signal("KILL");
+        assert_eq!(
+            run.finish(Duration::from_secs(20), Duration::from_millis(50)),
+            None,
+            "killed by SIGKILL"
+        );
+        let n = on_b();
+        assert!(
+            n < N,
+            "round {round}: the copy was complete at the kill ({n})"
+        );
+        kills.push(n);
+    }
+
+    // Then at full speed until B holds every value and every group is done (a stop
+    // between a delivery and its mark leaves groups to replay in one more run).
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let mut run = RunChild::spawn(&fast, "info");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = 0;
+        loop {
+            run.drain();
+            let before = run.lines.len();
+            let have: HashMap<Vec<u8>, ()> = kcat_values_from(&b.bootstrap, &to)
+                .into_iter()
+                .map(|v| (v, ()))
+                .collect();
+            if have.len() >= N {
+                break;
+            }
+            seen = before;
+            assert!(
+                Instant::now() < deadline,
+                "B has {} of {N} values: {:#?}",
+                have.len(),
+                run.lines
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        while !run.lines[seen..]
+            .iter()
+            .any(|l| l.contains("caught up with"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no `caught up` after the copy: {:#?}",
+                run.lines
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            run.drain();
+        }
+        run.signal("TERM");
+        assert_eq!(
+            run.finish(Duration::from_secs(30), Duration::from_millis(50)),
+            Some(0),
+            "{:#?}",
+            run.lines
+        );
+        assert!(
+            !run.lines.iter().any(|l| l.contains("ERROR")),
+            "{:#?}",
+            run.lines
+        );
+        let g = groups(&groups_conf, &from);
+        if done_messages(&g) == N as i64 && g.values().all(|s| s == "done") {
+            break;
+        }
+        assert!(
+            rounds < 3,
+            "groups still unfinished after {rounds} runs: {g:?}"
+        );
+    }
+
+    let target = kcat_values_from(&b.bootstrap, &to);
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for v in &target {
+        *counts
+            .entry(String::from_utf8_lossy(v).into_owned())
+            .or_insert(0) += 1;
+    }
+    let lost: Vec<&String> = values.iter().filter(|v| !counts.contains_key(*v)).collect();
+    let strangers = counts.keys().filter(|k| !k.starts_with("m-")).count();
+    let duplicates = target.len() - counts.len();
+    eprintln!(
+        "instances copy A -> B: {N} messages, SIGKILLs at {kills:?} messages in B, {} lost, \
+         {duplicates} duplicates, {} in B, {rounds} final run(s), {:.1} s",
+        lost.len(),
+        target.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert_eq!(strangers, 0);
+    assert_eq!(counts.len(), N);
+    // Nothing of the copy went to cluster A's topic of that name.
+    assert!(
+        !topics_of_a().contains(&to),
+        "the target topic exists on cluster A"
+    );
+}

@@ -103,9 +103,10 @@ pub struct KafkaPlugin {
     instances: Vec<Instance>,
 }
 
-/// `e` of named instance `name`, naming it (a conf error names its key, which does).
+/// `e` of named instance `name`, naming it (a conf error by its key as written, which
+/// does).
 fn of_instance(name: &str, e: Error) -> Error {
-    match e {
+    match config::instances::rename_error(name, e) {
         e @ Error::Config { .. } => e,
         e => Error::other(format!("pseidon-kafka instance `{name}`: {e}")),
     }

@@ -237,7 +237,8 @@ fn copy_between_two_clusters_survives_three_sigkills_with_nothing_lost() {
         let before = on_b();
         let delay = Duration::from_millis(random_below(2_500) as u64);
         let mut run = RunChild::spawn(&slow, "info");
-        let deadline = Instant::now() + Duration::from_secs(40);
+        let spawned = Instant::now();
+        let deadline = spawned + Duration::from_secs(40);
         while on_b() <= before {
             run.drain();
             assert!(
@@ -247,6 +248,7 @@ fn copy_between_two_clusters_survives_three_sigkills_with_nothing_lost() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        let first_ms = spawned.elapsed().as_millis();
         std::thread::sleep(delay);
         run.signal("KILL");
         assert_eq!(
@@ -259,7 +261,10 @@ fn copy_between_two_clusters_survives_three_sigkills_with_nothing_lost() {
             n < N,
             "round {round}: the copy was complete at the kill ({n})"
         );
-        kills.push(n);
+        kills.push(format!(
+            "{n} in B (first copy after {first_ms} ms, killed {} ms later)",
+            delay.as_millis()
+        ));
     }
 
     // Then at full speed until B holds every value and every group is done (a stop
@@ -334,7 +339,7 @@ fn copy_between_two_clusters_survives_three_sigkills_with_nothing_lost() {
     let strangers = counts.keys().filter(|k| !k.starts_with("m-")).count();
     let duplicates = target.len() - counts.len();
     eprintln!(
-        "instances copy A -> B: {N} messages, SIGKILLs with {kills:?} messages in B, {} lost, \
+        "instances copy A -> B: {N} messages, SIGKILLs: {kills:?}, {} lost, \
          {duplicates} duplicates, {} in B, {rounds} final run(s), {:.1} s",
         lost.len(),
         target.len(),

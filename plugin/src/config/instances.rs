@@ -97,6 +97,10 @@ pub fn parse(conf: &ConfView, default: &Config) -> Result<Vec<Config>, Error> {
                 "an instance must name its own cluster: kafka.* is not inherited from the default",
             ));
         }
+        // librdkafka checks every property now, and the error names the key as written.
+        config
+            .client_config(super::Role::Producer, &[])
+            .map_err(|e| rename_error(&name, e))?;
         if !sets_status_db {
             config.settings.status_db = derived_status_db(&default.settings.status_db, &name);
         }
@@ -114,7 +118,7 @@ fn instance_key(name: &str, key: &str) -> String {
 }
 
 /// `e` with its key (of the instance's view) renamed to the key as written in the conf.
-fn rename_error(name: &str, e: Error) -> Error {
+pub(crate) fn rename_error(name: &str, e: Error) -> Error {
     match e {
         Error::Config { key, reason, .. }
             if key.starts_with(KAFKA_PREFIX) || key.starts_with(SETTINGS_PREFIX) =>

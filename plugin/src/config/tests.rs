@@ -650,6 +650,24 @@ mod named_instances {
                 .contains("pseidon-kafka.instances.b.kafka.bootstrap.servers"),
             "{err}"
         );
+        // librdkafka's check of a property too.
+        let err = parse_all(&[
+            (
+                "pseidon-kafka.instances.b.kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:1",
+            ),
+            (
+                "pseidon-kafka.instances.b.kafka.no.such.property",
+                ConfKind::String,
+                "1",
+            ),
+        ])
+        .unwrap_err();
+        let Error::Config { key, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(key, "pseidon-kafka.instances.b.kafka.no.such.property");
         // The default parse ignores the instances' keys, and nothing else.
         assert!(
             Config::parse(&conf(&[(

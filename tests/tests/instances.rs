@@ -402,3 +402,70 @@ fn copy_between_two_clusters_survives_three_sigkills_with_nothing_lost() {
         "the target topic exists on cluster A"
     );
 }
+
+/// The metrics and readiness of the host loading the plugin with instance b (both on the
+/// shared broker here, so both are ready): one family per name, the samples of each
+/// instance under its registry name; four checks.
+#[test]
+fn metrics_and_readiness_cover_every_instance_without_colliding() {
+    let _serial = pseidon_tests::plugin_lock();
+    let topic = unique("inst-met");
+    create_topic(&topic, 1);
+    let conf = format!(
+        "[kafka]\nbootstrap.servers = {:?}\n\n\
+         [pseidon-kafka.instances.b.kafka]\nbootstrap.servers = {:?}\n",
+        bootstrap(),
+        bootstrap()
+    );
+    let mut host = pseidon_tests::kafka_host(&conf).expect("host loads the plugin");
+    let obs = host
+        .loaded_plugins()
+        .iter()
+        .find(|p| p.name() == "pseidon-kafka")
+        .and_then(|p| p.observer())
+        .expect("observability extension");
+    for (name, n) in [("pseidon.kafka.util.datasink", 3), (SINK_B, 5)] {
+        let sink = host
+            .registry()
+            .reg_get_wait_sink(name, Duration::from_secs(5))
+            .expect("sink");
+        for i in 0..n {
+            sink.write(&topic, format!("{name}-{i}").as_bytes())
+                .expect("write");
+        }
+        let report = sink.flush(Duration::from_secs(30)).expect("flush");
+        assert_eq!(report.delivered, n as u64, "{name}: {report:?}");
+    }
+    assert_eq!(kcat_values(&topic).len(), 8);
+    let m = obs.metrics();
+    let mut names: Vec<&str> = m.iter().map(|f| f.name.as_str()).collect();
+    let all = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), all, "a family name twice: {names:?}");
+    let accepted = m
+        .iter()
+        .find(|f| f.name == "pseidon_kafka_sink_messages_accepted")
+        .expect("accepted family");
+    let of = |sink: &str| {
+        accepted
+            .samples
+            .iter()
+            .find(|s| {
+                s.labels.contains(&("sink".into(), sink.into()))
+                    && s.labels.contains(&("topic".into(), topic.clone()))
+            })
+            .map(|s| s.value)
+    };
+    assert_eq!(of("pseidon.kafka.util.datasink"), Some(3.0), "{accepted:?}");
+    assert_eq!(of(SINK_B), Some(5.0), "{accepted:?}");
+    let checks = obs.readiness(Duration::from_secs(5));
+    assert_eq!(checks.len(), 4, "{checks:?}");
+    assert!(checks.iter().all(|c| c.ready), "{checks:?}");
+    assert!(
+        checks.iter().any(|c| c.name.contains(SINK_B))
+            && checks.iter().any(|c| c.name.contains(SOURCE_B)),
+        "{checks:?}"
+    );
+    assert!(host.shutdown().is_empty());
+}

@@ -4,7 +4,9 @@
 //! - the registry lists both pairs of names, `pseidon send --sink …datasink.b` writes to
 //!   B only and `pseidon consume --source …datasource.b` reads B (its own status db);
 //! - the copy processor copies A's topic (default datasource) to B (named datasink) with
-//!   three SIGKILLs at random points: every message arrives (0 lost), duplicates counted.
+//!   three SIGKILLs at random points: every message arrives (0 lost), duplicates counted;
+//! - metrics and readiness cover both instances without colliding; an instance's bad key
+//!   fails the load naming the key as written; `pseidon config` redacts its secrets.
 //!
 //! Needs `cargo build --workspace` first (scripts/test does it).
 
@@ -468,4 +470,31 @@ fn metrics_and_readiness_cover_every_instance_without_colliding() {
         "{checks:?}"
     );
     assert!(host.shutdown().is_empty());
+}
+
+/// `pseidon config` shows an instance's keys as written, its secrets redacted.
+#[test]
+fn an_instances_secrets_are_redacted_in_the_effective_conf() {
+    let w = Workdir::kafka("pseidon-instances-config", "", "");
+    let mut text = fs::read_to_string(&w.conf).unwrap();
+    text.push_str(&instance_b("127.0.0.1:19863", ""));
+    text.push_str("sasl.password = \"instance-secret-42\"\n");
+    fs::write(&w.conf, &text).unwrap();
+    let out = w.run(&["config"], b"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pseidon-kafka.instances.b.kafka.bootstrap.servers = 127.0.0.1:19863"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pseidon-kafka.instances.b.kafka.sasl.password = <redacted>"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("instance-secret-42"), "{stdout}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("instance-secret-42"));
 }

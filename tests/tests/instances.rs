@@ -11,16 +11,15 @@
 //! Needs `cargo build --workspace` first (scripts/test does it).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     fs,
-    path::Path,
     process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use pseidon_tests::{
-    OwnBroker, RunChild, Workdir, bootstrap, copy_plugins, create_topic, kcat_produce_keyed,
-    kcat_values, kcat_values_from, pseidon_bin, unique,
+    OwnBroker, RunChild, Workdir, bootstrap, copy_plugins, copy_run_to_the_end, create_topic,
+    groups_of, kcat_produce_keyed, kcat_values, kcat_values_from, unique,
 };
 
 const SINK_B: &str = "pseidon.kafka.util.datasink.b";
@@ -185,30 +184,6 @@ fn random_below(n: usize) -> usize {
     nanos.wrapping_mul(2_654_435_761) % n.max(1)
 }
 
-/// `pseidon groups --topic topic` through `conf`: id -> status.
-fn groups(conf: &Path, topic: &str) -> BTreeMap<String, String> {
-    let out = Command::new(pseidon_bin())
-        .args(["--conf", conf.to_str().unwrap(), "groups", "--topic", topic])
-        .env_remove("PSEIDON_LOG")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pseidon groups: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(1)
-        .filter(|l| !l.ends_with("group(s)"))
-        .filter_map(|l| {
-            let mut parts = l.split_whitespace();
-            Some((parts.next()?.to_string(), parts.next()?.to_string()))
-        })
-        .collect()
-}
-
 /// The messages of group ids `topic:partition:min:max` that are done.
 fn done_messages(g: &BTreeMap<String, String>) -> i64 {
     g.iter()
@@ -317,53 +292,12 @@ fn copy_between_two_clusters_survives_three_sigkills_with_nothing_lost() {
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let mut run = RunChild::spawn(&fast, "info");
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = 0;
-        loop {
-            run.drain();
-            let before = run.lines.len();
-            let have: HashMap<Vec<u8>, ()> = kcat_values_from(&b.bootstrap, &to)
-                .into_iter()
-                .map(|v| (v, ()))
-                .collect();
-            if have.len() >= N {
-                break;
-            }
-            seen = before;
-            assert!(
-                Instant::now() < deadline,
-                "B has {} of {N} values: {:#?}",
-                have.len(),
-                run.lines
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        while !run.lines[seen..]
-            .iter()
-            .any(|l| l.contains("caught up with"))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no `caught up` after the copy: {:#?}",
-                run.lines
-            );
-            std::thread::sleep(Duration::from_millis(100));
-            run.drain();
-        }
-        run.signal("TERM");
-        assert_eq!(
-            run.finish(Duration::from_secs(30), Duration::from_millis(50)),
-            Some(0),
-            "{:#?}",
-            run.lines
-        );
-        assert!(
-            !run.lines.iter().any(|l| l.contains("ERROR")),
-            "{:#?}",
-            run.lines
-        );
-        let g = groups(&groups_conf, &from);
+        copy_run_to_the_end(&fast, deadline, || {
+            let have: HashSet<Vec<u8>> = kcat_values_from(&b.bootstrap, &to).into_iter().collect();
+            have.len() >= N
+        });
+        let g = groups_of(&groups_conf, &from);
         if done_messages(&g) == N as i64 && g.values().all(|s| s == "done") {
             break;
         }

@@ -1,5 +1,6 @@
-//! The datasource registered as [`SOURCE_NAME`](crate::SOURCE_NAME) (`SOURCE_NAME.NAME` for a named instance, [`crate::config::instances`]): opens readers
-//! (the crate's `consumer` module), marks groups done, lists them.
+//! The datasource registered as [`SOURCE_NAME`](crate::SOURCE_NAME) (`SOURCE_NAME.NAME`
+//! for a named instance, [`crate::config::instances`]): opens readers (the crate's
+//! `consumer` module), marks groups done, lists them.
 //!
 //! The source holds the state it shares with its readers (the crate's `state` module:
 //! configuration, status database, claims) and the list of its live readers, whose

@@ -966,11 +966,12 @@ pub fn old_kafka_so() -> Option<String> {
 // The copy processor under `pseidon run`, run to the end.
 // ---------------------------------------------------------------------------------
 
-/// `pseidon groups --topic topic` through `conf` (a conf whose plugins can load without
-/// a running `run`): group id → status.
-pub fn groups_of(conf: &Path, topic: &str) -> std::collections::BTreeMap<String, String> {
+/// `pseidon groups <args>` (e.g. `--topic T`) through `conf` (a conf whose plugins can
+/// load without a running `run`): group id → status.
+pub fn groups_of(conf: &Path, args: &[&str]) -> std::collections::BTreeMap<String, String> {
     let out = Command::new(pseidon_bin())
-        .args(["--conf", conf.to_str().unwrap(), "groups", "--topic", topic])
+        .args(["--conf", conf.to_str().unwrap(), "groups"])
+        .args(args)
         .env_remove("PSEIDON_LOG")
         .env_remove("RUST_LOG")
         .output()

@@ -155,6 +155,24 @@ fn a_named_instance_registers_its_names_and_talks_to_its_own_cluster() {
     let db_b = w.root.join("status.b.db");
     assert!(db_b.exists(), "no {}", db_b.display());
     assert!(!w.db().exists(), "the default status db was used");
+    // `groups --source` reads that database: every group done, 100 messages in all.
+    let g = groups_of(&w.conf, &["--source", SOURCE_B, "--topic", &topic]);
+    assert!(!g.is_empty() && g.values().all(|s| s == "done"), "{g:?}");
+    assert_eq!(done_messages(&g), 100, "{g:?}");
+    // `metadata --source` asks cluster B: the topic is there, led by B.
+    let out = w.run(
+        &[
+            "metadata", "--source", SOURCE_B, "--topic", &topic, "--format", "json",
+        ],
+        b"",
+    );
+    let meta = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(meta.contains(&topic) && meta.contains("19861"), "{meta}");
 }
 
 /// The topics of cluster A (kcat -L of every topic: naming one could create it).
@@ -297,7 +315,7 @@ fn copy_between_two_clusters_survives_three_sigkills_with_nothing_lost() {
             let have: HashSet<Vec<u8>> = kcat_values_from(&b.bootstrap, &to).into_iter().collect();
             have.len() >= N
         });
-        let g = groups_of(&groups_conf, &from);
+        let g = groups_of(&groups_conf, &["--topic", &from]);
         if done_messages(&g) == N as i64 && g.values().all(|s| s == "done") {
             break;
         }

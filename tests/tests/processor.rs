@@ -124,7 +124,7 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
         copied_at_kill < N,
         "the copy was already complete at the kill ({at_kill}, {copied_at_kill})"
     );
-    let at_kill_groups = groups_of(&groups_conf, &from);
+    let at_kill_groups = groups_of(&groups_conf, &["--topic", &from]);
     let done_at_kill: Vec<&String> = at_kill_groups
         .iter()
         .filter(|(_, s)| *s == "done")
@@ -167,7 +167,7 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
                 run.lines
             );
         }
-        let g = groups_of(&groups_conf, &from);
+        let g = groups_of(&groups_conf, &["--topic", &from]);
         let covered: i64 = g
             .iter()
             .filter(|(_, s)| *s == "done")

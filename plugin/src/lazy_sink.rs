@@ -47,6 +47,8 @@ pub(crate) struct LazySink {
     /// The plugin's datasource: the readers a transactional commit finds its groups in.
     /// Weak: the source holds this sink (dead letters); see [`WeakSource`].
     source: std::sync::Arc<std::sync::OnceLock<WeakSource>>,
+    /// The registry name (`Config::sink_name`), for errors.
+    name: std::sync::Arc<str>,
 }
 
 /// How long the producer's transactions may take to initialise when the first write
@@ -73,6 +75,7 @@ impl LazySink {
         LazySink {
             state: std::sync::Arc::new(Mutex::new(State::Idle(Box::new(config.clone())))),
             source: std::sync::Arc::new(std::sync::OnceLock::new()),
+            name: config.sink_name().into(),
         }
     }
 
@@ -90,7 +93,7 @@ impl LazySink {
             State::Failed(e) => return Err(e.clone()),
             State::Closed => {
                 return Err(Error::Closed {
-                    what: format!("the datasink {}", crate::SINK_NAME),
+                    what: format!("the datasink {}", self.name),
                 });
             }
             State::Idle(config) => match config.kafka_prop("transactional.id") {
@@ -134,7 +137,7 @@ impl LazySink {
             State::Failed(e) => return Err(e.clone()),
             State::Closed => {
                 return Err(Error::Closed {
-                    what: format!("the datasink {}", crate::SINK_NAME),
+                    what: format!("the datasink {}", self.name),
                 });
             }
             State::Idle(config) => {
@@ -224,7 +227,7 @@ impl DataSink for LazySink {
             // No write yet, so no ticket was ever opened.
             None => Err(Error::other(format!(
                 "flush ticket {first_id} of the datasink {} is not open (nothing was written)",
-                crate::SINK_NAME
+                self.name
             ))),
         }
     }

@@ -1,5 +1,6 @@
-//! The datasource registered as [`SOURCE_NAME`](crate::SOURCE_NAME): opens readers
-//! (the crate's `consumer` module), marks groups done, lists them.
+//! The datasource registered as [`SOURCE_NAME`](crate::SOURCE_NAME) (`SOURCE_NAME.NAME`
+//! for a named instance, [`crate::config::instances`]): opens readers (the crate's
+//! `consumer` module), marks groups done, lists them.
 //!
 //! The source holds the state it shares with its readers (the crate's `state` module:
 //! configuration, status database, claims) and the list of its live readers, whose
@@ -166,7 +167,7 @@ impl KafkaSource {
             families: self
                 .state
                 .metrics
-                .families(crate::SOURCE_NAME, store.as_deref()),
+                .families(&self.state.config.source_name(), store.as_deref()),
             lag,
             stats: readers.iter().filter_map(|r| r.stats()).collect(),
         }

@@ -1004,3 +1004,88 @@ pub fn old_kafka_so() -> Option<String> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// The copy processor under `pseidon run`, run to the end.
+// ---------------------------------------------------------------------------------
+
+/// `pseidon groups <args>` (e.g. `--topic T`) through `conf` (a conf whose plugins can
+/// load without a running `run`): group id → status.
+pub fn groups_of(conf: &Path, args: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let out = Command::new(pseidon_bin())
+        .args(["--conf", conf.to_str().unwrap(), "groups"])
+        .args(args)
+        .env_remove("PSEIDON_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pseidon groups: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter(|l| !l.ends_with("group(s)"))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// One `pseidon run` of the copy processor with `conf` to the end: waits until
+/// `complete()` (the target holds every value; polled every 300 ms) and then for the
+/// copier's `caught up with` logged after the last check that found it incomplete (it
+/// marks a batch's groups done before it reads again), SIGTERMs it and asserts exit 0
+/// and no `ERROR` line; all before `deadline`. Returns the finished run (its lines).
+pub fn copy_run_to_the_end(
+    conf: &Path,
+    deadline: Instant,
+    mut complete: impl FnMut() -> bool,
+) -> RunChild {
+    let mut run = RunChild::spawn(conf, "info");
+    // The log lines before the last check that found the target incomplete: the last
+    // delivery came after them, so the `caught up` that follows it too.
+    let mut seen = 0;
+    loop {
+        run.drain();
+        let before = run.lines.len();
+        if complete() {
+            break;
+        }
+        seen = before;
+        assert!(
+            Instant::now() < deadline,
+            "the target is still incomplete: {:#?}",
+            run.lines
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    while !run.lines[seen..]
+        .iter()
+        .any(|l| l.contains("caught up with"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no `caught up` after the copy: {:#?}",
+            run.lines
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        run.drain();
+    }
+    run.signal("TERM");
+    assert_eq!(
+        run.finish(Duration::from_secs(30), Duration::from_millis(50)),
+        Some(0),
+        "{:#?}",
+        run.lines
+    );
+    assert!(
+        !run.lines.iter().any(|l| l.contains("ERROR")),
+        "{:#?}",
+        run.lines
+    );
+    run
+}

@@ -5,16 +5,15 @@
 //! kill. Needs `cargo build --workspace` first (scripts/test does it).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     fs,
     path::{Path, PathBuf},
-    process::{Command, Output},
     time::{Duration, Instant},
 };
 
 use pseidon_tests::{
-    RunChild, bootstrap, copy_plugins, create_topic, kcat_formatted, kcat_produce_keyed,
-    kcat_values, pseidon_bin, temp_dir, unique,
+    RunChild, bootstrap, copy_plugins, copy_run_to_the_end, create_topic, groups_of,
+    kcat_formatted, kcat_produce_keyed, kcat_values, temp_dir, unique,
 };
 
 const N: usize = 20_000;
@@ -53,30 +52,6 @@ fn write_conf(conf: &Path, plugins: &Path, status_db: &Path, from: &str, to: &st
         ),
     )
     .unwrap();
-}
-
-/// `pseidon groups --topic from` through a conf with the Kafka plugin only: id -> status.
-fn groups(conf: &Path, topic: &str) -> BTreeMap<String, String> {
-    let out: Output = Command::new(pseidon_bin())
-        .args(["--conf", conf.to_str().unwrap(), "groups", "--topic", topic])
-        .env_remove("PSEIDON_LOG")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pseidon groups: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(1)
-        .filter(|l| !l.ends_with("group(s)"))
-        .filter_map(|l| {
-            let mut parts = l.split_whitespace();
-            Some((parts.next()?.to_string(), parts.next()?.to_string()))
-        })
-        .collect()
 }
 
 /// (partition, min-offset, max-offset) of a group id `topic:partition:min:max`.
@@ -149,7 +124,7 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
         copied_at_kill < N,
         "the copy was already complete at the kill ({at_kill}, {copied_at_kill})"
     );
-    let at_kill_groups = groups(&groups_conf, &from);
+    let at_kill_groups = groups_of(&groups_conf, &["--topic", &from]);
     let done_at_kill: Vec<&String> = at_kill_groups
         .iter()
         .filter(|(_, s)| *s == "done")
@@ -171,54 +146,14 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let mut run = RunChild::spawn(&conf, "info");
-        // The log lines before the last check that found the target incomplete: the
-        // last delivery came after them, so the `caught up` that follows it too.
-        let mut seen = 0;
-        loop {
-            run.drain();
-            let before = run.lines.len();
+        let run = copy_run_to_the_end(&conf, deadline, || {
             let have: BTreeSet<String> = count(&kcat_values(&to)).into_keys().collect();
-            if have.len() >= N && values.iter().all(|v| have.contains(v)) {
-                break;
-            }
-            seen = before;
-            assert!(
-                Instant::now() < deadline,
-                "the target has {} of {N} values: {:#?}",
-                have.len(),
-                run.lines
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        while !run.lines[seen..]
-            .iter()
-            .any(|l| l.contains("caught up with"))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no `caught up` after the copy: {:#?}",
-                run.lines
-            );
-            std::thread::sleep(Duration::from_millis(100));
-            run.drain();
-        }
-        run.signal("TERM");
-        assert_eq!(
-            run.finish(Duration::from_secs(30), Duration::from_millis(50)),
-            Some(0),
-            "{:#?}",
-            run.lines
-        );
+            have.len() >= N && values.iter().all(|v| have.contains(v))
+        });
         assert!(
             run.lines
                 .iter()
                 .any(|l| l.contains("processor stopped") && l.contains("copy-processor")),
-            "{:#?}",
-            run.lines
-        );
-        assert!(
-            !run.lines.iter().any(|l| l.contains("ERROR")),
             "{:#?}",
             run.lines
         );
@@ -232,7 +167,7 @@ fn copy_processor_survives_sigkill_mid_copy_and_copies_every_message() {
                 run.lines
             );
         }
-        let g = groups(&groups_conf, &from);
+        let g = groups_of(&groups_conf, &["--topic", &from]);
         let covered: i64 = g
             .iter()
             .filter(|(_, s)| *s == "done")

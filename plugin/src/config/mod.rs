@@ -18,6 +18,10 @@
 //!   `pseidon-kafka.reader-max-messages`, see [`reader_max_messages`]; and the plain
 //!   read keys `pseidon-kafka.assign`, `pseidon-kafka.start-offset` and
 //!   `pseidon-kafka.stop-timestamp-ms`, see [`plain_read`].
+//! - `pseidon-kafka.instances.NAME.kafka.<property>` and
+//!   `pseidon-kafka.instances.NAME.<setting>`: a named instance (another cluster, its own
+//!   status database), parsed by [`instances::parse`] with the same rules; ignored by
+//!   [`Config::parse`] of the default instance.
 //! - Anything else is ignored by this plugin.
 
 use std::{fmt, path::PathBuf};
@@ -25,6 +29,7 @@ use std::{fmt, path::PathBuf};
 use pseidon_plugin_api::{ConfView, Error, secret::Scrubber};
 use rdkafka::{ClientConfig, config::RDKafkaLogLevel};
 
+pub mod instances;
 mod types;
 
 use types::{
@@ -398,6 +403,14 @@ impl fmt::Display for KafkaProps {
     }
 }
 
+/// `base`, or `base.NAME` for the named instance `NAME`.
+fn registry_name(base: &str, instance: Option<&str>) -> String {
+    match instance {
+        None => base.to_string(),
+        Some(name) => format!("{base}.{name}"),
+    }
+}
+
 /// True for properties whose values are secrets: never logged, never in an error.
 /// The project's one rule, [`pseidon_plugin_api::secret::is_secret_key`] (with or
 /// without the `kafka.` prefix).
@@ -405,13 +418,17 @@ pub fn is_secret(property: &str) -> bool {
     pseidon_plugin_api::secret::is_secret_key(property)
 }
 
-/// The parsed configuration of the plugin.
+/// The parsed configuration of the plugin (of its default instance, or of one named
+/// instance: [`instances`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// librdkafka properties.
     pub kafka: KafkaProps,
     /// The plugin's own settings.
     pub settings: Settings,
+    /// The named instance this is the configuration of (`pseidon-kafka.instances.NAME`);
+    /// `None` for the default (unnamed) instance.
+    pub instance: Option<String>,
 }
 
 impl Config {
@@ -426,6 +443,9 @@ impl Config {
                 check_property_type(&entry.key, property, entry.kind)?;
                 props.retain(|(k, _): &(String, String)| k != property);
                 props.push((property.to_string(), value));
+            } else if entry.key.starts_with(instances::INSTANCES_PREFIX) {
+                // A named instance's key: parsed by `instances::parse`.
+                continue;
             } else if let Some(setting) = entry.key.strip_prefix(SETTINGS_PREFIX) {
                 let value = scalar_value(&entry.key, entry.kind, &entry.value)?;
                 check_setting_type(&entry.key, setting, entry.kind)?;
@@ -458,7 +478,20 @@ impl Config {
         Ok(Config {
             kafka: KafkaProps { props },
             settings,
+            instance: None,
         })
+    }
+
+    /// The registry name of this instance's datasink: [`crate::SINK_NAME`], with
+    /// `.NAME` for a named instance.
+    pub fn sink_name(&self) -> String {
+        registry_name(crate::SINK_NAME, self.instance.as_deref())
+    }
+
+    /// The registry name of this instance's datasource: [`crate::SOURCE_NAME`], with
+    /// `.NAME` for a named instance.
+    pub fn source_name(&self) -> String {
+        registry_name(crate::SOURCE_NAME, self.instance.as_deref())
     }
 
     /// A scrubber of the secret values of the `kafka.*` properties (see [`is_secret`]),

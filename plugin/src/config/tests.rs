@@ -462,3 +462,281 @@ fn the_revoke_drain_must_stay_below_max_poll_interval() {
         "{err}"
     );
 }
+
+mod named_instances {
+    use super::*;
+    use crate::config::instances::{self, INSTANCES_PREFIX};
+
+    fn parse_all(entries: &[(&str, ConfKind, &str)]) -> Result<(Config, Vec<Config>), Error> {
+        let view = conf(entries);
+        let default = Config::parse(&view)?;
+        let named = instances::parse(&view, &default)?;
+        Ok((default, named))
+    }
+
+    #[test]
+    fn an_instance_view_is_its_keys_renamed_and_parsed_alike() {
+        let (default, named) = parse_all(&[
+            (
+                "kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:9092",
+            ),
+            (
+                "pseidon-kafka.status-db",
+                ConfKind::String,
+                "/var/lib/p/status.db",
+            ),
+            (
+                "pseidon-kafka.instances.audit.kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:19861",
+            ),
+            (
+                "pseidon-kafka.instances.audit.kafka.acks",
+                ConfKind::String,
+                "all",
+            ),
+            (
+                "pseidon-kafka.instances.audit.group-max-messages",
+                ConfKind::Integer,
+                "7",
+            ),
+            (
+                "pseidon-kafka.instances.b-2.kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:19862",
+            ),
+            (
+                "pseidon-kafka.instances.b-2.status-db",
+                ConfKind::String,
+                "b.db",
+            ),
+            (CONF_DIR_KEY, ConfKind::String, "/etc/p"),
+        ])
+        .unwrap();
+        assert_eq!(default.instance, None);
+        assert_eq!(default.sink_name(), crate::SINK_NAME);
+        assert_eq!(
+            default.kafka_prop("bootstrap.servers"),
+            Some("127.0.0.1:9092")
+        );
+        assert_eq!(named.len(), 2);
+        let audit = &named[0];
+        assert_eq!(audit.instance.as_deref(), Some("audit"));
+        assert_eq!(audit.sink_name(), "pseidon.kafka.util.datasink.audit");
+        assert_eq!(audit.source_name(), "pseidon.kafka.util.datasource.audit");
+        assert_eq!(
+            audit.kafka_prop("bootstrap.servers"),
+            Some("127.0.0.1:19861")
+        );
+        assert_eq!(audit.kafka_prop("acks"), Some("all"));
+        assert_eq!(audit.settings.group_max_messages, 7);
+        assert_eq!(
+            default.settings.group_max_messages, 10_000,
+            "not the other way"
+        );
+        // Derived beside the default's.
+        assert_eq!(
+            audit.settings.status_db,
+            PathBuf::from("/var/lib/p/status.audit.db")
+        );
+        // A relative one is relative to the conf dir, as the default's.
+        assert_eq!(named[1].settings.status_db, PathBuf::from("/etc/p/b.db"));
+        assert_eq!(
+            named[1].settings.group_max_messages, 10_000,
+            "not inherited"
+        );
+        audit.client_config(Role::Producer, &[]).unwrap();
+    }
+
+    #[test]
+    fn kafka_properties_are_never_inherited() {
+        let (default, named) = parse_all(&[
+            (
+                "kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:9092",
+            ),
+            ("kafka.sasl.password", ConfKind::String, "default-secret"),
+            ("kafka.sasl.username", ConfKind::String, "u"),
+            (
+                "pseidon-kafka.instances.b.kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:19861",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(default.kafka_prop("sasl.password"), Some("default-secret"));
+        let b = &named[0];
+        assert_eq!(b.kafka_prop("sasl.password"), None);
+        assert_eq!(b.kafka_prop("sasl.username"), None);
+        let cfg = b.client_config(Role::Consumer, &[]).unwrap();
+        assert_eq!(cfg.get("sasl.password"), None);
+        assert_eq!(cfg.get("bootstrap.servers"), Some("127.0.0.1:19861"));
+    }
+
+    #[test]
+    fn a_bad_name_is_an_error_naming_the_key() {
+        for key in [
+            "pseidon-kafka.instances.Audit.kafka.bootstrap.servers",
+            "pseidon-kafka.instances.a b.kafka.bootstrap.servers",
+            "pseidon-kafka.instances..kafka.bootstrap.servers",
+            "pseidon-kafka.instances.a/b.status-db",
+        ] {
+            let err = parse_all(&[(key, ConfKind::String, "x:1")]).unwrap_err();
+            let Error::Config { key: k, .. } = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(k, key);
+        }
+        let err = parse_all(&[("pseidon-kafka.instances.x", ConfKind::String, "y")]).unwrap_err();
+        assert!(
+            err.to_string().contains("pseidon-kafka.instances.x"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_instance_needs_its_own_bootstrap_servers() {
+        let err = parse_all(&[
+            (
+                "kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:9092",
+            ),
+            (
+                "pseidon-kafka.instances.b.kafka.acks",
+                ConfKind::String,
+                "all",
+            ),
+        ])
+        .unwrap_err();
+        let Error::Config { key, reason, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(key, "pseidon-kafka.instances.b.kafka.bootstrap.servers");
+        assert!(reason.contains("not inherited"), "{reason}");
+    }
+
+    #[test]
+    fn errors_of_an_instance_name_its_keys_as_written() {
+        let err = parse_all(&[
+            (
+                "pseidon-kafka.instances.b.kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:1",
+            ),
+            (
+                "pseidon-kafka.instances.b.no-such-setting",
+                ConfKind::Integer,
+                "1",
+            ),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("pseidon-kafka.instances.b.no-such-setting"),
+            "{err}"
+        );
+        let err = parse_all(&[(
+            "pseidon-kafka.instances.b.kafka.bootstrap.servers",
+            ConfKind::Integer,
+            "9092",
+        )])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("pseidon-kafka.instances.b.kafka.bootstrap.servers"),
+            "{err}"
+        );
+        // librdkafka's check of a property too.
+        let err = parse_all(&[
+            (
+                "pseidon-kafka.instances.b.kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:1",
+            ),
+            (
+                "pseidon-kafka.instances.b.kafka.no.such.property",
+                ConfKind::String,
+                "1",
+            ),
+        ])
+        .unwrap_err();
+        let Error::Config { key, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(key, "pseidon-kafka.instances.b.kafka.no.such.property");
+        // The default parse ignores the instances' keys, and nothing else.
+        assert!(
+            Config::parse(&conf(&[(
+                &format!("{INSTANCES_PREFIX}b.whatever"),
+                ConfKind::String,
+                "x"
+            )]))
+            .is_ok()
+        );
+        assert!(
+            Config::parse(&conf(&[("pseidon-kafka.instances", ConfKind::String, "x")])).is_err()
+        );
+    }
+
+    #[test]
+    fn two_instances_on_one_status_db_is_an_error_naming_both() {
+        let err = parse_all(&[
+            (
+                "pseidon-kafka.status-db",
+                ConfKind::String,
+                "/tmp/p/status.db",
+            ),
+            (
+                "pseidon-kafka.instances.b.kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:1",
+            ),
+            (
+                "pseidon-kafka.instances.b.status-db",
+                ConfKind::String,
+                "/tmp/p/./status.db",
+            ),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("pseidon-kafka.instances.b.status-db"),
+            "{text}"
+        );
+        assert!(text.contains("pseidon-kafka.status-db"), "{text}");
+        // Two named ones: b's derived path is the one c sets.
+        let err = parse_all(&[
+            (
+                "pseidon-kafka.status-db",
+                ConfKind::String,
+                "/tmp/p/status.db",
+            ),
+            (
+                "pseidon-kafka.instances.b.kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:1",
+            ),
+            (
+                "pseidon-kafka.instances.c.kafka.bootstrap.servers",
+                ConfKind::String,
+                "127.0.0.1:2",
+            ),
+            (
+                "pseidon-kafka.instances.c.status-db",
+                ConfKind::String,
+                "/tmp/p/status.b.db",
+            ),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("pseidon-kafka.instances.b.status-db")
+                && text.contains("pseidon-kafka.instances.c.status-db"),
+            "{text}"
+        );
+    }
+}

@@ -89,7 +89,7 @@ impl PartitionLag {
 }
 
 /// The lag families of `partitions`.
-pub(crate) fn families(partitions: &[PartitionInput]) -> Vec<MetricFamily> {
+pub(crate) fn families(partitions: &[PartitionInput], instance: Option<&str>) -> Vec<MetricFamily> {
     let mut unread = MetricFamily::gauge(
         "pseidon_kafka_lag_unread_messages",
         "Messages not read yet: high watermark - next offset to read.",
@@ -115,11 +115,15 @@ pub(crate) fn families(partitions: &[PartitionInput]) -> Vec<MetricFamily> {
             continue;
         };
         let part = p.partition.to_string();
-        let l = [
+        let mut l = vec![
             ("group", p.group.as_str()),
             ("topic", p.topic.as_str()),
             ("partition", part.as_str()),
         ];
+        // A named instance's partitions may have the default's (group, topic, partition).
+        if let Some(name) = instance {
+            l.push(("instance", name));
+        }
         unread.push(&l, lag.unread_messages as f64);
         unfinished.push(&l, lag.unfinished_messages as f64);
         let oldest = p.oldest.as_ref();
@@ -205,7 +209,7 @@ mod tests {
         let mut other = input();
         other.partition = 1;
         other.oldest = None;
-        let f = families(&[input(), other]);
+        let f = families(&[input(), other], None);
         let attempts = f
             .iter()
             .find(|x| x.name == "pseidon_kafka_oldest_unfinished_group_attempts")

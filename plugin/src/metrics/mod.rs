@@ -9,6 +9,11 @@
 //! - `lag`: the lag math and families, per (group, topic, partition) of open readers;
 //! - `readiness`: one check per datasink / datasource.
 //!
+//! Named instances ([`crate::config::instances`]): each instance's families are
+//! collected alike and [`merge`]d by name; their `sink`/`source`/`client` labels are the
+//! instance's registry names, the lag families get an `instance` label (the default's
+//! labels stay as they were).
+//!
 //! Invariants: collecting is cheap and never uses the network (statistics arrive on
 //! librdkafka's own schedule); no family sets the `plugin` label (the host adds it).
 
@@ -24,11 +29,18 @@ use std::time::Duration;
 
 use pseidon_plugin_api::metrics::{Check, MetricFamily};
 
-use crate::{SINK_NAME, SOURCE_NAME, config::Config, producer::KafkaSink, source::KafkaSource};
+use crate::{config::Config, producer::KafkaSink, source::KafkaSource};
 
-/// Every family of the plugin now: the sink's (if its producer was created), the
-/// source's, the lag of its open readers, and the clients' statistics gauges.
-pub(crate) fn collect(sink: Option<&KafkaSink>, source: &KafkaSource) -> Vec<MetricFamily> {
+/// Every family of one instance now: the sink's (if its producer was created), the
+/// source's, the lag of its open readers, and the clients' statistics gauges. The
+/// `sink`, `source` and `client` labels are the instance's registry names; the lag
+/// families of a named instance carry `instance`.
+pub(crate) fn collect(
+    config: &Config,
+    sink: Option<&KafkaSink>,
+    source: &KafkaSource,
+) -> Vec<MetricFamily> {
+    let (sink_name, source_name) = (config.sink_name(), config.source_name());
     let mut out = Vec::new();
     let sink_stats = sink.and_then(KafkaSink::stats);
     if let Some(sink) = sink {
@@ -36,19 +48,33 @@ pub(crate) fn collect(sink: Option<&KafkaSink>, source: &KafkaSource) -> Vec<Met
     }
     let parts = source.metric_parts();
     out.extend(parts.families);
-    out.extend(lag::families(&parts.lag));
+    out.extend(lag::families(&parts.lag, config.instance.as_deref()));
     let mut clients: Vec<(&str, &stats::ClientStats, clients::QueueField)> = Vec::new();
     if let Some(s) = sink_stats.as_deref() {
-        clients.push((SINK_NAME, s, clients::QueueField::Messages));
+        clients.push((&sink_name, s, clients::QueueField::Messages));
     }
     for s in &parts.stats {
-        clients.push((SOURCE_NAME, s, clients::QueueField::ReplyQueue));
+        clients.push((&source_name, s, clients::QueueField::ReplyQueue));
     }
     out.extend(clients::families(&clients));
     out
 }
 
-/// One check for the datasink and one for the datasource, each within `timeout`.
+/// The families of several instances as one list: a family name appears once, with
+/// the samples of every instance (their labels tell them apart), in first-seen order.
+pub(crate) fn merge(families: impl IntoIterator<Item = MetricFamily>) -> Vec<MetricFamily> {
+    let mut out: Vec<MetricFamily> = Vec::new();
+    for f in families {
+        match out.iter_mut().find(|o| o.name == f.name) {
+            Some(o) => o.samples.extend(f.samples),
+            None => out.push(f),
+        }
+    }
+    out
+}
+
+/// One check for the datasink and one for the datasource of one instance, each within
+/// `timeout`.
 pub(crate) fn readiness(
     config: &Config,
     sink: Option<&KafkaSink>,
@@ -62,16 +88,33 @@ pub(crate) fn readiness(
         .find(|s| s.any_broker_up());
     vec![
         readiness::check(
-            format!("datasink {SINK_NAME}: brokers"),
+            format!("datasink {}: brokers", config.sink_name()),
             config,
             sink_stats.as_deref(),
             timeout,
         ),
         readiness::check(
-            format!("datasource {SOURCE_NAME}: brokers"),
+            format!("datasource {}: brokers", config.source_name()),
             config,
             source_stats.as_deref(),
             timeout,
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_keeps_one_family_per_name_with_every_sample() {
+        let a = MetricFamily::counter("x", "h").with_sample(&[("sink", "a")], 1.0);
+        let b = MetricFamily::counter("x", "h").with_sample(&[("sink", "b")], 2.0);
+        let c = MetricFamily::gauge("y", "h").with_sample(&[], 3.0);
+        let m = merge([a, c, b]);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].name, "x");
+        let values: Vec<f64> = m[0].samples.iter().map(|s| s.value).collect();
+        assert_eq!(values, vec![1.0, 2.0]);
+    }
 }

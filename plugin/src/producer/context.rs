@@ -74,6 +74,8 @@ pub(crate) struct SinkContext {
     pub(super) tickets: Tickets,
     /// The counters and statistics the metrics report.
     pub(crate) metrics: SinkMetrics,
+    /// The datasink's registry name (`Config::sink_name`), for log lines.
+    pub(super) name: String,
 }
 
 impl SinkContext {
@@ -93,6 +95,7 @@ impl SinkContext {
             failure: ConnectFailure::new(config.settings.connect_failure_timeout_ms),
             tickets: Tickets::new(),
             metrics: SinkMetrics::default(),
+            name: config.sink_name(),
         }
     }
 

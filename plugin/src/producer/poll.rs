@@ -82,7 +82,7 @@ fn check_connection(producer: &KafkaProducer) {
         if newly {
             log::error!(
                 "the datasink {} fails its queued messages and refuses writes until a broker answers: {reason}",
-                crate::SINK_NAME
+                context.name
             );
         }
         // Again after each unanswered probe: a write may have raced the first purge.

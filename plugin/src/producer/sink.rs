@@ -70,6 +70,8 @@ pub(super) struct Shared {
     reported_delivered: Mutex<u64>,
     /// The transactional id, for a transactional sink ([`super::txn`]).
     pub(super) txn_id: std::sync::OnceLock<String>,
+    /// The registry name (`Config::sink_name`): in errors, logs and the `sink` label.
+    pub(super) name: String,
 }
 
 /// The Kafka datasink. Cloning gives another handle on the same producer.
@@ -78,9 +80,9 @@ pub struct KafkaSink {
     pub(super) shared: Arc<Shared>,
 }
 
-fn closed_error() -> Error {
+fn closed_error(name: &str) -> Error {
     Error::Closed {
-        what: format!("the datasink {}", crate::SINK_NAME),
+        what: format!("the datasink {name}"),
     }
 }
 
@@ -149,11 +151,12 @@ impl KafkaSink {
                 poller: Mutex::new(Some(poller)),
                 reported_delivered: Mutex::new(0),
                 txn_id: std::sync::OnceLock::new(),
+                name: config.sink_name(),
             }),
         })
     }
 
-    /// The datasink's metric families (`sink` = [`crate::SINK_NAME`]): counters,
+    /// The datasink's metric families (`sink` = its registry name): counters,
     /// queue, latency, and librdkafka's statistics of the producer.
     pub(crate) fn metric_families(&self) -> Vec<pseidon_plugin_api::metrics::MetricFamily> {
         let queue = self
@@ -168,7 +171,7 @@ impl KafkaSink {
         self.shared
             .context
             .metrics
-            .families(crate::SINK_NAME, queue)
+            .families(&self.shared.name, queue)
     }
 
     /// The producer's latest librdkafka statistics, if any came yet.
@@ -236,7 +239,7 @@ impl KafkaSink {
         if unaccounted == 0 && failures.is_empty() {
             log::info!(
                 "datasink {} shut down; every accepted message was delivered or reported",
-                crate::SINK_NAME
+                shared.name
             );
             return Ok(());
         }
@@ -260,7 +263,7 @@ impl KafkaSink {
             reason.push_str(&format!("; {unaccounted} more have no delivery report"));
         }
         Err(Error::kafka(
-            format!("shutdown of the datasink {}", crate::SINK_NAME),
+            format!("shutdown of the datasink {}", shared.name),
             reason,
         ))
     }
@@ -339,7 +342,7 @@ impl KafkaSink {
                 RDKafkaErrorCode::QueueFull => {
                     let since = *full_since.get_or_insert_with(Instant::now);
                     if shared.closed.load(Ordering::Acquire) {
-                        return Err(closed_error());
+                        return Err(closed_error(&self.shared.name));
                     }
                     let waited = since.elapsed();
                     if waited >= shared.queue_full_timeout {
@@ -425,10 +428,10 @@ impl KafkaSink {
         let shared = &self.shared;
         let guard = shared.active.read().unwrap_or_else(PoisonError::into_inner);
         let Some(active) = guard.as_ref() else {
-            return Err((0, closed_error()));
+            return Err((0, closed_error(&self.shared.name)));
         };
         if shared.closed.load(Ordering::Acquire) {
-            return Err((0, closed_error()));
+            return Err((0, closed_error(&self.shared.name)));
         }
         if let Some((code, reason)) = shared.context.failure.tripped()
             && let Some(first) = records.first()
@@ -538,7 +541,7 @@ impl DataSink for KafkaSink {
                 message: format!(
                     "flush ticket {first_id} of the datasink {} is not open (flushed to the end or \
                      released already)",
-                    crate::SINK_NAME
+                    self.shared.name
                 ),
             })
     }

@@ -125,7 +125,7 @@ impl KafkaSink {
             .as_ref()
             .map(|a| std::sync::Arc::clone(a.producer()))
             .ok_or_else(|| Error::Closed {
-                what: format!("the datasink {}", crate::SINK_NAME),
+                what: format!("the datasink {}", self.shared.name),
             })
     }
 

@@ -5,6 +5,7 @@
 //!   B only and `pseidon consume --source …datasource.b` reads B (its own status db);
 //! - the copy processor copies A's topic (default datasource) to B (named datasink) with
 //!   three SIGKILLs at random points: every message arrives (0 lost), duplicates counted;
+//!   and back, B (named datasource) to A (default datasink), with one SIGKILL;
 //! - metrics and readiness cover both instances without colliding; an instance's bad key
 //!   fails the load naming the key as written; `pseidon config` redacts its secrets.
 //!
@@ -213,18 +214,39 @@ fn done_messages(g: &BTreeMap<String, String>) -> i64 {
         .sum()
 }
 
+/// The work dir of a copy test: both plugins; the conf's settings shared by every run.
+fn copy_workdir(name: &str) -> Workdir {
+    Workdir::new(
+        name,
+        &["pseidon_kafka", "pseidon_copy_processor"],
+        COPY_HOST,
+        COPY_KAFKA,
+        COPY_SETTINGS,
+    )
+}
+
+const COPY_HOST: &str = "shutdown-timeout-ms = 20000";
+/// A short session: a restart after a SIGKILL waits out the killed member's session.
+const COPY_KAFKA: &str = "session.timeout.ms = 6000\nheartbeat.interval.ms = 1000";
+const COPY_SETTINGS: &str = "group-max-messages = 250";
+
+/// Conf `name` of `w` with the `[copy-processor]` table `copier` and then `instance`'s
+/// tables (both tables: order is free).
+fn copy_conf(w: &Workdir, name: &str, copier: &str, instance: &str) -> std::path::PathBuf {
+    let conf = w.write_conf(name, COPY_HOST, COPY_KAFKA, COPY_SETTINGS);
+    let mut text = fs::read_to_string(&conf).unwrap();
+    text.push_str(copier);
+    text.push_str(instance);
+    fs::write(&conf, text).unwrap();
+    conf
+}
+
 #[test]
 fn copy_between_two_clusters_survives_three_sigkills_with_nothing_lost() {
     const N: usize = 20_000;
     let started = Instant::now();
     let b = OwnBroker::start(19862, "");
-    let w = Workdir::new(
-        "pseidon-instances-copy",
-        &["pseidon_kafka", "pseidon_copy_processor"],
-        "shutdown-timeout-ms = 20000",
-        "session.timeout.ms = 6000\nheartbeat.interval.ms = 1000",
-        "group-max-messages = 250",
-    );
+    let w = copy_workdir("pseidon-instances-copy");
     let from = unique("inst-from");
     let to = unique("inst-to");
     create_topic(&from, 3);
@@ -240,18 +262,7 @@ fn copy_between_two_clusters_survives_three_sigkills_with_nothing_lost() {
         )
     };
     let write = |name: &str, extra: &str| {
-        let conf = w.write_conf(
-            name,
-            "shutdown-timeout-ms = 20000",
-            "session.timeout.ms = 6000\nheartbeat.interval.ms = 1000",
-            "group-max-messages = 250",
-        );
-        let mut text = fs::read_to_string(&conf).unwrap();
-        // [copy-processor] before the instance's tables: both are tables, order is free.
-        text.push_str(&copier(extra));
-        text.push_str(&instance_b(&b.bootstrap, ""));
-        fs::write(&conf, text).unwrap();
-        conf
+        copy_conf(&w, name, &copier(extra), &instance_b(&b.bootstrap, ""))
     };
     // Slowed down so that the kills land in the middle of the copy.
     let slow = write("slow.toml", "max-rate = 1500");
@@ -449,4 +460,104 @@ fn an_instances_secrets_are_redacted_in_the_effective_conf() {
     );
     assert!(!stdout.contains("instance-secret-42"), "{stdout}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("instance-secret-42"));
+}
+
+/// The other direction: the copy processor reads a named instance's datasource (B) and
+/// writes through the default datasink (A), SIGKILLed once in the middle, then run to the
+/// end: every message in A, the groups tracked in B's status db only (`groups --source
+/// …datasource.b`), nothing written to B's topic of the target's name.
+#[test]
+fn copy_from_a_named_source_to_the_default_sink_survives_a_sigkill() {
+    const N: usize = 6_000;
+    let started = Instant::now();
+    let b = OwnBroker::start(19864, "");
+    let w = copy_workdir("pseidon-instances-copy-back");
+    let from = unique("inst-back-from");
+    let to = unique("inst-back-to");
+    b.create_topic(&from, 3);
+    create_topic(&to, 3);
+    let values: Vec<String> = (0..N).map(|i| format!("b-{i}")).collect();
+    kcat_produce_keyed(&b.bootstrap, &from, &values, &["linger.ms=20"]);
+    assert_eq!(kcat_values_from(&b.bootstrap, &from).len(), N);
+
+    let write = |name: &str, extra: &str| {
+        let copier = format!(
+            "\n[copy-processor]\nfrom = {from:?}\nto = {to:?}\ngroup = {:?}\nsource = {SOURCE_B:?}\n{extra}\n",
+            format!("{from}-copier"),
+        );
+        // Nothing is inherited: the instance's consumer needs its own short session.
+        let instance = instance_b(&b.bootstrap, COPY_SETTINGS) + COPY_KAFKA + "\n";
+        copy_conf(&w, name, &copier, &instance)
+    };
+    let slow = write("slow.toml", "max-rate = 1500");
+    let fast = write("fast.toml", "");
+    let on_a = || kcat_values(&to).len();
+
+    // One kill 0.5 to 1.5 s after the first copy reached A.
+    let mut run = RunChild::spawn(&slow, "info");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while on_a() == 0 {
+        run.drain();
+        assert!(
+            Instant::now() < deadline,
+            "nothing copied in 60 s: {:#?}",
+            &run.lines[run.lines.len().saturating_sub(60)..]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500 + random_below(1_000) as u64));
+    run.signal("KILL");
+    assert_eq!(
+        run.finish(Duration::from_secs(20), Duration::from_millis(50)),
+        None,
+        "killed by SIGKILL"
+    );
+    let at_kill = on_a();
+    assert!(at_kill < N, "the copy was complete at the kill ({at_kill})");
+
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        copy_run_to_the_end(&fast, deadline, || {
+            let have: HashSet<Vec<u8>> = kcat_values(&to).into_iter().collect();
+            have.len() >= N
+        });
+        let g = groups_of(&fast, &["--source", SOURCE_B, "--topic", &from]);
+        if done_messages(&g) == N as i64 && g.values().all(|s| s == "done") {
+            break;
+        }
+        assert!(
+            rounds < 3,
+            "groups still unfinished after {rounds} runs: {g:?}"
+        );
+    }
+    // The default datasource never saw the topic: its status db has no group of it.
+    let default_groups = groups_of(&fast, &["--topic", &from]);
+    assert!(default_groups.is_empty(), "{default_groups:?}");
+
+    let target = kcat_values(&to);
+    let distinct: HashSet<String> = target
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let lost = values.iter().filter(|v| !distinct.contains(*v)).count();
+    eprintln!(
+        "instances copy B -> A: {N} messages, killed with {at_kill} in A, {lost} lost, {} \
+         duplicates, {rounds} final run(s), {:.1} s",
+        target.len() - distinct.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(distinct.len(), N, "values in A that were never sent");
+    // Nothing of the copy went to cluster B's topic of that name.
+    let on_b = Command::new("kcat")
+        .args(["-b", &b.bootstrap, "-L", "-J"])
+        .output()
+        .unwrap();
+    assert!(on_b.status.success());
+    assert!(
+        !String::from_utf8_lossy(&on_b.stdout).contains(&format!("\"{to}\"")),
+        "the target topic exists on cluster B"
+    );
 }

@@ -183,7 +183,11 @@ fn build_librdkafka() {
 
     let out_dir = env::var("OUT_DIR").expect("OUT_DIR missing");
 
-    if !Path::new(&out_dir).join("LICENSE").exists() {
+    // pseidon-kafka patch (vendor/README.md): copied on every build, not only into an
+    // empty OUT_DIR, so that a change to the vendored sources is compiled (`cp -a`
+    // keeps the mtimes, so make rebuilds only what changed). Upstream copies once and
+    // a patched file was silently left out of an incremental build.
+    {
         // We're not allowed to build in-tree directly, as ~/.cargo/registry is
         // globally shared. mklove doesn't support out-of-tree builds [0], so we
         // work around the issue by creating a clone of librdkafka inside of

@@ -2349,6 +2349,11 @@ void rd_kafka_broker_connect_up(rd_kafka_broker_t *rkb) {
         rd_kafka_broker_set_state(rkb, RD_KAFKA_BROKER_STATE_UP);
         rd_kafka_broker_unlock(rkb);
 
+        /* pseidon-kafka patch: a producer waiting for a broker to acquire its
+         * PID need not wait for the next 500 ms timer tick. */
+        if (rkb->rkb_source != RD_KAFKA_INTERNAL)
+                rd_kafka_idemp_broker_up(rkb->rkb_rk);
+
         /* Request metadata (async):
          * try locally known topics first and if there are none try
          * getting just the broker list. */
@@ -3331,6 +3336,16 @@ rd_kafka_broker_op_serve(rd_kafka_broker_t *rkb, rd_kafka_op_t *rko) {
 
                 if (rkb->rkb_rk->rk_type == RD_KAFKA_PRODUCER) {
                         rd_kafka_broker_active_toppar_add(rkb, rktp, "joining");
+
+                        /* pseidon-kafka patch (vendor/README.md): messages
+                         * wait for this broker, which has no connection yet:
+                         * connect now, not at the next sparse-connection
+                         * pick (up to reconnect.backoff.ms / 2 later, after
+                         * the bootstrap connection was decommissioned). */
+                        if (rd_kafka_msgq_len(&rktp->rktp_msgq) > 0 &&
+                            rkb->rkb_state == RD_KAFKA_BROKER_STATE_INIT &&
+                            rkb->rkb_rk->rk_conf.sparse_connections)
+                                rd_kafka_broker_schedule_connection(rkb);
 
                         if (rd_kafka_is_idempotent(rkb->rkb_rk)) {
                                 /* Wait for all outstanding requests from

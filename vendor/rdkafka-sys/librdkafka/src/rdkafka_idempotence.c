@@ -412,6 +412,32 @@ static void rd_kafka_idemp_pid_timer_restart(rd_kafka_t *rk,
 
 
 /**
+ * @brief A broker connection came up: if the idempotent (non-transactional)
+ *        producer is waiting for a broker to acquire its PID, run the PID FSM
+ *        now instead of at the next 500 ms timer tick.
+ *
+ * pseidon-kafka patch (vendor/README.md): without it the first InitProducerId
+ * waits for the timer armed when the FSM first found no usable broker (the
+ * bootstrap connection is being replaced by the learned one), ~0.5 s of every
+ * short-lived producer's start.
+ *
+ * The state is read without the lock: a stale read only costs one spare FSM run
+ * (it checks the state itself) or leaves the 500 ms timer as it was.
+ *
+ * @locality any (a broker thread)
+ * @locks none
+ */
+void rd_kafka_idemp_broker_up(rd_kafka_t *rk) {
+        if (!rd_kafka_is_idempotent(rk) || rd_kafka_is_transactional(rk))
+                return;
+        if (rk->rk_eos.idemp_state != RD_KAFKA_IDEMP_STATE_REQ_PID &&
+            rk->rk_eos.idemp_state != RD_KAFKA_IDEMP_STATE_WAIT_TRANSPORT)
+                return;
+        rd_kafka_idemp_pid_timer_restart(rk, rd_true, "Broker up");
+}
+
+
+/**
  * @brief Handle failure to acquire a PID from broker.
  *
  * @locality rdkafka main thread

@@ -506,21 +506,36 @@ fn drain_on_revoke_cuts_the_duplicates_of_a_rebalance() {
             .duplicates
         })
     };
-    let without = case(
-        "nodrain",
-        &[
-            "kafka.partition.assignment.strategy=range",
-            "pseidon-kafka.revoke-drain-ms=0",
-        ],
-    );
-    let with = case("drain", &["kafka.partition.assignment.strategy=range"]);
-    let (without, with) = (without.join().unwrap(), with.join().unwrap());
+    // The comparison needs rebalances that meet groups in flight. A churn whose revokes
+    // all came while no group was in hand shows nothing (0 without the drain: seen once
+    // in CI, 2026-12-03); such a pair is run again, at most 3 pairs in all.
+    let mut pairs = Vec::new();
+    let (without, with) = loop {
+        let without = case(
+            "nodrain",
+            &[
+                "kafka.partition.assignment.strategy=range",
+                "pseidon-kafka.revoke-drain-ms=0",
+            ],
+        );
+        let with = case("drain", &["kafka.partition.assignment.strategy=range"]);
+        let (without, with) = (without.join().unwrap(), with.join().unwrap());
+        pairs.push((without, with));
+        if without > 0 || pairs.len() == 3 {
+            break (without, with);
+        }
+        eprintln!(
+            "drain on revoke: no duplicates without the drain in pair {}; again",
+            pairs.len()
+        );
+    };
     eprintln!(
-        "FIGURE drain on revoke: duplicates without the drain {without}, with the default drain (5000 ms) {with}"
+        "FIGURE drain on revoke: duplicates without the drain {without}, with the default drain (5000 ms) {with} (pairs run: {pairs:?})"
     );
     assert!(
         without > 0,
-        "the run without a drain had no duplicates: the test shows nothing"
+        "no run without a drain had duplicates in {} pairs: the test shows nothing",
+        pairs.len()
     );
     assert!(
         with * 10 <= without,

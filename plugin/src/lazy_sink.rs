@@ -44,6 +44,9 @@ enum State {
 #[derive(Clone)]
 pub(crate) struct LazySink {
     state: std::sync::Arc<Mutex<State>>,
+    /// The producer once [`State::Open`] (it stays open for good): writes take it
+    /// from here without the mutex.
+    open: std::sync::Arc<std::sync::OnceLock<KafkaSink>>,
     /// The plugin's datasource: the readers a transactional commit finds its groups in.
     /// Weak: the source holds this sink (dead letters); see [`WeakSource`].
     source: std::sync::Arc<std::sync::OnceLock<WeakSource>>,
@@ -74,6 +77,7 @@ impl LazySink {
     pub(crate) fn new(config: &Config) -> Self {
         LazySink {
             state: std::sync::Arc::new(Mutex::new(State::Idle(Box::new(config.clone())))),
+            open: std::sync::Arc::new(std::sync::OnceLock::new()),
             source: std::sync::Arc::new(std::sync::OnceLock::new()),
             name: config.sink_name().into(),
         }
@@ -120,6 +124,7 @@ impl LazySink {
         match KafkaSink::new_transactional(&config, &id, timeout) {
             Ok(s) => {
                 *state = State::Open(s.clone());
+                let _ = self.open.set(s.clone());
                 Ok(s)
             }
             Err(e) => {
@@ -156,12 +161,21 @@ impl LazySink {
         match KafkaSink::new(&config) {
             Ok(s) => {
                 *state = State::Open(s.clone());
+                let _ = self.open.set(s.clone());
                 Ok(s)
             }
             Err(e) => {
                 *state = State::Failed(e.clone());
                 Err(e)
             }
+        }
+    }
+
+    /// Runs `f` on the producer's sink, created now if this is the first use.
+    fn with_sink<R>(&self, f: impl FnOnce(&KafkaSink) -> R) -> Result<R, Error> {
+        match self.open.get() {
+            Some(s) => Ok(f(s)),
+            None => Ok(f(&self.sink()?)),
         }
     }
 
@@ -199,9 +213,8 @@ impl DataSink for LazySink {
         records: &[Record<'_>],
         first_id: DeliveryId,
     ) -> Result<(), (u64, Error)> {
-        self.sink()
+        self.with_sink(|s| s.write_batch(records, first_id))
             .map_err(|e| (0, e))?
-            .write_batch(records, first_id)
     }
 
     fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
@@ -216,9 +229,8 @@ impl DataSink for LazySink {
         records: &[Record<'_>],
         first_id: DeliveryId,
     ) -> Result<(), (u64, Error)> {
-        self.sink()
+        self.with_sink(|s| s.write_batch_ticketed(records, first_id))
             .map_err(|e| (0, e))?
-            .write_batch_ticketed(records, first_id)
     }
 
     fn flush_ticket(&self, first_id: DeliveryId, timeout: Duration) -> Result<FlushReport, Error> {
@@ -245,12 +257,8 @@ impl DataSink for LazySink {
         first_id: DeliveryId,
         ticketed: bool,
     ) -> Result<(), (u64, Error)> {
-        self.sink().map_err(|e| (0, e))?.write_batch_timestamped(
-            records,
-            timestamps_ms,
-            first_id,
-            ticketed,
-        )
+        self.with_sink(|s| s.write_batch_timestamped(records, timestamps_ms, first_id, ticketed))
+            .map_err(|e| (0, e))?
     }
 
     fn begin_transaction(&self, timeout: Duration) -> Result<(), Error> {

@@ -1,12 +1,17 @@
 //! The datasink's counters ([`SinkMetrics`]), kept in the producer's context: what
 //! `write` accepted (counted once per run of records of one topic in a batch), what
-//! the delivery callback reported (per topic: a read lock and an atomic add; failures
-//! by librdkafka's error name, a bounded set, under a mutex as they are rare), and the
-//! latency from enqueue to delivery report.
+//! the delivery callback reported (per topic: an atomic add; failures by librdkafka's
+//! error name, a bounded set, under a mutex as they are rare), and the latency from
+//! enqueue to delivery report.
+//!
+//! A topic's counters are found in a map under a read lock; each thread remembers the
+//! last topic it counted ([`LAST_TOPIC`]), so a writer of one topic and the delivery
+//! reports of one partition's batch skip the lock and the hash.
 //!
 //! Invariant: counters only grow; the families carry `sink` and `topic`, never `plugin`.
 
 use std::{
+    cell::RefCell,
     collections::HashMap,
     sync::{
         Arc, Mutex, PoisonError, RwLock,
@@ -27,9 +32,21 @@ struct TopicCounters {
     delivered: AtomicU64,
 }
 
+/// Tells the sinks' counters apart in [`LAST_TOPIC`] (an address could be reused).
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The identity of a cached topic: the [`SinkMetrics`] id and the topic's name.
+type LastTopic = Option<(u64, String, Arc<TopicCounters>)>;
+
+thread_local! {
+    /// This thread's last counted topic (module docs).
+    static LAST_TOPIC: RefCell<LastTopic> = const { RefCell::new(None) };
+}
+
 /// The datasink's counters (module docs).
-#[derive(Default)]
 pub(crate) struct SinkMetrics {
+    /// Unique in the process, for [`LAST_TOPIC`].
+    id: u64,
     topics: RwLock<HashMap<String, Arc<TopicCounters>>>,
     /// (topic, reason) → failures.
     failed: Mutex<HashMap<(String, String), u64>>,
@@ -46,7 +63,44 @@ pub(crate) fn failure_reason_label(err: &KafkaError) -> String {
     }
 }
 
+impl Default for SinkMetrics {
+    fn default() -> Self {
+        SinkMetrics {
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
+            topics: RwLock::default(),
+            failed: Mutex::default(),
+            latency: Histogram::default(),
+            stats: StatsCell::default(),
+        }
+    }
+}
+
 impl SinkMetrics {
+    /// Runs `f` on `topic`'s counters, from this thread's cache when it holds them.
+    fn with_topic(&self, topic: &str, f: impl FnOnce(&TopicCounters)) {
+        LAST_TOPIC.with(|cell| {
+            let Ok(mut last) = cell.try_borrow_mut() else {
+                return f(&self.topic(topic));
+            };
+            match last.as_mut() {
+                Some((id, name, c)) if *id == self.id && name == topic => f(c),
+                Some((id, name, c)) => {
+                    let counters = self.topic(topic);
+                    f(&counters);
+                    *id = self.id;
+                    name.clear();
+                    name.push_str(topic);
+                    *c = counters;
+                }
+                None => {
+                    let counters = self.topic(topic);
+                    f(&counters);
+                    *last = Some((self.id, topic.to_string(), counters));
+                }
+            }
+        });
+    }
+
     fn topic(&self, topic: &str) -> Arc<TopicCounters> {
         if let Some(c) = self
             .topics
@@ -65,14 +119,17 @@ impl SinkMetrics {
         if messages == 0 {
             return;
         }
-        let c = self.topic(topic);
-        c.accepted.fetch_add(messages, Ordering::Relaxed);
-        c.accepted_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.with_topic(topic, |c| {
+            c.accepted.fetch_add(messages, Ordering::Relaxed);
+            c.accepted_bytes.fetch_add(bytes, Ordering::Relaxed);
+        });
     }
 
     /// One delivery to `topic`, `latency_micros` after it was queued (if known).
     pub(crate) fn delivered(&self, topic: &str, latency_micros: Option<u64>) {
-        self.topic(topic).delivered.fetch_add(1, Ordering::Relaxed);
+        self.with_topic(topic, |c| {
+            c.delivered.fetch_add(1, Ordering::Relaxed);
+        });
         if let Some(us) = latency_micros {
             self.latency.observe_micros(us);
         }

@@ -1,5 +1,5 @@
 //! The producer's context ([`SinkContext`]): what librdkafka's callbacks, served by
-//! the poll thread, report to the datasink.
+//! the poll thread (or by a busy writer, see [`super::poll`]), report to the datasink.
 //!
 //! - Delivery accounting: deliveries are counted with an atomic; each failure (id,
 //!   topic, reason) is kept under a mutex until a flush drains the list. Both counts
@@ -76,6 +76,9 @@ pub(crate) struct SinkContext {
     pub(crate) metrics: SinkMetrics,
     /// The datasink's registry name (`Config::sink_name`), for log lines.
     pub(super) name: String,
+    /// Records queued by writers, in total: the poll thread steps aside while it
+    /// grows (the writer serves the reports then, see [`super::poll`]).
+    pub(super) queued: AtomicU64,
 }
 
 impl SinkContext {
@@ -96,6 +99,7 @@ impl SinkContext {
             tickets: Tickets::new(),
             metrics: SinkMetrics::default(),
             name: config.sink_name(),
+            queued: AtomicU64::new(0),
         }
     }
 
@@ -107,6 +111,11 @@ impl SinkContext {
     /// The failures not drained by a flush yet.
     pub(super) fn failures(&self) -> MutexGuard<'_, FailureList> {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a writer waits for room in a full queue (for a report to wake it).
+    pub(super) fn writer_waits(&self) -> bool {
+        self.wake_at.load(Ordering::Relaxed) != u64::MAX
     }
 
     /// Deliveries reported so far, in total.

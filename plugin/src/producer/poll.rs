@@ -3,12 +3,22 @@
 //! [`SinkContext`](super::context::SinkContext), and after each poll checks the
 //! connection's health ([`crate::health`]).
 //!
+//! While writers are queueing records (the context's `queued` count grew since the
+//! last look) and none waits for room, the thread steps aside for [`STEP_ASIDE`]: the
+//! writer serves the reports itself, once per 1024 records (`write` polls without
+//! waiting). A message is then freed by the thread that allocated it, as in a plain
+//! rdkafka loop; reports freed by this thread took glibc's arena lock against every
+//! allocation of the writer (futex calls: 13 % of the writer thread's samples in a
+//! perf profile of 1M × 100 B, and the poll thread's own 23 %). When the writes stop, or a writer waits for room in a full queue,
+//! the thread polls again within [`STEP_ASIDE`].
+//!
 //! Invariants: the thread runs from the sink's creation until its shutdown has
-//! flushed (a flush waits for reports only this thread serves), and it notices a stop
-//! within one [`POLL_INTERVAL`] (plus a connection probe, at most
-//! [`PROBE_TIMEOUT`]). The interval is short because a stop waits for it: rdkafka's
-//! `poll` returns only at its deadline (a queue yield does not end it), and a
-//! one-message `pseidon send` ends with this stop (100 ms was most of its wall time).
+//! flushed (a flush waits for reports only this thread serves once the writes
+//! stopped), and it notices a stop within one [`POLL_INTERVAL`] (plus a connection
+//! probe, at most [`PROBE_TIMEOUT`]). The interval is short because a stop waits for
+//! it: rdkafka's `poll` returns only at its deadline (a queue yield does not end it),
+//! and a one-message `pseidon send` ends with this stop (100 ms was most of its wall
+//! time).
 
 use std::{
     sync::{
@@ -30,6 +40,9 @@ use crate::health::{ConnectCheck, PROBE_TIMEOUT, broker_answers};
 /// futex timeout and a flag check: no measurable CPU).
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// How long the poll thread steps aside while writers are queueing records.
+const STEP_ASIDE: Duration = Duration::from_millis(1);
+
 /// The poll thread: serves delivery reports, logs and errors.
 pub(super) struct Poller {
     stop: Arc<AtomicBool>,
@@ -46,8 +59,18 @@ impl Poller {
             thread::Builder::new()
                 .name("pseidon-kafka-sink-poll".to_string())
                 .spawn(move || {
+                    let context = producer.context();
+                    let mut seen = context.queued.load(Ordering::Relaxed);
                     while !stop.load(Ordering::Acquire) {
-                        producer.poll(POLL_INTERVAL);
+                        let queued = context.queued.load(Ordering::Relaxed);
+                        if queued != seen && !context.writer_waits() {
+                            // A writer is busy: it serves the reports itself.
+                            seen = queued;
+                            thread::sleep(STEP_ASIDE);
+                        } else {
+                            seen = queued;
+                            producer.poll(POLL_INTERVAL);
+                        }
                         check_connection(&producer);
                     }
                 })

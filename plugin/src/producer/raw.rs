@@ -55,7 +55,9 @@ pub(super) struct Topic<'a> {
 /// The live producer and its topic handles; dropped at shutdown.
 pub(super) struct Active {
     producer: Arc<KafkaProducer>,
-    topics: RwLock<HashMap<Box<str>, TopicHandle>>,
+    /// Looked up once per batch: hashed with foldhash, not SipHash (topic names are
+    /// the application's, not an attacker's flood of keys).
+    topics: RwLock<HashMap<Box<str>, TopicHandle, foldhash::fast::RandomState>>,
 }
 
 impl Active {
@@ -63,7 +65,7 @@ impl Active {
     pub(super) fn new(producer: Arc<KafkaProducer>) -> Self {
         Active {
             producer,
-            topics: RwLock::new(HashMap::new()),
+            topics: RwLock::new(HashMap::default()),
         }
     }
 

@@ -51,6 +51,8 @@ const RECORD_MAX_OVERHEAD: usize = 36;
 const HEADER_MAX_OVERHEAD: usize = 10;
 /// The longest `write` waits for room in a full queue before it tries again.
 const QUEUE_FULL_SLICE: Duration = Duration::from_millis(10);
+/// A writer serves the delivery reports waiting once per 2^this records it queues.
+const SERVE_EVERY_LOG2: u32 = 10;
 /// librdkafka's default `queue.buffering.max.messages`.
 pub(crate) const DEFAULT_QUEUE_MAX_MESSAGES: u64 = 100_000;
 
@@ -476,6 +478,10 @@ impl KafkaSink {
         }
         metrics.accepted(run.0, run.1, run.2);
         shared.accepted.fetch_add(accepted, Ordering::AcqRel);
+        let before = shared.context.queued.fetch_add(accepted, Ordering::Relaxed);
+        if before >> SERVE_EVERY_LOG2 != (before + accepted) >> SERVE_EVERY_LOG2 {
+            active.producer().poll(Duration::ZERO);
+        }
         result.map_err(|e| (accepted, e))
     }
 

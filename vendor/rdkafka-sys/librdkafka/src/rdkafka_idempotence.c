@@ -484,6 +484,18 @@ void rd_kafka_idemp_request_pid_failed(rd_kafka_broker_t *rkb,
 
         rd_kafka_wrunlock(rk);
 
+        /* pseidon-kafka patch (vendor/README.md): the request went to a broker handle that was
+         * decommissioned meanwhile (the bootstrap connection, once the
+         * cluster's own brokers are known; rd_kafka_idemp_broker_up() starts the
+         * FSM on the first connection that comes up, which is often that one).
+         * Nothing is wrong: ask again at once, without a warning. */
+        if (err == RD_KAFKA_RESP_ERR__DESTROY_BROKER) {
+                rd_kafka_dbg(rk, EOS, "GETPID", "%s: retrying at once",
+                             errstr);
+                rd_kafka_idemp_pid_timer_restart(rk, rd_true, errstr);
+                return;
+        }
+
         rd_kafka_log(rk, LOG_WARNING, "GETPID", "%s: retrying", errstr);
 
         /* Restart acquisition after a short wait */

@@ -245,11 +245,58 @@ fn result_lines(benches: &[Bench], samples: &[Sample]) -> Vec<String> {
             .and_then(|b| b.tools.iter().find(|t| t.tool == "ours"))
             .and_then(|t| t.rss_mb)
     };
-    if let (Some(a), Some(b)) = (rss("consumer_rss_1m"), rss("consumer_rss_5m")) {
-        out.push(format!(
-            "RESULT consumer_rss_growth_1m_to_5m value={:.3} unit=x",
-            b / a
-        ));
+    // The largest topic the run measured against the 1 M one.
+    for big in ["10m", "5m"] {
+        if let (Some(a), Some(b)) = (rss("consumer_rss_1m"), rss(&format!("consumer_rss_{big}"))) {
+            out.push(format!(
+                "RESULT consumer_rss_growth_1m_to_{big} value={:.3} unit=x",
+                b / a
+            ));
+            break;
+        }
+    }
+    // Issue 19: the consume rate on N partitions against the 1-partition rate.
+    let rate = |name: &str| {
+        benches
+            .iter()
+            .find(|b| b.name == name)
+            .and_then(|b| b.tools.iter().find(|t| t.tool == "ours"))
+            .and_then(|t| t.rate)
+    };
+    for b in benches {
+        let Some((base, parts)) = b.name.rsplit_once("_p") else {
+            continue;
+        };
+        if !base.starts_with("consume_") || parts.parse::<u32>().is_err() {
+            continue;
+        }
+        if let (Some(one), Some(many)) = (rate(base), rate(&b.name)) {
+            out.push(format!(
+                "RESULT {}_vs_1_partition value={:.3} unit=x",
+                b.name,
+                many / one
+            ));
+        }
+    }
+    // Issue 19: as the state grows, against the same row without it.
+    for b in benches {
+        let base = if let Some(base) = b.name.strip_suffix("_g10k") {
+            base.to_string()
+        } else if b.name.ends_with("m_done") && b.name.starts_with("consume_") {
+            match b.name.rsplitn(3, '_').nth(2) {
+                Some(base) => base.to_string(),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        if let (Some(small), Some(grown)) = (rate(&base), rate(&b.name)) {
+            out.push(format!(
+                "RESULT {}_vs_{base} value={:.3} unit=x",
+                b.name,
+                grown / small
+            ));
+        }
     }
     out
 }
@@ -335,9 +382,47 @@ fn verdicts(benches: &[Bench], lines: &[String]) -> Vec<Verdict> {
         figure: rss_1m.map_or("not measured".to_string(), |m| format!("{m:.1} MB")),
         met: rss_1m.map(|m| m < 200.0),
     });
-    let growth = lookup(lines, "consumer_rss_growth_1m_to_5m", None);
+    for b in benches {
+        let name = format!("{}_vs_1_partition", b.name);
+        if let Some(r) = lookup(lines, &name, None) {
+            v.push(Verdict {
+                target: format!("{}: ours ≥ 0.90× its 1-partition rate", b.name),
+                figure: format!("{r:.3}×"),
+                met: Some(r >= 0.9),
+            });
+        }
+    }
+    for b in benches {
+        let Some((key, figure)) = lines.iter().find_map(|l| {
+            let key = l.split_whitespace().nth(1)?;
+            let rest = key.strip_prefix(&format!("{}_vs_", b.name))?;
+            (!rest.contains("partition")).then(|| (key.to_string(), rest.to_string()))
+        }) else {
+            continue;
+        };
+        let min = if b.name.ends_with("_g10k") { 0.9 } else { 0.95 };
+        if let Some(r) = lookup(lines, &key, None) {
+            v.push(Verdict {
+                target: format!("{}: ours ≥ {min:.2}× {figure}", b.name),
+                figure: format!("{r:.3}×"),
+                met: Some(r >= min),
+            });
+        }
+        if b.name.ends_with("_g10k") {
+            let ms = lookup(lines, &format!("{}_startup", b.name), None);
+            v.push(Verdict {
+                target: format!("{}: first replayed message within 1 s", b.name),
+                figure: ms.map_or("not measured".to_string(), |ms| format!("{ms:.0} ms")),
+                met: ms.map(|ms| ms <= 1000.0),
+            });
+        }
+    }
+    let (growth, big) = match lookup(lines, "consumer_rss_growth_1m_to_10m", None) {
+        Some(g) => (Some(g), "10 M"),
+        None => (lookup(lines, "consumer_rss_growth_1m_to_5m", None), "5 M"),
+    };
     v.push(Verdict {
-        target: "consumer peak RSS flat from 1 M to 5 M messages (5 M ≤ 1.10× 1 M)".to_string(),
+        target: format!("consumer peak RSS flat from 1 M to {big} messages ({big} ≤ 1.10× 1 M)"),
         figure: growth.map_or("not measured (full run only)".to_string(), |g| {
             format!("{g:.3}×")
         }),
@@ -605,6 +690,41 @@ replay_1m\tplain-rdkafka\t1\tok\t100\t0\t
             lookup(&lines, "replay_1m", Some("plain-rdkafka")),
             Some(0.8)
         );
+    }
+
+    #[test]
+    fn growth_rows_are_reported_against_their_base_rows() {
+        let samples = parse_samples(
+            "\
+consume_100b\tours\t1\tok\t1000\t0\t
+consume_100b_p16\tours\t1\tok\t850\t0\t
+consume_100b_1m_done\tours\t1\tok\t960\t0\t
+replay_1m\tours\t1\tok\t500\t0\tstartup_ms=20
+replay_1m_g10k\tours\t1\tok\t400\t0\tstartup_ms=1500
+consumer_rss_1m\tours\t1\tok\t1\t102400\t
+consumer_rss_10m\tours\t1\tok\t1\t112640\t
+",
+        );
+        let benches = summarise(&samples);
+        let lines = result_lines(&benches, &samples);
+        let value = |name: &str| lookup(&lines, name, None);
+        assert_eq!(value("consume_100b_p16_vs_1_partition"), Some(0.85));
+        assert_eq!(value("consume_100b_1m_done_vs_consume_100b"), Some(0.96));
+        assert_eq!(value("replay_1m_g10k_vs_replay_1m"), Some(0.8));
+        assert_eq!(value("replay_1m_g10k_startup"), Some(1500.0));
+        assert_eq!(value("consumer_rss_growth_1m_to_10m"), Some(1.1));
+        let v = verdicts(&benches, &lines);
+        let met = |prefix: &str| {
+            v.iter()
+                .find(|v| v.target.starts_with(prefix))
+                .map(|v| v.met)
+                .unwrap_or_else(|| panic!("no verdict {prefix}"))
+        };
+        assert_eq!(met("consume_100b_p16: ours ≥ 0.90×"), Some(false));
+        assert_eq!(met("consume_100b_1m_done: ours ≥ 0.95×"), Some(true));
+        assert_eq!(met("replay_1m_g10k: ours ≥ 0.90×"), Some(false));
+        assert_eq!(met("replay_1m_g10k: first replayed"), Some(false));
+        assert_eq!(met("consumer peak RSS flat from 1 M to 10 M"), Some(true));
     }
 
     #[test]

@@ -395,6 +395,11 @@ fn record_bytes(record: &Record<'_>) -> u64 {
 /// Flushes `producer` and waits until `target` deliveries (or failures) were
 /// reported, or `timeout` passes; returns how many are still pending. The poll
 /// thread must be running: it serves the delivery reports.
+///
+/// A zero `timeout` only counts the reports so far: it does not call librdkafka's
+/// flush, which would send every partly filled batch at once (it treats `linger.ms`
+/// as elapsed while it runs). `pseidon send` collects reports that way after each
+/// batch of lines, and the forced sends made its message sets small.
 fn wait_delivered(
     producer: &KafkaProducer,
     context: &SinkContext,
@@ -402,7 +407,9 @@ fn wait_delivered(
     timeout: Duration,
 ) -> u64 {
     let deadline = Instant::now() + timeout;
-    raw::flush(producer, timeout);
+    if !timeout.is_zero() {
+        raw::flush(producer, timeout);
+    }
     // The last reports may still be being counted by the poll thread.
     loop {
         let done = context.done();

@@ -299,11 +299,13 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         progress: std::io::stderr().is_terminal().then(Instant::now),
     };
     let (tx, rx) = mpsc::sync_channel(2);
+    let (recycle, recycled) = mpsc::channel();
     let delim = args.delim();
     std::thread::Builder::new()
         .name("send-reader".into())
-        .spawn(move || read_lines(input, max_line, &delim, &tx))
+        .spawn(move || read_lines(input, max_line, &delim, &tx, &recycled))
         .context("cannot start the reader thread")?;
+    let batches = Batches { rx, recycle };
 
     // Reading: until the end of the input, an error, or a signal.
     let mut signal = None;
@@ -311,7 +313,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let sent = send_lines(
         &sink,
         &args,
-        &rx,
+        &batches,
         max_line,
         &mut tally,
         &mut failed_out,
@@ -320,7 +322,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         &mut stopped,
     );
     // The reader stops at its next hand-over (or with the process, if it is blocked).
-    drop(rx);
+    drop(batches);
 
     // Flushing: until everything is reported, unless a signal bounds it.
     let mut flushed = Ok(());
@@ -475,18 +477,45 @@ fn ranges(lines: &[u64]) -> String {
     out
 }
 
+/// The reader's batches, and the way back for their line buffers.
+struct Batches {
+    rx: Receiver<Input>,
+    /// Written batches go back to the reader, which reuses their lines' buffers.
+    recycle: mpsc::Sender<Vec<Vec<u8>>>,
+}
+
+/// A line buffer larger than this is not reused (the pool stays small).
+const RECYCLE_MAX_LINE_BYTES: usize = 64 * 1024;
+
 /// The reader thread: reads lines of at most `max_line` bytes and hands them over in
 /// batches; ends at the end of the input, on an error, or when the receiver is gone.
-fn read_lines(input: Box<dyn Read + Send>, max_line: u64, delim: &[u8], tx: &SyncSender<Input>) {
+/// Line buffers come from the batches the writer sent back (`recycled`) where it can:
+/// a buffer allocated here and freed by the writer thread took glibc's arena lock
+/// against this thread's allocations, once per line.
+fn read_lines(
+    input: Box<dyn Read + Send>,
+    max_line: u64,
+    delim: &[u8],
+    tx: &SyncSender<Input>,
+    recycled: &Receiver<Vec<Vec<u8>>>,
+) {
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut batch_bytes = 0usize;
+    let mut pool: Vec<Vec<u8>> = Vec::new();
     let hand_over = |batch: &mut Vec<Vec<u8>>, batch_bytes: &mut usize| {
         *batch_bytes = 0;
         batch.is_empty() || tx.send(Input::Lines(std::mem::take(batch))).is_ok()
     };
     loop {
-        let mut line = Vec::new();
+        if pool.is_empty() {
+            while let Ok(mut lines) = recycled.try_recv() {
+                lines.retain(|l| l.capacity() <= RECYCLE_MAX_LINE_BYTES);
+                pool.append(&mut lines);
+            }
+        }
+        let mut line = pool.pop().unwrap_or_default();
+        line.clear();
         match read_line_bounded(&mut reader, &mut line, max_line, delim) {
             Err(e) => {
                 if hand_over(&mut batch, &mut batch_bytes) {
@@ -617,7 +646,7 @@ fn read_line_bounded(
 fn send_lines(
     sink: &Sink,
     args: &Args,
-    rx: &Receiver<Input>,
+    batches: &Batches,
     max_line: u64,
     tally: &mut Tally,
     failed_out: &mut Option<FailedOut>,
@@ -631,13 +660,15 @@ fn send_lines(
             *signal = Some(sig);
             return Ok(());
         }
-        match rx.recv_timeout(POLL) {
+        match batches.rx.recv_timeout(POLL) {
             Ok(Input::Lines(batch)) => {
                 if let Some(out) = failed_out {
                     out.spool(&batch)
                         .context("cannot spool the input for --failed-out")?;
                 }
                 write_batch(sink, args, &format, &batch, tally)?;
+                // The reader may be gone (the end of the input): then it is dropped here.
+                let _ = batches.recycle.send(batch);
                 tracing::debug!("{} line(s) accepted so far", tally.accepted);
                 tally.show_progress(false);
             }
@@ -978,6 +1009,31 @@ mod tests {
             }
         }
         got
+    }
+
+    #[test]
+    fn recycled_line_buffers_are_emptied_before_they_are_reused() {
+        let (tx, rx) = mpsc::sync_channel(16);
+        let (recycle, recycled) = mpsc::channel();
+        // Buffers that still hold an earlier batch's bytes, and one too large to keep.
+        recycle
+            .send(vec![
+                b"an earlier line".to_vec(),
+                b"x".to_vec(),
+                Vec::with_capacity(RECYCLE_MAX_LINE_BYTES + 1),
+            ])
+            .unwrap();
+        let input: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(b"a\nbb\n\nccc".to_vec()));
+        read_lines(input, 100, b"\n", &tx, &recycled);
+        drop(tx);
+        let mut got = Vec::new();
+        for input in rx {
+            let Input::Lines(lines) = input else {
+                panic!("only lines expected");
+            };
+            got.extend(lines.into_iter().map(|l| String::from_utf8(l).unwrap()));
+        }
+        assert_eq!(got, ["a", "bb", "", "ccc"]);
     }
 
     #[test]

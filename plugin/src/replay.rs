@@ -19,6 +19,13 @@
 //! group's messages are buffered until it is complete, so the replay holds at most one
 //! group per partition (`group-max-bytes` each, as recorded).
 //!
+//! A group is recorded `run` with its new attempt before it is handed out. Groups
+//! fully read while more messages are at hand (up to `RECORD_MAX_GROUPS` groups or
+//! `RECORD_MAX_BYTES` bytes) are recorded together in one transaction, then handed out
+//! one by one: a replay of many small groups costs one SQLite commit per batch, not per
+//! group. A crash before all of a batch was handed out leaves each of its groups
+//! counted one attempt more, as the live reader's queued groups are.
+//!
 //! A replayer also hands out the `failed` groups whose backoff ended (the live reader
 //! starts one for them before it polls new data). A failed group whose attempts are
 //! spent (`pseidon-kafka.max-attempts`) is not handed out as it is: with more than one
@@ -51,7 +58,7 @@ use rdkafka::{
 use crate::{
     consume_error::ConsumeErrors,
     error::kafka_err,
-    message::copy_message,
+    message::{copy_message, parts_bytes},
     metrics::source::Poison,
     state::{GroupKey, SourceState},
     store::{Scope, Store, now_ms},
@@ -63,6 +70,15 @@ const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(120);
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read forward instead of re-assigning when the next group starts this close.
 const MAX_SKIP_FORWARD: i64 = 10_000;
+/// Groups fully read while more messages are at hand are recorded `run` together, in
+/// one transaction, up to this many...
+const RECORD_MAX_GROUPS: usize = 256;
+/// ... or this many bytes of keys, values and headers.
+const RECORD_MAX_BYTES: usize = 4 << 20;
+
+/// A `run` row to write before its group is handed out: scope, topic id, group id,
+/// attempt, messages.
+type RunRow = (Scope, String, String, u32, u64);
 
 /// The replay consumer's context (also a plain read's): its librdkafka log lines and
 /// errors, with the secrets blanked out (the one rule of `pseidon_plugin_api::secret`).
@@ -218,8 +234,12 @@ pub(crate) struct Replayer {
     errors: ConsumeErrors,
     /// The reader this replayer hands out for (the claims of split halves).
     owner: u64,
-    /// Groups read (and halves of a split), handed out before more is read.
+    /// Groups read (and halves of a split), recorded, handed out before more is read.
     out: VecDeque<MessageGroup>,
+    /// Groups fully read whose `run` row is not written yet (module docs), with it.
+    unrecorded: Vec<(MessageGroup, RunRow)>,
+    /// Bytes of keys, values and headers in `unrecorded`.
+    unrecorded_bytes: usize,
     /// Splits done, for the live reader's trackers: (parent, halves).
     pub(crate) splits: Vec<(GroupKey, [(i64, i64); 2])>,
     /// Groups found dead, for the live reader's trackers.
@@ -263,6 +283,8 @@ impl Replayer {
             errors: ConsumeErrors::new(error_timeout_ms),
             owner,
             out: VecDeque::new(),
+            unrecorded: Vec::new(),
+            unrecorded_bytes: 0,
             splits: Vec::new(),
             deads: Vec::new(),
         })
@@ -271,6 +293,7 @@ impl Replayer {
     /// True when every group was handed out or found lost.
     pub(crate) fn is_finished(&self) -> bool {
         self.out.is_empty()
+            && self.unrecorded.is_empty()
             && self
                 .lanes
                 .iter()
@@ -506,7 +529,17 @@ impl Replayer {
         let mut changed = true;
         let mut reading = String::new();
         let mut last_lane: Option<usize> = None;
+        // Set when a poll came back empty: nothing more is at hand.
+        let mut at_hand = true;
         loop {
+            if !self.unrecorded.is_empty()
+                && (!at_hand
+                    || self.unrecorded.len() >= RECORD_MAX_GROUPS
+                    || self.unrecorded_bytes >= RECORD_MAX_BYTES
+                    || Instant::now() >= deadline)
+            {
+                self.record_unrecorded(store)?;
+            }
             if let Some(g) = self.out.pop_front() {
                 return Ok(Some(g));
             }
@@ -521,9 +554,16 @@ impl Replayer {
             if !self.out.is_empty() {
                 continue;
             }
+            // Read groups wait for their `run` rows while more messages are at hand.
+            let reading_ahead = !self.unrecorded.is_empty();
             if changed {
                 let Some(cur) = self.lanes.iter().find_map(|l| l.cur.as_ref()) else {
-                    return Ok(None);
+                    // Nothing left to read: hand out what was read ahead.
+                    if self.unrecorded.is_empty() {
+                        return Ok(None);
+                    }
+                    self.record_unrecorded(store)?;
+                    continue;
                 };
                 reading.clone_from(&cur.info.id);
                 self.position_lanes()?;
@@ -532,14 +572,18 @@ impl Replayer {
             let what = || format!("replay of group {reading}");
             self.errors.check_due(what)?;
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline && !reading_ahead {
                 return Ok(None);
             }
-            match self
-                .consumer
-                .poll((deadline - now).min(Duration::from_millis(200)))
-            {
+            let wait = if reading_ahead {
+                Duration::ZERO
+            } else {
+                (deadline - now).min(Duration::from_millis(200))
+            };
+            at_hand = true;
+            match self.consumer.poll(wait) {
                 None => {
+                    at_hand = false;
                     // Control records (transaction markers) advance a position without
                     // a message: learn it from librdkafka.
                     if let Ok(tpl) = self.consumer.position() {
@@ -594,7 +638,21 @@ impl Replayer {
         }
     }
 
-    /// Hands out a read group (or records it lost, or done if its range holds no message).
+    /// Writes the `run` rows of the groups read ahead, in one transaction, and queues
+    /// them to be handed out. On an error they stay unrecorded (written on the next call).
+    fn record_unrecorded(&mut self, store: &Store) -> Result<(), Error> {
+        store.set_run_many(self.unrecorded.iter().map(
+            |(_, (scope, topic_id, id, attempt, messages))| {
+                (scope, topic_id.as_str(), id.as_str(), *attempt, *messages)
+            },
+        ))?;
+        self.out.extend(self.unrecorded.drain(..).map(|(g, _)| g));
+        self.unrecorded_bytes = 0;
+        Ok(())
+    }
+
+    /// Reads a read group out (or records it lost, or done if its range holds no
+    /// message); a group to hand out as it is waits in `unrecorded` for its `run` row.
     fn finish(
         &mut self,
         mut cur: Current,
@@ -643,13 +701,22 @@ impl Replayer {
                     .metrics
                     .poison(&cur.info.topic, &cur.info.consumer_group, Poison::Retried);
             }
-            store.set_run(
-                &Scope::of(&cur.info),
-                &cur.info.topic_id,
-                &id,
+            let row = (
+                Scope::of(&cur.info),
+                cur.info.topic_id.clone(),
+                id.clone(),
                 cur.attempt,
                 cur.parts.len() as u64,
-            )?;
+            );
+            log::debug!(
+                "replayed group {id} (attempt {}, {} messages)",
+                cur.attempt,
+                cur.parts.len()
+            );
+            self.unrecorded_bytes += cur.parts.iter().map(parts_bytes).sum::<usize>();
+            let g = GroupKey::from(&cur.info).message_group(cur.attempt, cur.parts);
+            self.unrecorded.push((g, row));
+            return Ok(None);
         }
         if cur.parts.is_empty() {
             return Ok(None);

@@ -153,9 +153,11 @@ pub fn parse_group_id(id: &str) -> Result<GroupKey, Error> {
     })
 }
 
-/// A claim: which reader holds an unfinished group, of which topic incarnation.
+/// A claim: which reader holds an unfinished group, in which scope, of which topic
+/// incarnation.
 #[derive(Debug, Clone)]
 struct Claim {
+    scope: Scope,
     owner: u64,
     topic_id: String,
 }
@@ -165,9 +167,11 @@ pub(crate) struct SourceState {
     /// The plugin's configuration.
     pub(crate) config: Config,
     store: Mutex<Option<Arc<Store>>>,
-    /// Unfinished groups handed out (or being replayed) by this process, by scope and
-    /// id, and the reader that holds each.
-    claims: Mutex<HashMap<(Scope, String), Claim>>,
+    /// Unfinished groups handed out (or being replayed) by this process, by id (then by
+    /// scope: one id almost always has one), and the reader that holds each. Keyed by
+    /// id so that `mark_done` finds a claim without scanning all of them (a replay
+    /// claims every unfinished group at once).
+    claims: Mutex<HashMap<String, Vec<Claim>>>,
     /// Groups found lost (by replays, or with a deleted topic) since start.
     pub(crate) lost: AtomicU64,
     closed: AtomicBool,
@@ -210,7 +214,8 @@ impl SourceState {
         self.claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(scope.clone(), id.to_string()))
+            .get(id)
+            .and_then(|cs| cs.iter().find(|c| c.scope == *scope))
             .map(|c| c.owner)
     }
 
@@ -289,26 +294,25 @@ impl SourceState {
 
     /// True if this process holds the unfinished group `id` of `scope`.
     pub(crate) fn is_claimed(&self, scope: &Scope, id: &str) -> bool {
-        self.claims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&(scope.clone(), id.to_string()))
+        self.claim_owner(scope, id).is_some()
     }
 
     /// Claims `id` of `scope` for reader `owner`; false if another reader holds it.
     pub(crate) fn claim(&self, scope: &Scope, id: &str, topic_id: &str, owner: u64) -> bool {
         let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (scope.clone(), id.to_string());
-        match claims.get(&key) {
+        let of_id = claims.entry(id.to_string()).or_default();
+        match of_id.iter_mut().find(|c| c.scope == *scope) {
             Some(c) if c.owner != owner => false,
-            _ => {
-                claims.insert(
-                    key,
-                    Claim {
-                        owner,
-                        topic_id: topic_id.to_string(),
-                    },
-                );
+            Some(c) => {
+                c.topic_id = topic_id.to_string();
+                true
+            }
+            None => {
+                of_id.push(Claim {
+                    scope: scope.clone(),
+                    owner,
+                    topic_id: topic_id.to_string(),
+                });
                 true
             }
         }
@@ -320,7 +324,10 @@ impl SourceState {
         self.claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, c| c.owner != owner);
+            .retain(|_, cs| {
+                cs.retain(|c| c.owner != owner);
+                !cs.is_empty()
+            });
         self.retries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -331,7 +338,12 @@ impl SourceState {
     pub(crate) fn release<'a>(&self, scope: &Scope, ids: impl IntoIterator<Item = &'a str>) {
         let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
         for id in ids {
-            claims.remove(&(scope.clone(), id.to_string()));
+            if let Some(cs) = claims.get_mut(id) {
+                cs.retain(|c| c.scope != *scope);
+                if cs.is_empty() {
+                    claims.remove(id);
+                }
+            }
         }
     }
 
@@ -341,11 +353,11 @@ impl SourceState {
         self.claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|((scope, cid), _)| {
-                cid == id && group.is_none_or(|g| g == scope.consumer_group)
-            })
-            .map(|((scope, _), c)| (scope.clone(), c.topic_id.clone()))
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter(|c| group.is_none_or(|g| g == c.scope.consumer_group))
+            .map(|c| (c.scope.clone(), c.topic_id.clone()))
             .collect()
     }
 }
@@ -353,6 +365,42 @@ impl SourceState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_are_found_by_id_and_scope_and_released_by_scope_or_owner() {
+        let state = SourceState::new(
+            Config::parse(&pseidon_plugin_api::ConfView::new(Vec::new())).unwrap(),
+        );
+        let scope = |g: &str| Scope {
+            cluster_id: "c".into(),
+            consumer_group: g.into(),
+        };
+        let (a, b) = (scope("a"), scope("b"));
+        assert!(state.claim(&a, "t:0:0:9", "id1", 1));
+        assert!(state.claim(&b, "t:0:0:9", "id1", 2));
+        // Another reader cannot take a held claim; the holder can renew it.
+        assert!(!state.claim(&a, "t:0:0:9", "id1", 2));
+        assert!(state.claim(&a, "t:0:0:9", "id2", 1));
+        assert_eq!(state.claim_owner(&a, "t:0:0:9"), Some(1));
+        assert_eq!(state.claim_owner(&b, "t:0:0:9"), Some(2));
+        assert!(!state.is_claimed(&a, "t:0:10:19"));
+        let mut of = state.claims_of("t:0:0:9", None);
+        of.sort_by(|x, y| x.0.consumer_group.cmp(&y.0.consumer_group));
+        assert_eq!(
+            of,
+            vec![(a.clone(), "id2".into()), (b.clone(), "id1".into())]
+        );
+        assert_eq!(
+            state.claims_of("t:0:0:9", Some("b")),
+            vec![(b.clone(), "id1".into())]
+        );
+        state.release(&a, ["t:0:0:9"]);
+        assert!(!state.is_claimed(&a, "t:0:0:9"));
+        assert!(state.is_claimed(&b, "t:0:0:9"));
+        state.release_owner(2);
+        assert!(state.claims_of("t:0:0:9", None).is_empty());
+        assert!(state.claims.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn group_ids_parse_and_errors_say_what_is_wrong() {

@@ -299,8 +299,8 @@ impl Store {
         })
     }
 
-    /// Marks a group `run` (handed out), with its attempt count; only a `ready` or
-    /// `run` row changes (a done or lost one stays).
+    /// Marks a group `run` (handed out), with its attempt count; only a `ready`, `run`
+    /// or `failed` row changes (a done or lost one stays).
     pub fn set_run(
         &self,
         scope: &Scope,
@@ -309,14 +309,39 @@ impl Store {
         attempt: u32,
         messages: u64,
     ) -> Result<(), Error> {
-        self.set_status(
-            scope,
-            topic_id,
-            id,
-            GroupStatus::Run,
-            attempt,
-            Some(messages),
-        )
+        self.set_run_many([(scope, topic_id, id, attempt, messages)])
+    }
+
+    /// [`set_run`](Self::set_run) of several groups in one transaction: each of
+    /// `runs` is (scope, topic id, group id, attempt, messages).
+    pub fn set_run_many<'a>(
+        &self,
+        runs: impl IntoIterator<Item = (&'a Scope, &'a str, &'a str, u32, u64)>,
+    ) -> Result<(), Error> {
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE groups SET status = 'run', attempt = ?2, updated_ms = ?3,
+                            messages = ?7
+                     WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1
+                       AND status IN ('ready', 'run', 'failed')",
+                )?;
+                for (scope, topic_id, id, attempt, messages) in runs {
+                    stmt.execute(params![
+                        id,
+                        attempt,
+                        now,
+                        scope.cluster_id,
+                        scope.consumer_group,
+                        topic_id,
+                        i64::try_from(messages).unwrap_or(i64::MAX)
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
     }
 
     /// Marks a group done. Returns its previous status, `None` if the row is unknown.
@@ -548,9 +573,7 @@ impl Store {
         self.set_status(scope, topic_id, id, GroupStatus::Lost, attempt, None)
     }
 
-    /// Sets the status and attempt of one row: the one statement behind the status
-    /// changes that need no look at the previous status. `run` only replaces an
-    /// unfinished status; `lost` replaces any.
+    /// Sets the status and attempt of one row, whatever its status was (`lost`).
     fn set_status(
         &self,
         scope: &Scope,
@@ -560,18 +583,13 @@ impl Store {
         attempt: u32,
         messages: Option<u64>,
     ) -> Result<(), Error> {
-        let from = match status {
-            GroupStatus::Run => "AND status IN ('ready', 'run', 'failed')",
-            _ => "",
-        };
         let now = now_ms();
         self.with(|conn| {
-            conn.prepare_cached(&format!(
+            conn.prepare_cached(
                 "UPDATE groups SET status = ?7, attempt = ?2, updated_ms = ?3,
                         messages = COALESCE(?8, messages)
-                 WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1
-                   {from}"
-            ))?
+                 WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1",
+            )?
             .execute(params![
                 id,
                 attempt,

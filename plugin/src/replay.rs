@@ -75,6 +75,10 @@ const MAX_SKIP_FORWARD: i64 = 10_000;
 const RECORD_MAX_GROUPS: usize = 256;
 /// ... or this many bytes of keys, values and headers.
 const RECORD_MAX_BYTES: usize = 4 << 20;
+/// While reading ahead, the deadline is looked at every this many messages: at most
+/// 4 MiB (RECORD_MAX_BYTES) are read ahead anyway, so a call ends at most this many
+/// messages late.
+const DEADLINE_EVERY: u32 = 64;
 
 /// A `run` row to write before its group is handed out: scope, topic id, group id,
 /// attempt, messages.
@@ -531,12 +535,16 @@ impl Replayer {
         let mut last_lane: Option<usize> = None;
         // Set when a poll came back empty: nothing more is at hand.
         let mut at_hand = true;
+        // Turns of the loop: while reading ahead the deadline is looked at every
+        // DEADLINE_EVERY turns only (a clock read costs about as much as a poll).
+        let mut turns: u32 = 0;
         loop {
+            turns = turns.wrapping_add(1);
             if !self.unrecorded.is_empty()
                 && (!at_hand
                     || self.unrecorded.len() >= RECORD_MAX_GROUPS
                     || self.unrecorded_bytes >= RECORD_MAX_BYTES
-                    || Instant::now() >= deadline)
+                    || (turns.is_multiple_of(DEADLINE_EVERY) && Instant::now() >= deadline))
             {
                 self.record_unrecorded(store)?;
             }
@@ -571,13 +579,15 @@ impl Replayer {
             }
             let what = || format!("replay of group {reading}");
             self.errors.check_due(what)?;
-            let now = Instant::now();
-            if now >= deadline && !reading_ahead {
-                return Ok(None);
-            }
+            // Reading ahead, the clock is not read: one message per turn of this loop,
+            // and a clock read costs as much as a poll here.
             let wait = if reading_ahead {
                 Duration::ZERO
             } else {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
                 (deadline - now).min(Duration::from_millis(200))
             };
             at_hand = true;

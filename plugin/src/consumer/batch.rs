@@ -45,6 +45,14 @@ pub(super) struct Part {
     /// The topic's incarnation (Kafka topic id), empty if unknown.
     topic_id: String,
     partition: i32,
+    /// The address of librdkafka's handle of the topic (`rd_kafka_topic_t`) its
+    /// messages came with, 0 before the first: a message with the same handle and
+    /// partition belongs here, with no look at the topic's name. The address names this
+    /// topic only while the part exists: librdkafka keeps a topic handle while any of
+    /// its partitions is assigned and while a message of it is alive, and a revoke
+    /// (served on the reader's thread, in `poll`) removes the part before the next
+    /// message is taken (`apply_revokes`).
+    handle: usize,
     /// The ranges of the groups the status database knew when the partition was first
     /// read (done, lost, or unfinished and held by this process), by first offset;
     /// offsets inside them are skipped. A snapshot suffices: the consumer reads forward,
@@ -287,6 +295,7 @@ impl Batch {
             topic: topic.to_string(),
             topic_id,
             partition,
+            handle: 0,
             known,
             cursor: 0,
             pending: Vec::new(),
@@ -301,7 +310,8 @@ impl Batch {
     /// Takes one polled message: skips it if known, else adds it to its partition's group.
     pub(super) fn take(&mut self, m: &BorrowedMessage<'_>, env: &Env<'_>) -> Result<(), Error> {
         self.take_with(
-            m.topic(),
+            || m.topic(),
+            m.topic_ptr() as usize,
             m.partition(),
             m.offset(),
             || copy_message(m),
@@ -310,23 +320,35 @@ impl Batch {
     }
 
     /// [`take`](Self::take) of the message at `offset` of `topic`/`partition`, copied
-    /// by `copy` only if it is not skipped.
-    fn take_with(
+    /// by `copy` only if it is not skipped. `handle` is the address of the message's
+    /// topic handle ([`Part::handle`]; 0: none): the topic's name is asked for only
+    /// when it is not the last partition's.
+    fn take_with<'m>(
         &mut self,
-        topic: &str,
+        topic: impl FnOnce() -> &'m str,
+        handle: usize,
         partition: i32,
         offset: i64,
         copy: impl FnOnce() -> MessageParts,
         env: &Env<'_>,
     ) -> Result<(), Error> {
         self.apply_revokes(env);
-        let i = self.part_index(topic, partition, offset, env)?;
+        let i = match self.parts.get(self.last_part) {
+            Some(p) if handle != 0 && p.handle == handle && p.partition == partition => {
+                self.last_part
+            }
+            _ => {
+                let i = self.part_index(topic(), partition, offset, env)?;
+                self.parts[i].handle = handle;
+                i
+            }
+        };
         self.parts[i].next = offset + 1;
         if self.parts[i].is_known(offset) {
             self.close(i, env)?;
             let mut trackers = env.shared.lock();
             if let Some(t) = trackers
-                .get_mut(topic)
+                .get_mut(self.parts[i].topic.as_str())
                 .and_then(|per| per.get_mut(&partition))
             {
                 t.skip(offset);

@@ -105,7 +105,7 @@ impl Fixture {
         bytes: usize,
     ) {
         for o in offsets {
-            b.take_with("t", partition, o, || message(o, bytes), &self.env())
+            b.take_with(|| "t", 0, partition, o, || message(o, bytes), &self.env())
                 .unwrap();
         }
     }
@@ -312,6 +312,7 @@ fn part(known: Vec<(i64, i64)>) -> Part {
         topic: "t".into(),
         topic_id: String::new(),
         partition: 0,
+        handle: 0,
         known,
         cursor: 0,
         pending: Vec::new(),
@@ -341,4 +342,54 @@ fn overlapping_known_ranges() {
     assert!(!p.is_known(149));
     assert!(p.is_known(150));
     assert!(!p.is_known(161));
+}
+
+#[test]
+fn messages_go_to_their_topics_part_when_known_by_their_topic_handle() {
+    let f = Fixture::new("handles");
+    let mut b = f.batch(3, usize::MAX);
+    b.topic_ids.insert("u".into(), "U1".into());
+    // Two topics with the same partition number, in runs and interleaved, each with
+    // its own handle: every message lands in its own topic's group.
+    let feed = |b: &mut Batch, topic: &'static str, handle: usize, o: i64| {
+        b.take_with(|| topic, handle, 0, o, || message(o, 1), &f.env())
+            .unwrap();
+    };
+    for o in 0..2 {
+        feed(&mut b, "t", 0x1000, o);
+    }
+    feed(&mut b, "u", 0x2000, 100);
+    feed(&mut b, "t", 0x1000, 2);
+    feed(&mut b, "u", 0x2000, 101);
+    feed(&mut b, "u", 0x2000, 102);
+    assert_eq!(queued(&b), ["t:0:0:2", "u:0:100:102"]);
+    // The name is asked for only when the handle is not the last part's.
+    b.take_with(
+        || panic!("the topic name was asked for, though its handle is known"),
+        0x2000,
+        0,
+        103,
+        || message(103, 1),
+        &f.env(),
+    )
+    .unwrap();
+    let named = std::cell::Cell::new(0);
+    let topic = || {
+        named.set(named.get() + 1);
+        "t"
+    };
+    b.take_with(topic, 0x1000, 0, 3, || message(3, 1), &f.env())
+        .unwrap();
+    assert_eq!(named.get(), 1, "a switch of topic asks for the name");
+    let parts: Vec<(&str, Vec<i64>)> = b
+        .parts
+        .iter()
+        .map(|p| {
+            (
+                p.topic.as_str(),
+                p.pending.iter().map(|m| m.offset).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(parts, [("t", vec![3]), ("u", vec![103])]);
 }

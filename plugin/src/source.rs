@@ -56,7 +56,7 @@ use crate::{
     consumer::{AnyReader, KafkaReader, LiveReader, PlainReader},
     metrics::{lag::PartitionInput, source::Poison, stats::ClientStats},
     state::SourceState,
-    store::Scope,
+    store::{MarkDone, Scope},
 };
 
 mod txn;
@@ -240,8 +240,9 @@ impl KafkaSource {
                     group_id: group_id.to_string(),
                 });
             }
-            Some(GroupStatus::Done) => return Ok(()),
-            // Ready or run; or lost, and handed out with what survived: release it too.
+            Some(MarkDone::Unchanged(GroupStatus::Done)) => return Ok(()),
+            // Ready, run or failed; or lost, and handed out with what survived: release
+            // it too.
             Some(_) => {}
         }
         self.state.release(&scope, [group_id]);

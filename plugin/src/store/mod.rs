@@ -175,6 +175,15 @@ pub struct Retired {
     pub old_ids: Vec<String>,
 }
 
+/// What [`Store::mark_done`] did to a known row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkDone {
+    /// It was `ready`, `run` or `failed`; it is `done` now.
+    Marked,
+    /// It was left as it is, with this status (`done` already, `lost`, `dead`, `split`).
+    Unchanged(GroupStatus),
+}
+
 /// The status database of one plugin instance.
 pub struct Store {
     path: PathBuf,
@@ -344,16 +353,38 @@ impl Store {
         })
     }
 
-    /// Marks a group done. Returns its previous status, `None` if the row is unknown.
-    /// A `lost` group stays `lost` (the loss stays on record).
+    /// Marks a group done: [`MarkDone::Marked`] if it was `ready`, `run` or `failed`,
+    /// else it is left as it is ([`MarkDone::Unchanged`] with its status: a `lost` group
+    /// stays `lost`, the loss stays on record); `None` if the row is unknown.
+    ///
+    /// The common case is one guarded `UPDATE` in its own transaction (no `SELECT`, no
+    /// `BEGIN`/`COMMIT` statements: a user's `mark_done` per small group is this
+    /// database's hottest write); only when it changes nothing is the row read, with the
+    /// update retried in one transaction (the row may have changed in between).
     pub fn mark_done(
         &self,
         scope: &Scope,
         topic_id: &str,
         id: &str,
-    ) -> Result<Option<GroupStatus>, Error> {
+    ) -> Result<Option<MarkDone>, Error> {
         let now = now_ms();
         self.with(|conn| {
+            let marked = conn
+                .prepare_cached(
+                    "UPDATE groups SET status = 'done', txn = NULL, updated_ms = ?5
+                     WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
+                       AND status IN ('ready', 'run', 'failed')",
+                )?
+                .execute(params![
+                    scope.cluster_id,
+                    scope.consumer_group,
+                    topic_id,
+                    id,
+                    now
+                ])?;
+            if marked > 0 {
+                return Ok(Some(MarkDone::Marked));
+            }
             let tx = conn.transaction()?;
             let key = params![scope.cluster_id, scope.consumer_group, topic_id, id];
             let prev: Option<String> = tx
@@ -363,25 +394,30 @@ impl Store {
                 )?
                 .query_row(key, |r| r.get(0))
                 .optional()?;
-            let prev = prev.and_then(|s| GroupStatus::parse(&s));
-            if matches!(
-                prev,
-                Some(GroupStatus::Ready | GroupStatus::Run | GroupStatus::Failed)
-            ) {
-                tx.prepare_cached(
-                    "UPDATE groups SET status = 'done', txn = NULL, updated_ms = ?5
-                     WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4",
-                )?
-                .execute(params![
-                    scope.cluster_id,
-                    scope.consumer_group,
-                    topic_id,
-                    id,
-                    now
-                ])?;
-            }
+            let Some(prev) = prev else {
+                return Ok(None);
+            };
+            let outcome = match GroupStatus::parse(&prev) {
+                Some(GroupStatus::Ready | GroupStatus::Run | GroupStatus::Failed) => {
+                    tx.prepare_cached(
+                        "UPDATE groups SET status = 'done', txn = NULL, updated_ms = ?5
+                         WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4",
+                    )?
+                    .execute(params![
+                        scope.cluster_id,
+                        scope.consumer_group,
+                        topic_id,
+                        id,
+                        now
+                    ])?;
+                    Some(MarkDone::Marked)
+                }
+                Some(status) => Some(MarkDone::Unchanged(status)),
+                // A status this version does not know: left as it is, reported unknown.
+                None => None,
+            };
             tx.commit()?;
-            Ok(prev)
+            Ok(outcome)
         })
     }
 

@@ -54,11 +54,11 @@ fn lifecycle_ready_run_done() {
     s.set_run(&a, "T1", "t:0:0:9", 1, 7).unwrap();
     assert_eq!(
         s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
-        Some(GroupStatus::Run)
+        Some(MarkDone::Marked)
     );
     assert_eq!(
         s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
-        Some(GroupStatus::Done)
+        Some(MarkDone::Unchanged(GroupStatus::Done))
     );
     assert_eq!(s.mark_done(&a, "T1", "t:0:5:9").unwrap(), None);
     let unfinished = s.unfinished(&a, &["t".into()], tid).unwrap();
@@ -75,7 +75,7 @@ fn lifecycle_ready_run_done() {
     s.set_lost(&a, "T1", "t:0:10:19", 3).unwrap();
     assert_eq!(
         s.mark_done(&a, "T1", "t:0:10:19").unwrap(),
-        Some(GroupStatus::Lost)
+        Some(MarkDone::Unchanged(GroupStatus::Lost))
     );
     let lost = s
         .list(&GroupFilter {
@@ -145,7 +145,7 @@ fn a_new_incarnation_retires_the_old_rows() {
     assert_eq!(s.insert(&a, [(&n, GroupStatus::Run)]).unwrap(), vec![1]);
     assert_eq!(
         s.mark_done(&a, "T2", "t:0:0:99").unwrap(),
-        Some(GroupStatus::Run)
+        Some(MarkDone::Marked)
     );
     assert_eq!(all(&s).len(), 3);
 }
@@ -173,7 +173,7 @@ fn insert_records_run_and_ready_in_one_call() {
     assert_eq!(status("t:0:10:19"), Some((GroupStatus::Run, 2)));
     assert_eq!(
         s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
-        Some(GroupStatus::Run)
+        Some(MarkDone::Marked)
     );
 }
 
@@ -397,7 +397,7 @@ fn replay_sets_a_done_group_ready_and_leaves_the_others() {
     s.set_run(&a, "T1", "t:0:0:9", 2, 10).unwrap();
     assert_eq!(
         s.mark_done(&a, "T1", "t:0:0:9").unwrap(),
-        Some(GroupStatus::Run)
+        Some(MarkDone::Marked)
     );
     let row = s.find("t:0:0:9", Some("gA")).unwrap().remove(0);
     assert_eq!((row.status, row.attempt), (GroupStatus::Done, 2));
@@ -606,7 +606,7 @@ fn failed_split_and_dead_follow_the_state_machine() {
     s.mark_failed(&a, "T1", "t:0:5:9", "y", 1).unwrap();
     assert_eq!(
         s.mark_done(&a, "T1", "t:0:5:9").unwrap(),
-        Some(GroupStatus::Failed)
+        Some(MarkDone::Marked)
     );
     assert_eq!(by("t:0:5:9").status, GroupStatus::Ready);
     let counts = s.count_by_status().unwrap();

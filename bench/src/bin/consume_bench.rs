@@ -10,7 +10,8 @@
 //! - `--mode plain`: a plain rdkafka `BaseConsumer` subscribed in a fresh consumer
 //!   group with the same librdkafka properties as the plugin's consumer
 //!   (`auto.offset.reset=earliest`, `enable.partition.eof=false`,
-//!   `fetch.queue.backoff.ms=10`, `auto.commit.interval.ms=200`, plus `--prop`s),
+//!   `fetch.queue.backoff.ms=10`, `queued.max.messages.kbytes=16384`,
+//!   `auto.commit.interval.ms=200`, plus `--prop`s),
 //!   copying each payload out.
 //! - `--mode lines`: counts newline-delimited messages on stdin (`kcat -C -e | …`),
 //!   timed from the first byte to end of input.
@@ -309,6 +310,10 @@ fn consume_plain(args: &Args, seen: &mut Seen) -> Result<Timing> {
         ("enable.partition.eof".to_string(), "false".to_string()),
         // As the plugin's consumer (plugin/src/config.rs, Role::Consumer).
         ("fetch.queue.backoff.ms".to_string(), "10".to_string()),
+        (
+            "queued.max.messages.kbytes".to_string(),
+            "16384".to_string(),
+        ),
         ("auto.commit.interval.ms".to_string(), "200".to_string()),
     ];
     props.extend(args.props.iter().cloned());

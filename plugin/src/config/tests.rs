@@ -117,6 +117,34 @@ fn producer_queue_is_64_mib_unless_the_conf_says_otherwise() {
 }
 
 #[test]
+fn consumer_queues_are_16_mib_unless_the_conf_or_the_reader_says_otherwise() {
+    let c = Config::parse(&conf(&[])).unwrap();
+    for role in [Role::Consumer, Role::Replay, Role::Plain] {
+        let cfg = c.client_config(role, &[]).unwrap();
+        assert_eq!(cfg.get("queued.max.messages.kbytes"), Some("16384"));
+    }
+    // Not a producer property.
+    let cfg = c.client_config(Role::Producer, &[]).unwrap();
+    assert_eq!(cfg.get("queued.max.messages.kbytes"), None);
+    let c = Config::parse(&conf(&[(
+        "kafka.queued.max.messages.kbytes",
+        ConfKind::Integer,
+        "65536",
+    )]))
+    .unwrap();
+    for role in [Role::Consumer, Role::Replay, Role::Plain] {
+        let cfg = c.client_config(role, &[]).unwrap();
+        assert_eq!(cfg.get("queued.max.messages.kbytes"), Some("65536"));
+    }
+    let per_reader = [(
+        "kafka.queued.max.messages.kbytes".to_string(),
+        "1024".to_string(),
+    )];
+    let cfg = c.client_config(Role::Consumer, &per_reader).unwrap();
+    assert_eq!(cfg.get("queued.max.messages.kbytes"), Some("1024"));
+}
+
+#[test]
 fn reader_max_messages_is_per_reader_only() {
     let ov = |v: &str| vec![(READER_MAX_MESSAGES.to_string(), v.to_string())];
     assert_eq!(reader_max_messages(&[]).unwrap(), None);

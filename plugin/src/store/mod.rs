@@ -369,8 +369,9 @@ impl Store {
     ) -> Result<Option<MarkDone>, Error> {
         let now = now_ms();
         self.with(|conn| {
-            let marked = conn
-                .prepare_cached(
+            // Guarded: changes the row only from an unfinished status (ready, run, failed).
+            let mark = |conn: &Connection| -> rusqlite::Result<usize> {
+                conn.prepare_cached(
                     "UPDATE groups SET status = 'done', txn = NULL, updated_ms = ?5
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
                        AND status IN ('ready', 'run', 'failed')",
@@ -381,8 +382,9 @@ impl Store {
                     topic_id,
                     id,
                     now
-                ])?;
-            if marked > 0 {
+                ])
+            };
+            if mark(conn)? > 0 {
                 return Ok(Some(MarkDone::Marked));
             }
             let tx = conn.transaction()?;
@@ -399,17 +401,7 @@ impl Store {
             };
             let outcome = match GroupStatus::parse(&prev) {
                 Some(GroupStatus::Ready | GroupStatus::Run | GroupStatus::Failed) => {
-                    tx.prepare_cached(
-                        "UPDATE groups SET status = 'done', txn = NULL, updated_ms = ?5
-                         WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4",
-                    )?
-                    .execute(params![
-                        scope.cluster_id,
-                        scope.consumer_group,
-                        topic_id,
-                        id,
-                        now
-                    ])?;
+                    mark(&tx)?;
                     Some(MarkDone::Marked)
                 }
                 Some(status) => Some(MarkDone::Unchanged(status)),

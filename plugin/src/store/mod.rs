@@ -335,7 +335,7 @@ impl Store {
                     "UPDATE groups SET status = 'run', attempt = ?2, updated_ms = ?3,
                             messages = ?7
                      WHERE cluster_id = ?4 AND consumer_group = ?5 AND topic_id = ?6 AND id = ?1
-                       AND status IN ('ready', 'run', 'failed')",
+                       AND (status = 'ready' OR status = 'run' OR status = 'failed')",
                 )?;
                 for (scope, topic_id, id, attempt, messages) in runs {
                     stmt.execute(params![
@@ -374,7 +374,7 @@ impl Store {
                 conn.prepare_cached(
                     "UPDATE groups SET status = 'done', txn = NULL, updated_ms = ?5
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
-                       AND status IN ('ready', 'run', 'failed')",
+                       AND (status = 'ready' OR status = 'run' OR status = 'failed')",
                 )?
                 .execute(params![
                     scope.cluster_id,
@@ -443,7 +443,7 @@ impl Store {
                 tx.prepare_cached(
                     "UPDATE groups SET status = 'ready', updated_ms = ?5, retry_at_ms = NULL
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
-                       AND status IN ('done', 'dead')",
+                       AND (status = 'done' OR status = 'dead')",
                 )?
                 .execute(params![
                     scope.cluster_id,
@@ -478,7 +478,7 @@ impl Store {
                     "UPDATE groups SET status = 'failed', reason = ?5, retry_at_ms = ?6,
                             updated_ms = ?7
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
-                       AND status IN ('ready', 'run', 'failed')",
+                       AND (status = 'ready' OR status = 'run' OR status = 'failed')",
                 )?
                 .execute(params![
                     scope.cluster_id,
@@ -526,7 +526,7 @@ impl Store {
                 .prepare_cached(
                     "UPDATE groups SET status = 'split', updated_ms = ?5, retry_at_ms = NULL
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
-                       AND status IN ('ready', 'run', 'failed')",
+                       AND (status = 'ready' OR status = 'run' OR status = 'failed')",
                 )?
                 .execute(params![
                     scope.cluster_id,
@@ -577,7 +577,7 @@ impl Store {
             conn.prepare_cached(
                 "UPDATE groups SET status = 'dead', updated_ms = ?5, retry_at_ms = NULL
                  WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
-                   AND status IN ('ready', 'run', 'failed')",
+                   AND (status = 'ready' OR status = 'run' OR status = 'failed')",
             )?
             .execute(params![
                 scope.cluster_id,
@@ -643,7 +643,7 @@ impl Store {
                 let mut stmt = tx.prepare_cached(
                     "UPDATE OR IGNORE groups SET cluster_id = ?1, consumer_group = ?2
                      WHERE cluster_id = '' AND consumer_group = '' AND topic = ?3
-                       AND status IN ('ready', 'run', 'failed')",
+                       AND (status = 'ready' OR status = 'run' OR status = 'failed')",
                 )?;
                 for t in topics {
                     n += stmt.execute(params![scope.cluster_id, scope.consumer_group, t])?;
@@ -726,7 +726,7 @@ impl Store {
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM groups
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic = ?3
-                       AND status IN ('ready', 'run', 'failed')
+                       AND (status = 'ready' OR status = 'run' OR status = 'failed')
                        AND (?4 = '' OR topic_id = '' OR topic_id = ?4)"
                 ))?;
                 let rows = stmt.query_map(

@@ -48,7 +48,7 @@ impl Store {
                 let mut stmt = tx.prepare_cached(
                     "UPDATE groups SET txn = ?5, updated_ms = ?6
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
-                       AND status IN ('ready', 'run')",
+                       AND (status = 'ready' OR status = 'run')",
                 )?;
                 for r in rows {
                     stmt.execute(params![
@@ -94,7 +94,7 @@ impl Store {
                 let mut set_done = tx.prepare_cached(
                     "UPDATE groups SET status = 'done', txn = NULL, updated_ms = ?5
                      WHERE cluster_id = ?1 AND consumer_group = ?2 AND topic_id = ?3 AND id = ?4
-                       AND status IN ('ready', 'run')",
+                       AND (status = 'ready' OR status = 'run')",
                 )?;
                 let mut clear = tx.prepare_cached(
                     "UPDATE groups SET txn = NULL

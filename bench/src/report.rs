@@ -276,15 +276,23 @@ fn result_lines(benches: &[Bench], samples: &[Sample]) -> Vec<String> {
             break;
         }
     }
-    // Issue 19: the consume rate on N partitions against the 1-partition rate.
+    // Issue 19: the consume rate on N partitions against the 1-partition rate: the
+    // 1-partition run of the same series (`_p1`, read back to back with it) where the
+    // run has one, else the consume row.
     let rate = |grown: &str, base: &str| growth_ratio(samples, grown, base);
     for b in benches {
         let Some((base, parts)) = b.name.rsplit_once("_p") else {
             continue;
         };
-        if !base.starts_with("consume_") || parts.parse::<u32>().is_err() {
+        if !base.starts_with("consume_") || parts.parse::<u32>().map_or(true, |n| n <= 1) {
             continue;
         }
+        let one = format!("{base}_p1");
+        let base = if benches.iter().any(|x| x.name == one) {
+            one.as_str()
+        } else {
+            base
+        };
         if let Some(r) = rate(&b.name, base) {
             out.push(format!(
                 "RESULT {}_vs_1_partition value={r:.3} unit=x",
@@ -760,6 +768,20 @@ consume_100b_p16\tplain-rdkafka\t3\tok\t5000\t0\t
             growth_ratio(&samples, "consume_100b_p128", "consume_100b"),
             None
         );
+        // With the series' own 1-partition row, that is the base.
+        let samples = parse_samples(
+            "\
+consume_100b\tours\t1\tok\t2000\t0\t
+consume_100b_p1\tours\t1\tok\t1000\t0\t
+consume_100b_p16\tours\t1\tok\t950\t0\t
+",
+        );
+        let lines = result_lines(&summarise(&samples), &samples);
+        assert_eq!(
+            lookup(&lines, "consume_100b_p16_vs_1_partition", None),
+            Some(0.95)
+        );
+        assert_eq!(lookup(&lines, "consume_100b_p1_vs_1_partition", None), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod consume_error;
 pub(crate) mod consumer;
 pub(crate) mod error;
+pub(crate) mod fetch_queue;
 pub(crate) mod health;
 pub(crate) mod identity;
 pub(crate) mod kafka_log;

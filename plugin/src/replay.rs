@@ -17,7 +17,11 @@
 //! that starts where the previous one ended (or at most `MAX_SKIP_FORWARD` further) is
 //! read on; a later one is sought to; a partition with nothing left is paused. A
 //! group's messages are buffered until it is complete, so the replay holds at most one
-//! group per partition (`group-max-bytes` each, as recorded).
+//! group per partition (`group-max-bytes` each, as recorded). The lanes' partitions are
+//! forwarded to a fetch queue of the replay consumer before they are assigned, and
+//! read from it in batches ([`fetch_queue`](crate::fetch_queue)); a lane sought, paused
+//! or reassigned drops the messages of its partition still in the batch (they predate
+//! its new position), and a paused lane resumes with a seek to where it stands.
 //!
 //! A group is recorded `run` with its new attempt before it is handed out. Groups
 //! fully read while more messages are at hand (up to `RECORD_MAX_GROUPS` groups or
@@ -58,6 +62,7 @@ use rdkafka::{
 use crate::{
     consume_error::ConsumeErrors,
     error::kafka_err,
+    fetch_queue::{FetchBatch, FetchQueue},
     message::{copy_message, parts_bytes},
     metrics::source::Poison,
     state::{GroupKey, SourceState},
@@ -210,6 +215,17 @@ impl Lane {
         cur.parts.push(m);
     }
 
+    /// Takes `m`, polled from this lane's partition, unless the lane waits for a new
+    /// position (its messages until then predate it). True if taken.
+    fn take_polled(&mut self, m: MessageParts) -> bool {
+        if self.seek_to.is_some() {
+            return false;
+        }
+        self.next = Some(m.offset + 1);
+        self.take(m);
+        true
+    }
+
     fn tpl(&self, offset: Option<i64>) -> Result<TopicPartitionList, Error> {
         let mut tpl = TopicPartitionList::new();
         match offset {
@@ -228,6 +244,11 @@ impl Lane {
 /// read at once by one assign-only consumer (a group is handed out as soon as its range
 /// was read, whichever partition it is of).
 pub(crate) struct Replayer {
+    /// Messages read from `fetch` and not taken yet; declared (so dropped) before the
+    /// consumer, as `fetch` (see [`fetch_queue`](crate::fetch_queue)).
+    fetched: FetchBatch,
+    /// The queue every lane's partition is forwarded to, read in batches.
+    fetch: FetchQueue,
     consumer: ReplayConsumer,
     lanes: Vec<Lane>,
     /// The lane of each (topic, partition).
@@ -266,6 +287,8 @@ impl Replayer {
                 log_limit: crate::log_limit::LogLimit::default(),
             })
             .map_err(|e| kafka_err("creating the replay consumer", &e))?;
+        let fetch = FetchQueue::new(consumer.client().native_ptr())
+            .ok_or_else(|| Error::other("creating the replay consumer's fetch queue failed"))?;
         groups.sort_by(|a, b| {
             (&a.topic, a.partition, a.min_offset).cmp(&(&b.topic, b.partition, b.min_offset))
         });
@@ -281,6 +304,8 @@ impl Replayer {
             lanes[i].groups.push_back(g);
         }
         Ok(Replayer {
+            fetched: FetchBatch::default(),
+            fetch,
             consumer,
             lanes,
             index,
@@ -482,12 +507,24 @@ impl Replayer {
             for lane in self.lanes.iter_mut().filter(|l| l.cur.is_none()) {
                 lane.fetching = Fetching::No;
             }
+            for lane in self.lanes.iter().filter(|l| l.fetching == Fetching::Yes) {
+                // Before the assign: none of its messages reach the consumer queue.
+                self.fetch.forward(&lane.topic, lane.partition);
+            }
+            // Everything read before predates the new positions.
+            self.fetched.clear();
             return self
                 .consumer
                 .assign(&tpl)
                 .map_err(|e| kafka_err("replay: assign", &e));
         }
         for lane in &mut self.lanes {
+            let moved = lane.cur.is_none() || lane.seek_to.is_some();
+            if moved {
+                // Messages read before it moves (or pauses) predate its new position.
+                let (topic, partition) = (lane.topic.as_str(), lane.partition);
+                self.fetched.discard(|t, p| p == partition && t == topic);
+            }
             if lane.cur.is_none() {
                 if lane.fetching == Fetching::Yes {
                     self.consumer
@@ -496,6 +533,11 @@ impl Replayer {
                     lane.fetching = Fetching::Paused;
                 }
                 continue;
+            }
+            if lane.fetching == Fetching::Paused && lane.seek_to.is_none() {
+                // librdkafka would resume after the last message it returned, which a
+                // batch may have read past the last one taken: resume where the lane is.
+                lane.seek_to = lane.next;
             }
             if let Some(at) = lane.seek_to.take() {
                 self.consumer
@@ -591,11 +633,33 @@ impl Replayer {
                 (deadline - now).min(Duration::from_millis(200))
             };
             at_hand = true;
-            match self.consumer.poll(wait) {
-                None => {
+            if self.fetched.is_empty() {
+                // The consumer's own queue first: client errors (and the messages of a
+                // partition librdkafka could not forward).
+                match self.consumer.poll(Duration::ZERO) {
+                    Some(Ok(m)) => {
+                        let i = self
+                            .index
+                            .get(&(m.topic().to_string(), m.partition()))
+                            .copied();
+                        if let Some(i) = i {
+                            let parts = copy_message(&m);
+                            drop(m);
+                            one = self.lanes[i].take_polled(parts).then_some(i).or(one);
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        self.errors.poll_error(&e, None, what)?;
+                        continue;
+                    }
+                    None => {}
+                }
+                if self.fetch.fill(&mut self.fetched, wait) == 0 {
                     at_hand = false;
                     // Control records (transaction markers) advance a position without
-                    // a message: learn it from librdkafka.
+                    // a message: learn it from librdkafka (every message it returned
+                    // was taken: the batch is empty).
                     if let Ok(tpl) = self.consumer.position() {
                         for e in tpl.elements() {
                             let (Offset::Offset(o), Some(&i)) = (
@@ -614,36 +678,38 @@ impl Replayer {
                         }
                     }
                     all = true;
+                    continue;
                 }
-                Some(Ok(m)) => {
-                    // Messages come in runs of one partition: try the last lane first.
-                    let i = match last_lane {
-                        Some(l)
-                            if self.lanes[l].partition == m.partition()
-                                && self.lanes[l].topic == m.topic() =>
-                        {
-                            Some(l)
-                        }
-                        _ => self
-                            .index
-                            .get(&(m.topic().to_string(), m.partition()))
-                            .copied(),
-                    };
-                    last_lane = i;
-                    if let Some(i) = i {
-                        let parts = copy_message(&m);
-                        drop(m);
-                        let lane = &mut self.lanes[i];
-                        if lane.seek_to.is_none() {
-                            lane.next = Some(parts.offset + 1);
-                            lane.take(parts);
-                            one = Some(i);
-                        }
-                    }
+            }
+            let Some(m) = self.fetched.next() else {
+                continue;
+            };
+            if let Some(e) = m.error() {
+                // Logged as the context's callback logs an error of the consumer queue.
+                self.consumer.context().error(e.clone(), &m.error_text());
+                self.errors.poll_error(&e, None, what)?;
+                continue;
+            }
+            // Messages come in runs of one partition: try the last lane first.
+            let i = match last_lane {
+                Some(l)
+                    if self.lanes[l].partition == m.partition()
+                        && self.lanes[l].topic == m.topic() =>
+                {
+                    Some(l)
                 }
-                Some(Err(e)) => {
-                    self.errors.poll_error(&e, None, what)?;
-                }
+                _ => self
+                    .index
+                    .get(&(m.topic().to_string(), m.partition()))
+                    .copied(),
+            };
+            last_lane = i;
+            if let Some(i) = i
+                && self.lanes[i].seek_to.is_none()
+            {
+                let parts = m.copy();
+                self.lanes[i].take_polled(parts);
+                one = Some(i);
             }
         }
     }

@@ -93,9 +93,22 @@ fn lines(values: &[String]) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// kcat writes `values` with `codec`. It lingers 500 ms: a batch of the first line alone
+/// (kcat reading it before the rest is written) would be stored uncompressed, as
+/// librdkafka does when compressing does not make a batch smaller.
 fn kcat_produce(topic: &str, codec: &str, values: &[String]) {
     let mut child = Command::new("kcat")
-        .args(["-b", &bootstrap(), "-P", "-t", topic, "-z", codec])
+        .args([
+            "-b",
+            &bootstrap(),
+            "-P",
+            "-t",
+            topic,
+            "-z",
+            codec,
+            "-X",
+            "linger.ms=500",
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -545,7 +545,9 @@ fn survivor_delivers_everything_the_killed_instance_did_not_finish() {
         .collect();
     assert!(
         rows_a.values().any(|(s, _)| s != "done"),
-        "A was killed with unfinished groups"
+        "A was killed with unfinished groups: rows {rows_a:?} G {:?} D {:?}",
+        a.groups,
+        a.done
     );
     let finished_by_a: HashSet<&str> = a
         .messages

@@ -32,6 +32,7 @@ use super::{
     topic_ids::resolve_topic_ids,
 };
 use crate::{
+    fetch_queue::Fetched,
     message::{copy_message, parts_bytes},
     progress::{Budget, resolve_eof},
     state::{GroupKey, SourceState},
@@ -167,13 +168,14 @@ impl Batch {
 
     /// Drops what was read from revoked partitions: pending groups and queued groups
     /// (`ready` or not recorded yet, not handed out, not covered by the watermark: read
-    /// again).
-    pub(super) fn apply_revokes(&mut self, env: &Env<'_>) {
+    /// again). Returns the partitions revoked since the last call (the reader drops the
+    /// messages its fetch batch still holds of them).
+    pub(super) fn apply_revokes(&mut self, env: &Env<'_>) -> Vec<(String, i32)> {
         // A plain load first: this runs for every message, a revoke almost never.
         if !env.shared.has_revoked.load(Ordering::Relaxed)
             || !env.shared.has_revoked.swap(false, Ordering::SeqCst)
         {
-            return;
+            return Vec::new();
         }
         let revoked: Vec<(String, i32)> =
             std::mem::take(&mut *env.shared.revoked.lock().unwrap_or_else(|p| p.into_inner()));
@@ -198,6 +200,7 @@ impl Batch {
             env.state
                 .release(&self.scope, dropped.iter().map(String::as_str));
         }
+        revoked
     }
 
     /// The id of `topic`'s incarnation; asked of the cluster the first time a topic
@@ -315,6 +318,18 @@ impl Batch {
             m.partition(),
             m.offset(),
             || copy_message(m),
+            env,
+        )
+    }
+
+    /// [`take`](Self::take) of a message read from the fetch queue.
+    pub(super) fn take_fetched(&mut self, m: Fetched<'_>, env: &Env<'_>) -> Result<(), Error> {
+        self.take_with(
+            || m.topic(),
+            m.topic_handle(),
+            m.partition(),
+            m.offset(),
+            || m.copy(),
             env,
         )
     }

@@ -10,22 +10,27 @@
 //! revoked partitions, drops their trackers and records them revoked (the reader drops
 //! their pending and queued groups at its next step).
 //!
+//! An assignment forwards the assigned partitions to the reader's fetch queue before
+//! librdkafka fetches them ([`fetch_queue`](crate::fetch_queue)): the reader reads
+//! their messages in batches and still polls the consumer queue for the rebalances.
+//!
 //! [`LiveReader`] is the part of a reader the source reaches: the consumer and its
 //! scope; `mark_done` advances a tracker through it ([`LiveReader::group_done`]). The
 //! only offsets ever stored are the watermarks (`enable.auto.offset.store=false`).
 
 use std::{
     collections::HashMap,
+    ptr,
     sync::{
         Arc, Mutex, MutexGuard, OnceLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicPtr, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use pseidon_plugin_api::{Error, secret::Scrubber};
 use rdkafka::{
-    ClientContext, Offset, TopicPartitionList,
+    ClientContext, Offset, TopicPartitionList, bindings as rdsys,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
     error::{KafkaError, RDKafkaErrorCode},
 };
@@ -33,6 +38,7 @@ use rdkafka::{
 use crate::{
     consume_error::ErrorText,
     error::{is_state_error, kafka_code_err, kafka_err},
+    fetch_queue::{FetchQueue, forward_to},
     health::{ConnectCheck, ConnectFailure, PROBE_TIMEOUT, broker_answers, connect_failure_text},
     kafka_log::{log_librdkafka, scrub},
     log_limit::{LogLimit, suppressed_note},
@@ -67,6 +73,11 @@ pub(crate) struct ReaderShared {
     pub(crate) stats: StatsCell,
     /// Per partition, the offset after the last group handed out (what a revoke drains).
     handed: Mutex<HashMap<(String, i32), i64>>,
+    /// The reader's fetch queue ([`fetch_queue`](crate::fetch_queue)), which an
+    /// assignment forwards the assigned partitions to before librdkafka fetches them;
+    /// null before it exists and once it is destroyed (then messages stay on the
+    /// consumer queue).
+    pub(super) fetch_queue: AtomicPtr<rdsys::rd_kafka_queue_t>,
 }
 
 impl ReaderShared {
@@ -83,6 +94,7 @@ impl ReaderShared {
             log_limit: LogLimit::default(),
             stats: StatsCell::default(),
             handed: Mutex::new(HashMap::new()),
+            fetch_queue: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -263,6 +275,16 @@ impl ConsumerContext for Ctx {
                     .iter()
                     .map(|e| format!("{}/{}", e.topic(), e.partition()))
                     .collect();
+                let queue = self.shared.fetch_queue.load(Ordering::SeqCst);
+                if !queue.is_null() {
+                    let client = consumer.client().native_ptr();
+                    for e in tpl.elements() {
+                        // SAFETY: the queue is the consumer's and lives while the pointer
+                        // is set (LiveReader's drop clears it first); a rebalance is
+                        // served on the reader's thread, never during that drop.
+                        unsafe { forward_to(client, queue, e.topic(), e.partition()) };
+                    }
+                }
                 // The group coordinator answered: the connection works.
                 self.shared.failure.clear();
                 self.shared.progress.assigned();
@@ -276,6 +298,10 @@ impl ConsumerContext for Ctx {
 /// The part of a reader the source reaches: its consumer and watermarks.
 pub(crate) struct LiveReader {
     pub(super) shared: Arc<ReaderShared>,
+    /// Where the assigned partitions' messages are read from (`None`: librdkafka
+    /// refused a queue; read from the consumer queue). Declared, so dropped, before the
+    /// consumer, which must outlive it.
+    pub(super) fetch: Option<FetchQueue>,
     pub(super) consumer: BaseConsumer<Ctx>,
     /// Set by the source's shutdown: the reader's next call is an error.
     pub(super) closed: AtomicBool,
@@ -286,11 +312,26 @@ pub(crate) struct LiveReader {
     pub(super) group: OnceLock<String>,
 }
 
+impl Drop for LiveReader {
+    fn drop(&mut self) {
+        // No assignment forwards to the queue once it is gone (the consumer's close,
+        // after the queue is dropped, may still serve a rebalance).
+        self.shared
+            .fetch_queue
+            .store(ptr::null_mut(), Ordering::SeqCst);
+    }
+}
+
 impl LiveReader {
     /// A live reader of `consumer`, whose context holds `shared`.
     pub(super) fn new(shared: Arc<ReaderShared>, consumer: BaseConsumer<Ctx>) -> Self {
+        let fetch = FetchQueue::new(consumer.client().native_ptr());
+        if let Some(f) = &fetch {
+            shared.fetch_queue.store(f.ptr(), Ordering::SeqCst);
+        }
         LiveReader {
             shared,
+            fetch,
             consumer,
             closed: AtomicBool::new(false),
             scope: OnceLock::new(),

@@ -1,8 +1,15 @@
 //! The datasource's reader: first the replay of unfinished groups ([`replay`](crate::replay)),
 //! then librdkafka's high-level consumer, subscribed in the consumer group `kafka.group.id`.
 //!
-//! Messages are copied out of librdkafka as soon as they are polled (a borrowed message
-//! pins fetch buffers, and a consumer dropped while one is alive hangs). They collect
+//! Messages are read in batches: every assigned partition is forwarded to the reader's
+//! fetch queue before librdkafka fetches it, and the reader reads that queue with
+//! `rd_kafka_consume_batch_queue` ([`fetch_queue`](crate::fetch_queue)); the consumer
+//! queue (rebalances, commits, client errors) is polled at every turn of `next_group`
+//! (so a rebalance is served while a batch lasts), and at least every 100 ms while no
+//! message comes. A revoke drops the messages of the
+//! revoked partitions still in the batch. Messages are copied out of librdkafka as they
+//! are taken, and a batch is emptied before its consumer can be dropped (a borrowed
+//! message pins fetch buffers, and a consumer dropped while one is alive hangs). They collect
 //! into one pending group per partition; a group is closed when it holds
 //! `group-max-messages` or `group-max-bytes` (keys, values, headers), or its first
 //! message waited `group-max-wait-ms`, then queued.

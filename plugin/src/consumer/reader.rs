@@ -18,6 +18,7 @@ use std::{
 use pseidon_plugin_api::Error;
 use pseidon_plugin_api::{MessageGroup, Reader, ReaderOptions, ReaderProgress};
 use rdkafka::{
+    ClientContext,
     consumer::{BaseConsumer, Consumer},
     error::KafkaError,
 };
@@ -31,6 +32,7 @@ use crate::{
     config::{Role, reader_max_messages},
     consume_error::{self, ConsumeErrors},
     error::kafka_err,
+    fetch_queue::FetchBatch,
     kafka_log::secret_values,
     progress::{Budget, assignment_of},
     replay::Replayer,
@@ -39,6 +41,10 @@ use crate::{
 };
 
 static NEXT_READER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The longest a reader waits for messages on its fetch queue before it looks at the
+/// consumer queue (rebalances, errors) again.
+const FETCH_WAIT_MAX: Duration = Duration::from_millis(100);
 
 /// A reader of message groups.
 pub struct KafkaReader {
@@ -56,6 +62,9 @@ pub struct KafkaReader {
     replay: Option<Replayer>,
     subscribed: bool,
     batch: Batch,
+    /// Messages read from the live reader's fetch queue, not taken yet (emptied at
+    /// `close`, before the consumer can be dropped).
+    fetched: FetchBatch,
     /// Permanent consume errors, and whether the reader gave up on one.
     errors: ConsumeErrors,
     closed: bool,
@@ -136,6 +145,7 @@ impl KafkaReader {
             replay: None,
             subscribed: false,
             batch,
+            fetched: FetchBatch::default(),
             errors: ConsumeErrors::new(error_timeout_ms),
             closed: false,
         })
@@ -330,8 +340,10 @@ impl KafkaReader {
         };
         let batch = &mut self.batch;
         let consumer = &self.live.consumer;
+        let fetch = self.live.fetch.as_ref();
+        let fetched = &mut self.fetched;
         loop {
-            batch.apply_revokes(&env);
+            drop_revoked(fetched, &batch.apply_revokes(&env));
             if !batch.queue.is_empty() {
                 // The groups closed in this call are recorded now, in one transaction:
                 // the one handed out as `run`, the others `ready`.
@@ -389,35 +401,27 @@ impl KafkaReader {
             {
                 wait = wait.min(due.saturating_duration_since(now));
             }
-            match consumer.poll(wait) {
-                None => continue,
-                Some(Ok(m)) => {
-                    env.shared.failure.clear();
-                    batch.take(&m, &env)?
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    batch.reached_end(consumer, p, &env)?;
-                    continue;
-                }
-                Some(Err(e)) => {
-                    if consume_error::is_transient(&e) {
-                        poll_error(env.shared, &self.topics, &e);
+            // The consumer queue at every turn (a rebalance is served while a batch
+            // lasts, however slowly its groups are taken): rebalances, commits, client
+            // errors, and the messages of a partition not forwarded to the fetch queue.
+            {
+                let wait_here = if fetch.is_some() {
+                    Duration::ZERO
+                } else {
+                    wait
+                };
+                let polled = consumer.poll(wait_here);
+                drop_revoked(fetched, &batch.apply_revokes(&env));
+                match polled {
+                    None => {}
+                    Some(Ok(m)) => {
+                        env.shared.failure.clear();
+                        batch.take(&m, &env)?;
+                        continue;
                     }
-                    self.errors
-                        .poll_error(&e, env.shared.error_text.take(), || {
-                            format!("reading {:?}", self.topics)
-                        })?;
-                    continue;
-                }
-            }
-            // While messages are at hand and no group is complete, take them without
-            // the bookkeeping above; the wait of pending groups is checked now and then.
-            let mut n = 0u32;
-            while batch.queue.is_empty() && n < 4096 && !batch.budget.is_spent() {
-                match consumer.poll(Duration::ZERO) {
-                    Some(Ok(m)) => batch.take(&m, &env)?,
                     Some(Err(KafkaError::PartitionEOF(p))) => {
-                        batch.reached_end(consumer, p, &env)?
+                        batch.reached_end(consumer, p, &env)?;
+                        continue;
                     }
                     Some(Err(e)) => {
                         if consume_error::is_transient(&e) {
@@ -426,13 +430,55 @@ impl KafkaReader {
                         self.errors
                             .poll_error(&e, env.shared.error_text.take(), || {
                                 format!("reading {:?}", self.topics)
+                            })?;
+                        continue;
+                    }
+                }
+                let Some(fetch) = fetch else {
+                    continue;
+                };
+                if fetched.is_empty() {
+                    // Waits at most FETCH_WAIT_MAX for messages: the consumer queue is
+                    // not watched meanwhile.
+                    if fetch.fill(fetched, wait.min(FETCH_WAIT_MAX)) == 0 {
+                        continue;
+                    }
+                    env.shared.failure.clear();
+                }
+            }
+            // While messages are at hand and no group is complete, take them without
+            // the bookkeeping above; the wait of pending groups is checked between
+            // batches.
+            while batch.queue.is_empty() && !batch.budget.is_spent() {
+                let Some(m) = fetched.next() else {
+                    break;
+                };
+                match m.error() {
+                    None => batch.take_fetched(m, &env)?,
+                    Some(KafkaError::PartitionEOF(p)) => batch.reached_end(consumer, p, &env)?,
+                    Some(e) => {
+                        // What the context's callback does for an error polled from
+                        // the consumer queue: log it, keep its text.
+                        consumer.context().error(e.clone(), &m.error_text());
+                        if consume_error::is_transient(&e) {
+                            poll_error(env.shared, &self.topics, &e);
+                        }
+                        self.errors
+                            .poll_error(&e, env.shared.error_text.take(), || {
+                                format!("reading {:?}", self.topics)
                             })?
                     }
-                    None => break,
                 }
-                n += 1;
             }
         }
+    }
+}
+
+/// Drops the messages `fetched` holds of the `revoked` partitions: read before the
+/// revoke, they are the next owner's to read (and no part or tracker takes them now).
+fn drop_revoked(fetched: &mut FetchBatch, revoked: &[(String, i32)]) {
+    if !revoked.is_empty() {
+        fetched.discard(|t, p| revoked.iter().any(|(rt, rp)| *rp == p && rt == t));
     }
 }
 
@@ -526,6 +572,7 @@ impl Reader for KafkaReader {
         }
         self.closed = true;
         self.replay = None;
+        self.fetched.clear();
         let ids: Vec<String> = self
             .batch
             .queue

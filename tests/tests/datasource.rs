@@ -992,3 +992,48 @@ fn replay_reads_all_partitions_at_once_with_gaps() {
     let rows = db_rows(&db);
     assert!(rows.values().all(|(s, _)| s == "done"), "{rows:?}");
 }
+
+/// A slow user still serves a rebalance at its next `next_group`, however much of a
+/// fetched batch it has left (the reader reads up to 1024 fetched messages at a time;
+/// one that looked at the consumer queue only between batches would answer the join of
+/// a second member after some 1024 / 10 groups x 1 s, and hold both partitions).
+#[test]
+fn a_slow_reader_serves_a_rebalance_while_its_fetched_batch_lasts() {
+    const N: usize = 4_000;
+    let topic = unique("ds-slow-rb");
+    create_topic(&topic, 2);
+    produce(&topic, &values("slow", N));
+    let dir = tmp_dir("ds-slow-rb");
+    let group = unique("ds-slow-rb-g");
+    let extra = |sleep_ms: &'static str| {
+        [
+            "--sleep-ms",
+            sleep_ms,
+            "--idle-ms",
+            "60000",
+            "--set",
+            "pseidon-kafka.group-max-messages=10",
+        ]
+    };
+    // A takes a group of 10 messages a second.
+    let mut a = Running::spawn(&child_args(
+        &topic,
+        &group,
+        &dir.join("a.db"),
+        &extra("1000"),
+    ));
+    a.wait_for(Duration::from_secs(60), "A's second group", |r| {
+        r.groups.len() >= 2
+    });
+    let mut b = Running::spawn(&child_args(&topic, &group, &dir.join("b.db"), &extra("0")));
+    b.wait_for(
+        Duration::from_secs(45),
+        "B's first group (A must answer the rebalance within a group or two)",
+        |r| !r.groups.is_empty(),
+    );
+    let b = b.kill();
+    drop(a.kill());
+    // The partitions were split: B read one of the two.
+    let b_partitions: BTreeSet<i32> = b.messages.iter().map(|m| m.1).collect();
+    assert_eq!(b_partitions.len(), 1, "B read {b_partitions:?}");
+}

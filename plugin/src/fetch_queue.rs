@@ -72,25 +72,50 @@ impl FetchQueue {
     }
 
     /// Empties `batch` and fills it with what the queue holds, up to its capacity,
-    /// waiting up to `wait` for a first message. Returns the number read.
+    /// waiting up to `wait` for a first message if none is at hand. Returns the number
+    /// read.
+    ///
+    /// `rd_kafka_consume_batch_queue` with a timeout returns only when the array is
+    /// full or the timeout passed: a blocking call would hold back messages at hand
+    /// (up to the timeout at the end of the data, or until enough fetch responses came
+    /// for large messages). So only the first message is waited for; the rest is what
+    /// is at hand then.
     pub(crate) fn fill(&self, batch: &mut FetchBatch, wait: Duration) -> usize {
         batch.clear();
-        let timeout_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
         let cap = batch.messages.capacity();
-        // SAFETY: the array has room for `cap` pointers; librdkafka writes `n` of them,
-        // each a message the batch now owns (destroyed by `clear`).
+        let mut n = self.consume(batch, Duration::ZERO, cap);
+        if n == 0 && !wait.is_zero() {
+            n = self.consume(batch, wait, 1);
+            if n > 0 {
+                n += self.consume(batch, Duration::ZERO, cap - n);
+            }
+        }
+        batch.next = 0;
+        n
+    }
+
+    /// Appends up to `max` messages to `batch` (whose capacity has room for them),
+    /// waiting up to `wait` for all of them.
+    fn consume(&self, batch: &mut FetchBatch, wait: Duration, max: usize) -> usize {
+        let len = batch.messages.len();
+        let max = max.min(batch.messages.capacity() - len);
+        if max == 0 {
+            return 0;
+        }
+        let timeout_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the array has room for `max` more pointers after `len`; librdkafka
+        // writes `n` of them, each a message the batch now owns (destroyed by `clear`).
         let n = unsafe {
             rdsys::rd_kafka_consume_batch_queue(
                 self.queue,
                 timeout_ms,
-                batch.messages.as_mut_ptr(),
-                cap,
+                batch.messages.as_mut_ptr().add(len),
+                max,
             )
         };
-        let n = usize::try_from(n).unwrap_or(0).min(cap);
-        // SAFETY: librdkafka initialized the first `n` elements.
-        unsafe { batch.messages.set_len(n) };
-        batch.next = 0;
+        let n = usize::try_from(n).unwrap_or(0).min(max);
+        // SAFETY: librdkafka initialized the `n` elements after `len`.
+        unsafe { batch.messages.set_len(len + n) };
         n
     }
 }

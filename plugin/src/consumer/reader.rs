@@ -424,13 +424,7 @@ impl KafkaReader {
                         continue;
                     }
                     Some(Err(e)) => {
-                        if consume_error::is_transient(&e) {
-                            poll_error(env.shared, &self.topics, &e);
-                        }
-                        self.errors
-                            .poll_error(&e, env.shared.error_text.take(), || {
-                                format!("reading {:?}", self.topics)
-                            })?;
+                        consume_failed(&mut self.errors, env.shared, &self.topics, &e)?;
                         continue;
                     }
                 }
@@ -460,13 +454,7 @@ impl KafkaReader {
                         // What the context's callback does for an error polled from
                         // the consumer queue: log it, keep its text.
                         consumer.context().error(e.clone(), &m.error_text());
-                        if consume_error::is_transient(&e) {
-                            poll_error(env.shared, &self.topics, &e);
-                        }
-                        self.errors
-                            .poll_error(&e, env.shared.error_text.take(), || {
-                                format!("reading {:?}", self.topics)
-                            })?
+                        consume_failed(&mut self.errors, env.shared, &self.topics, &e)?;
                     }
                 }
             }
@@ -476,6 +464,23 @@ impl KafkaReader {
 
 /// Drops the messages `fetched` holds of the `revoked` partitions: read before the
 /// revoke, they are the next owner's to read (and no part or tracker takes them now).
+/// A consume error, polled from the consumer queue or read from the fetch batch: a
+/// transient one is logged (once per window), every one goes to the error window with
+/// the text the context kept; a permanent one that persisted is `next_group`'s error.
+fn consume_failed(
+    errors: &mut ConsumeErrors,
+    shared: &ReaderShared,
+    topics: &[String],
+    e: &KafkaError,
+) -> Result<(), Error> {
+    if consume_error::is_transient(e) {
+        poll_error(shared, topics, e);
+    }
+    errors.poll_error(e, shared.error_text.take(), || {
+        format!("reading {topics:?}")
+    })
+}
+
 fn drop_revoked(fetched: &mut FetchBatch, revoked: &[(String, i32)]) {
     if !revoked.is_empty() {
         fetched.discard(|t, p| revoked.iter().any(|(rt, rp)| *rp == p && rt == t));

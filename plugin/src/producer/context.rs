@@ -8,10 +8,10 @@
 //!   open flush ticket ([`Tickets`]) is counted there instead of in the shared list. The list is bounded
 //!   ([`FailureList`], [`MAX_LISTED_FAILURES`]): beyond the bound, failures are
 //!   counted and summarised by the next flush.
-//! - Room in a full queue: a writer that found librdkafka's queue full sleeps on a
-//!   condition variable until the reports reach the mark it set (`wake_at`); the
-//!   report that reaches it wakes every waiting writer. `wake_at` is `u64::MAX` when
-//!   nobody waits, so that the callback pays one relaxed load then.
+//! - Room in a full queue: a writer that found librdkafka's queue full serves the
+//!   reports itself until a step of the queue was delivered (see
+//!   [`super::sink`]); [`SinkContext::polling_writer`] tells the poll thread to step
+//!   aside meanwhile (each message is freed by the thread that allocated it).
 //! - The reason given for a failure names the cause where it is known: the
 //!   connection failure that tripped ([`ConnectFailure`]), `message.timeout.ms`, or the
 //!   shutdown that purged the queue.
@@ -22,8 +22,8 @@
 
 use std::{
     sync::{
-        Condvar, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -58,11 +58,8 @@ pub(crate) struct SinkContext {
     delivered: AtomicU64,
     failed: AtomicU64,
     failures: Mutex<FailureList>,
-    /// Writers waiting for room in a full queue sleep on `room` until the reports
-    /// reach this count (`u64::MAX`: nobody waits).
-    wake_at: AtomicU64,
-    room_lock: Mutex<()>,
-    room: Condvar,
+    /// Writers serving the reports themselves while the queue is full.
+    polling_writers: AtomicU32,
     last_error: Mutex<Option<(String, Instant)>>,
     /// Repeated errors (a broker that is down) are logged once per window.
     log_limit: crate::log_limit::LogLimit,
@@ -88,9 +85,7 @@ impl SinkContext {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             failures: Mutex::new(FailureList::new(MAX_LISTED_FAILURES)),
-            wake_at: AtomicU64::new(u64::MAX),
-            room_lock: Mutex::new(()),
-            room: Condvar::new(),
+            polling_writers: AtomicU32::new(0),
             last_error: Mutex::new(None),
             log_limit: crate::log_limit::LogLimit::default(),
             secrets,
@@ -113,51 +108,20 @@ impl SinkContext {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether a writer waits for room in a full queue (for a report to wake it).
-    pub(super) fn writer_waits(&self) -> bool {
-        self.wake_at.load(Ordering::Relaxed) != u64::MAX
+    /// Whether a writer serves the reports itself (a full queue).
+    pub(super) fn writer_polls(&self) -> bool {
+        self.polling_writers.load(Ordering::Relaxed) != 0
+    }
+
+    /// Marks the calling writer as serving the reports until the guard drops.
+    pub(super) fn polling_writer(&self) -> PollingWriter<'_> {
+        self.polling_writers.fetch_add(1, Ordering::Relaxed);
+        PollingWriter(&self.polling_writers)
     }
 
     /// Deliveries reported so far, in total.
     pub(super) fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Acquire)
-    }
-
-    /// Wakes the writers waiting for room once the reports reached their mark.
-    #[cold]
-    fn wake_writers(&self) {
-        let mark = self.wake_at.load(Ordering::Acquire);
-        if self.done() >= mark
-            && self
-                .wake_at
-                .compare_exchange(mark, u64::MAX, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            let _guard = self
-                .room_lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            self.room.notify_all();
-        }
-    }
-
-    /// Waits (at most `limit`) until `reports` more deliveries or failures were
-    /// reported: a full queue then has room for that many messages again.
-    pub(super) fn wait_for_room(&self, reports: u64, limit: Duration) {
-        let guard = self
-            .room_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mark = self.done().saturating_add(reports);
-        self.wake_at.fetch_min(mark, Ordering::AcqRel);
-        // A report counted before the mark was set would not wake us: check.
-        if self.done() >= mark {
-            return;
-        }
-        let _ = self
-            .room
-            .wait_timeout(guard, limit)
-            .unwrap_or_else(PoisonError::into_inner);
     }
 
     /// Deliveries and failures reported so far, in total.
@@ -264,9 +228,6 @@ impl ProducerContext for SinkContext {
                 self.failed.fetch_add(1, Ordering::Release);
             }
         }
-        if self.wake_at.load(Ordering::Relaxed) != u64::MAX {
-            self.wake_writers();
-        }
     }
 }
 
@@ -290,5 +251,14 @@ impl SinkContext {
         } else if waiting > 0 && waiting.is_multiple_of(FAILURE_LOG_EVERY) {
             log::warn!("{waiting} failed deliveries are waiting to be reported by a flush");
         }
+    }
+}
+
+/// A writer serving the reports itself ([`SinkContext::polling_writer`]).
+pub(super) struct PollingWriter<'a>(&'a AtomicU32);
+
+impl Drop for PollingWriter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

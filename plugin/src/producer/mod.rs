@@ -31,14 +31,16 @@
 //! - `sink`: [`KafkaSink`], the [`DataSink`] impl (write, flush, shutdown), the size
 //!   check and the wait for room in a full queue;
 //! - `context`: `SinkContext`, the producer's context: delivery accounting (counts,
-//!   the failure list of `failures`), the signal that a full queue has room again, the reasons given
-//!   for failures, librdkafka's logs and errors;
+//!   the failure list of `failures`), whether a writer serves the reports itself, the reasons
+//!   given for failures, librdkafka's logs and errors;
 //! - `failures`: `FailureList`, the bounded list of failures waiting for a flush;
 //! - `tickets`: `Tickets`, the flush tickets: a batch written with
 //!   `write_batch_ticketed` has its deliveries reported to its own `flush_ticket`
 //!   only, never to the shared `flush` of another user of the sink;
 //! - `raw`: the raw librdkafka calls and all their `unsafe` (topic handles, produce
 //!   with and without headers, flush, purge);
+//! - `reports`: `Reports`, the producer's report queue, served and waited for
+//!   without spinning (librdkafka's wake-up callback);
 //! - `poll`: the poll thread that serves the delivery reports and checks the
 //!   connection's health (`crate::health`).
 //!
@@ -51,6 +53,7 @@ mod context;
 mod failures;
 mod poll;
 mod raw;
+mod reports;
 mod sink;
 #[cfg(test)]
 mod tests;

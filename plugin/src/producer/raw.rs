@@ -32,7 +32,7 @@ use rdkafka::{
     types::RDKafkaRespErr,
 };
 
-use super::context::KafkaProducer;
+use super::{context::KafkaProducer, reports::Reports};
 use crate::error::kafka_code_err;
 
 /// A librdkafka topic handle, kept for the producer's life: writing through it
@@ -55,6 +55,7 @@ pub(super) struct Topic<'a> {
 /// The live producer and its topic handles; dropped at shutdown.
 pub(super) struct Active {
     producer: Arc<KafkaProducer>,
+    reports: Arc<Reports>,
     /// Looked up once per batch: hashed with foldhash, not SipHash (topic names are
     /// the application's, not an attacker's flood of keys).
     topics: RwLock<HashMap<Box<str>, TopicHandle, foldhash::fast::RandomState>>,
@@ -62,9 +63,10 @@ pub(super) struct Active {
 
 impl Active {
     /// Takes `producer` with no topic handle yet.
-    pub(super) fn new(producer: Arc<KafkaProducer>) -> Self {
+    pub(super) fn new(producer: Arc<KafkaProducer>, reports: Arc<Reports>) -> Self {
         Active {
             producer,
+            reports,
             topics: RwLock::new(HashMap::default()),
         }
     }
@@ -72,6 +74,11 @@ impl Active {
     /// The producer.
     pub(super) fn producer(&self) -> &Arc<KafkaProducer> {
         &self.producer
+    }
+
+    /// The producer's report queue.
+    pub(super) fn reports(&self) -> &Arc<Reports> {
+        &self.reports
     }
 
     /// The handle of `topic`, created on first use.
@@ -248,7 +255,7 @@ impl Drop for Active {
 }
 
 /// librdkafka's own flush: sends at once (linger.ms is skipped) and, as delivery
-/// reports are events served by the poll thread, waits until every message is done
+/// reports are events served by another thread (`Reports::serve`), waits until every message is done
 /// or `timeout` passes. (rdkafka's `Producer::flush` polls in 100 ms slices
 /// instead.) It returns either no error or a timeout: the caller's counters tell
 /// which.

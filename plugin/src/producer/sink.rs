@@ -34,6 +34,7 @@ use super::{
     context::{KafkaProducer, SinkContext},
     poll::Poller,
     raw::{self, Active, Topic},
+    reports::Reports,
 };
 use crate::{
     config::{self, Config, Role},
@@ -51,6 +52,11 @@ const RECORD_MAX_OVERHEAD: usize = 36;
 const HEADER_MAX_OVERHEAD: usize = 10;
 /// The longest `write` waits for room in a full queue before it tries again.
 const QUEUE_FULL_SLICE: Duration = Duration::from_millis(10);
+
+/// How long one step of a flush that serves the reports itself lets librdkafka's
+/// flush wait (it sends at once meanwhile) before the reports are served.
+const FLUSH_STEP: Duration = Duration::from_millis(1);
+
 /// A writer serves the delivery reports waiting once per 2^this records it queues.
 const SERVE_EVERY_LOG2: u32 = 10;
 /// librdkafka's default `queue.buffering.max.messages`.
@@ -140,10 +146,11 @@ impl KafkaSink {
                 })?;
         let producer = Arc::new(producer);
         let context = Arc::clone(producer.context());
-        let poller = Poller::start(&producer)?;
+        let reports = Arc::new(Reports::new(Arc::clone(&producer)));
+        let poller = Poller::start(&reports)?;
         Ok(KafkaSink {
             shared: Arc::new(Shared {
-                active: RwLock::new(Some(Active::new(producer))),
+                active: RwLock::new(Some(Active::new(producer, reports))),
                 context,
                 closed: AtomicBool::new(false),
                 accepted: AtomicU64::new(0),
@@ -194,21 +201,21 @@ impl KafkaSink {
         let shared = &self.shared;
         shared.closed.store(true, Ordering::Release);
         // Taking the write lock waits for writes in progress; later ones see `closed`.
-        let producer = shared
+        let reports = shared
             .active
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .map(|a| Arc::clone(a.producer()));
-        let Some(producer) = producer else {
+            .map(|a| Arc::clone(a.reports()));
+        let Some(reports) = reports else {
             return Ok(());
         };
         let target = shared.accepted.load(Ordering::Acquire);
-        let pending = wait_delivered(&producer, &shared.context, target, timeout);
+        let pending = wait_delivered(&reports, &shared.context, target, timeout);
         if pending > 0 {
             // Purged messages get a failed delivery report each.
-            raw::purge(&producer);
-            wait_delivered(&producer, &shared.context, target, Duration::from_secs(1));
+            raw::purge(reports.producer());
+            wait_delivered(&reports, &shared.context, target, Duration::from_secs(1));
         }
         if let Some(poller) = shared
             .poller
@@ -227,7 +234,7 @@ impl KafkaSink {
                 .take(),
         );
         // Destroys the librdkafka handle (and its threads) unless a flush still uses it.
-        drop(producer);
+        drop(reports);
 
         // Failures a flush already returned were reported; what is left is not.
         let unaccounted = shared
@@ -353,15 +360,25 @@ impl KafkaSink {
                             waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
                         });
                     }
-                    // Refill in large steps: wait until a quarter of the queue was
-                    // delivered (the poll thread serves the reports that free it),
-                    // so that librdkafka's sender is not woken for a few messages
-                    // at a time. The slice bounds the wait when the byte limit, not
-                    // the message count, is what is full.
+                    // Refill in large steps: serve the reports until a quarter of the
+                    // queue was delivered, so that librdkafka's sender is not woken
+                    // for a few messages at a time. The writer serves them itself
+                    // (the poll thread steps aside): each message is freed by the
+                    // thread that allocated it, as in a plain rdkafka loop. The
+                    // slice bounds the wait when the byte limit, not the message
+                    // count, is what is full.
                     let left = shared.queue_full_timeout.saturating_sub(waited);
-                    shared
-                        .context
-                        .wait_for_room(shared.refill_step, left.min(QUEUE_FULL_SLICE));
+                    let until = Instant::now() + left.min(QUEUE_FULL_SLICE);
+                    let mark = shared.context.done().saturating_add(shared.refill_step);
+                    let _polling = shared.context.polling_writer();
+                    loop {
+                        let generation = active.reports().serve();
+                        let left = until.saturating_duration_since(Instant::now());
+                        if shared.context.done() >= mark || left.is_zero() {
+                            break;
+                        }
+                        active.reports().wait(generation, left);
+                    }
                 }
                 RDKafkaErrorCode::MessageSizeTooLarge => return Err(too_large()),
                 RDKafkaErrorCode::Fatal => {
@@ -394,21 +411,37 @@ fn record_bytes(record: &Record<'_>) -> u64 {
 
 /// Flushes `producer` and waits until `target` deliveries (or failures) were
 /// reported, or `timeout` passes; returns how many are still pending. The poll
-/// thread must be running: it serves the delivery reports.
+/// thread must be running: it serves the delivery reports. While more than
+/// 2^[`SERVE_EVERY_LOG2`] are pending, the flushing thread serves them itself (the
+/// poll thread steps aside): a writer that flushes frees its own messages, as a
+/// plain rdkafka loop does (a large queue's last reports were a tenth of a 1 M
+/// message run's, each freed across threads).
 ///
 /// A zero `timeout` only counts the reports so far: it does not call librdkafka's
 /// flush, which would send every partly filled batch at once (it treats `linger.ms`
 /// as elapsed while it runs). `pseidon send` collects reports that way after each
 /// batch of lines, and the forced sends made its message sets small.
-fn wait_delivered(
-    producer: &KafkaProducer,
-    context: &SinkContext,
-    target: u64,
-    timeout: Duration,
-) -> u64 {
+fn wait_delivered(reports: &Reports, context: &SinkContext, target: u64, timeout: Duration) -> u64 {
     let deadline = Instant::now() + timeout;
     if !timeout.is_zero() {
-        raw::flush(producer, timeout);
+        let many = |done: u64| target.saturating_sub(done) >> SERVE_EVERY_LOG2 != 0;
+        if many(context.done()) {
+            let _polling = context.polling_writer();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || !many(context.done()) {
+                    break;
+                }
+                // librdkafka's flush sends at once while it waits (linger.ms is
+                // skipped); it returns when the step passed, the reports wait.
+                raw::flush(reports.producer(), left.min(FLUSH_STEP));
+                reports.serve();
+            }
+        }
+        raw::flush(
+            reports.producer(),
+            deadline.saturating_duration_since(Instant::now()),
+        );
     }
     // The last reports may still be being counted by the poll thread.
     loop {
@@ -487,7 +520,7 @@ impl KafkaSink {
         shared.accepted.fetch_add(accepted, Ordering::AcqRel);
         let before = shared.context.queued.fetch_add(accepted, Ordering::Relaxed);
         if before >> SERVE_EVERY_LOG2 != (before + accepted) >> SERVE_EVERY_LOG2 {
-            active.producer().poll(Duration::ZERO);
+            active.reports().serve();
         }
         result.map_err(|e| (accepted, e))
     }
@@ -569,17 +602,17 @@ impl DataSink for KafkaSink {
     }
 
     fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
-        let producer = self
+        let reports = self
             .shared
             .active
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .map(|a| Arc::clone(a.producer()));
+            .map(|a| Arc::clone(a.reports()));
         let mut pending = 0;
-        if let Some(producer) = producer {
+        if let Some(reports) = reports {
             let target = self.shared.accepted.load(Ordering::Acquire);
-            pending = wait_delivered(&producer, &self.shared.context, target, timeout);
+            pending = wait_delivered(&reports, &self.shared.context, target, timeout);
         }
         Ok(self.report(pending))
     }

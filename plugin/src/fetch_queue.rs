@@ -102,7 +102,9 @@ impl FetchQueue {
         if max == 0 {
             return 0;
         }
-        let timeout_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        // Rounded up: a wait under 1 ms rounded down would not wait, and the reader's
+        // loop would spin through its last millisecond.
+        let timeout_ms = i32::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         // SAFETY: the array has room for `max` more pointers after `len`; librdkafka
         // writes `n` of them, each a message the batch now owns (destroyed by `clear`).
         let n = unsafe {

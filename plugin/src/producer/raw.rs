@@ -260,7 +260,9 @@ impl Drop for Active {
 /// instead.) It returns either no error or a timeout: the caller's counters tell
 /// which.
 pub(super) fn flush(producer: &KafkaProducer, timeout: Duration) {
-    let timeout_ms = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
+    // Rounded up: a wait under 1 ms rounded down would not wait (a flush serving its
+    // own reports would spin through its last millisecond).
+    let timeout_ms = c_int::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(c_int::MAX);
     // SAFETY: a live client.
     unsafe { rdsys::rd_kafka_flush(producer.client().native_ptr(), timeout_ms) };
 }

@@ -353,6 +353,11 @@ fn broker_sigkilled_and_restarted_during_the_copy() {
             .find(|l| l.starts_with("pseidon: error"))
             .map_or(String::new(), |l| format!(": {l}"))
     );
+    // Shown only if the test fails (the finishing run's lines are in its message).
+    eprintln!(
+        "the run during the broker kill logged: {:#?}",
+        &run.lines[run.lines.len().saturating_sub(60)..]
+    );
     copy.conf("", "");
     copy.finish(Duration::from_secs(120));
     assert_eq!(copy.check_exactly_once(), N);

@@ -54,7 +54,7 @@ pub(super) struct Topic<'a> {
 
 /// The live producer and its topic handles; dropped at shutdown.
 pub(super) struct Active {
-    producer: Arc<KafkaProducer>,
+    /// The producer's report queue; it holds the producer.
     reports: Arc<Reports>,
     /// Looked up once per batch: hashed with foldhash, not SipHash (topic names are
     /// the application's, not an attacker's flood of keys).
@@ -63,9 +63,8 @@ pub(super) struct Active {
 
 impl Active {
     /// Takes `producer` with no topic handle yet.
-    pub(super) fn new(producer: Arc<KafkaProducer>, reports: Arc<Reports>) -> Self {
+    pub(super) fn new(reports: Arc<Reports>) -> Self {
         Active {
-            producer,
             reports,
             topics: RwLock::new(HashMap::default()),
         }
@@ -73,7 +72,7 @@ impl Active {
 
     /// The producer.
     pub(super) fn producer(&self) -> &Arc<KafkaProducer> {
-        &self.producer
+        self.reports.producer()
     }
 
     /// The producer's report queue.
@@ -105,7 +104,7 @@ impl Active {
         // SAFETY: a live client and a NUL-terminated name; NULL conf = the defaults.
         let rkt = unsafe {
             rdsys::rd_kafka_topic_new(
-                self.producer.client().native_ptr(),
+                self.producer().client().native_ptr(),
                 name.as_ptr(),
                 ptr::null_mut(),
             )
@@ -209,7 +208,7 @@ impl Active {
         // its values, ending with END); value and key are copied (F_COPY).
         let code = unsafe {
             rdsys::rd_kafka_producev(
-                self.producer.client().native_ptr(),
+                self.producer().client().native_ptr(),
                 RD_KAFKA_VTYPE_RKT,
                 topic.rkt.as_ptr(),
                 RD_KAFKA_VTYPE_PARTITION,
@@ -248,7 +247,7 @@ impl Drop for Active {
             .unwrap_or_else(PoisonError::into_inner);
         for (_, t) in topics.drain() {
             // SAFETY: each handle was created once by `rd_kafka_topic_new` and the
-            // client is still alive (`self.producer`).
+            // client is still alive (`self.reports` holds it).
             unsafe { rdsys::rd_kafka_topic_destroy(t.0.as_ptr()) };
         }
     }

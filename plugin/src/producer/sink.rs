@@ -146,11 +146,11 @@ impl KafkaSink {
                 })?;
         let producer = Arc::new(producer);
         let context = Arc::clone(producer.context());
-        let reports = Arc::new(Reports::new(Arc::clone(&producer)));
+        let reports = Arc::new(Reports::new(producer));
         let poller = Poller::start(&reports)?;
         Ok(KafkaSink {
             shared: Arc::new(Shared {
-                active: RwLock::new(Some(Active::new(producer, reports))),
+                active: RwLock::new(Some(Active::new(reports))),
                 context,
                 closed: AtomicBool::new(false),
                 accepted: AtomicU64::new(0),
@@ -409,7 +409,7 @@ fn record_bytes(record: &Record<'_>) -> u64 {
     (record.value().map_or(0, <[u8]>::len) + record.key().map_or(0, <[u8]>::len) + headers) as u64
 }
 
-/// Flushes `producer` and waits until `target` deliveries (or failures) were
+/// Flushes the producer of `reports` and waits until `target` deliveries (or failures) were
 /// reported, or `timeout` passes; returns how many are still pending. The poll
 /// thread must be running: it serves the delivery reports. While more than
 /// 2^[`SERVE_EVERY_LOG2`] are pending, the flushing thread serves them itself (the
